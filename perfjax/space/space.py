@@ -1,0 +1,673 @@
+"""The search space: typed parameters, known constraints, and fast feasible sampling.
+
+Sampling draws the parameters one at a time in a dependency order. Each parameter's candidate
+values (its whole domain when it is finite and not huge, else a few random draws) are filtered, for
+a whole batch at once, against
+
+* the constraints whose other parameters are all drawn already (exact evaluation), and
+* the constraints that still involve undrawn parameters, evaluated over the undrawn parameters'
+  ranges (interval forward checking: a value is dropped only if no completion can satisfy them).
+
+A permutation is built position by position the same way. Rows that reach a dead end are dropped
+and drawn again; a final exact check keeps only feasible rows. Because every value is drawn with
+a known probability, the same pass also gives an unbiased (Knuth-style) estimate of the fraction of
+the space that is feasible, even where that fraction is 1e-20.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from perfjax.errors import SpaceError
+from perfjax.space import expr
+from perfjax.space.expr import Constraint, Interval
+from perfjax.space.params import Categorical, Integer, Ordinal, Parameter, Real
+
+Batch = dict  # struct-of-arrays pytree: parameter name -> array with a leading batch dimension
+
+# Random candidates drawn per row for a parameter whose domain is not enumerated.
+CANDIDATES = 32
+# Enumerate the whole space when sampling fails and it has at most this many configurations.
+ENUMERATION_LIMIT = 20_000_000
+# Rows to try before concluding that sampling cannot find a feasible point.
+MAX_ATTEMPTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Step:
+    """Drawing one parameter: which constraints are exact by then and which are forward-checked."""
+
+    name: str
+    complete: tuple[Constraint, ...]
+    partial: tuple[Constraint, ...]
+
+
+def _as_key(seed: Any) -> jax.Array:
+    if isinstance(seed, (int, np.integer)):
+        return jax.random.PRNGKey(int(seed))
+    if seed is None:
+        return jax.random.PRNGKey(int(np.random.default_rng().integers(0, 2**31)))
+    return seed
+
+
+class Space:
+    """A typed search space with known constraints.
+
+    >>> space = Space({"tile": Ordinal([8, 16, 32, 64]), "unroll": Integer(1, 8),
+    ...                "order": Permutation(3)},
+    ...               constraints=["unroll <= tile", "order_i0 < order_i2"])
+    >>> batch = space.sample(1000, seed=0)        # struct-of-arrays pytree
+    >>> bool(space.feasible(batch).all())
+    True
+    """
+
+    def __init__(self, params: Mapping[str, Parameter], constraints: Sequence[Any] = (), *,
+                 dependencies: Mapping[str, Sequence[str]] | None = None, name: str = "space",
+                 forward_check: bool = True, extra: Mapping[str, Any] | None = None):
+        if not isinstance(params, Mapping) or not params:
+            raise SpaceError("a space needs a non-empty mapping of parameter name -> parameter")
+        self.params: dict[str, Parameter] = {}
+        for pname, param in params.items():
+            if not isinstance(pname, str) or not pname:
+                raise SpaceError(f"parameter name {pname!r} must be a non-empty string")
+            if not isinstance(param, Parameter):
+                raise SpaceError(f"parameter {pname!r}: expected Real, Integer, Ordinal, "
+                                 f"Categorical or Permutation, got {type(param).__name__}")
+            self.params[pname] = param.named(pname)
+        self.names: tuple[str, ...] = tuple(self.params)
+        self.name = name
+        self.forward_check = forward_check
+        self.extra = dict(extra or {})
+        self.constraints: tuple[Constraint, ...] = tuple(self._parse(c) for c in constraints)
+        self.dependencies = {k: tuple(v) for k, v in (dependencies or {}).items() if v}
+        for pname, deps in self.dependencies.items():
+            for dep in (pname, *deps):
+                if dep not in self.params:
+                    raise SpaceError(f"parameter {pname!r}: dependency on unknown parameter {dep!r}")
+        self._filter_domains()
+        self._order = self._sampling_order()
+        self._steps = self._plan_steps()
+        self._draw_cache: dict[tuple[int, bool], Any] = {}
+        self._feasible_jit = jax.jit(self._feasible_impl)
+        self._enumerated: Batch | None = None
+
+    def _parse(self, constraint: Any) -> Constraint:
+        text, owner = (constraint, None) if isinstance(constraint, str) else tuple(constraint)
+        return expr.parse_constraint(text, self.params, owner=owner)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={type(p).__name__}" for n, p in self.params.items())
+        return f"Space({inner}; {len(self.constraints)} constraints)"
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    # ------------------------------------------------------------------ domains and ordering
+
+    def _filter_domains(self) -> None:
+        """Apply single-parameter constraints to enumerable domains once, up front."""
+        self._domain: dict[str, np.ndarray] = {}
+        self._base_mass: dict[str, np.ndarray] = {}
+        self._prior_mass: dict[str, np.ndarray] = {}
+        self._unary: set[int] = set()
+        for pname, param in self.params.items():
+            values = param.values_array()
+            if values is None:
+                continue
+            keep = np.ones(len(values), dtype=bool)
+            for i, c in enumerate(self.constraints):
+                if c.params == {pname}:
+                    self._unary.add(i)
+                    ok = np.asarray(expr.evaluate(c, lambda _v: jnp.asarray(values)))
+                    ok = np.broadcast_to(ok, keep.shape)
+                    if not ok.any():
+                        raise SpaceError(f"constraint {c.text!r} leaves parameter {pname!r} no value "
+                                         f"(its domain: {_describe_domain(param)})")
+                    keep &= ok
+            if not keep.any():
+                texts = [c.text for c in self.constraints if c.params == {pname}]
+                raise SpaceError(f"constraints {texts!r} together leave parameter {pname!r} no value")
+            self._domain[pname] = values[keep]
+            self._base_mass[pname] = param.base_weights()[keep]
+            self._prior_mass[pname] = param.prior_weights()[keep]
+
+    def _effective_size(self, pname: str) -> float:
+        if pname in self._domain:
+            return float(len(self._domain[pname]))
+        return self.params[pname].size()
+
+    def _sampling_order(self) -> list[str]:
+        """Draw first what completes the most constraints; respect declared dependencies."""
+        multi = [c for i, c in enumerate(self.constraints) if i not in self._unary]
+        deps = self.dependencies if self._dependencies_acyclic() else {}
+        assigned: list[str] = []
+        remaining = list(self.names)
+        while remaining:
+            ready = [p for p in remaining if set(deps.get(p, ())) <= set(assigned)] or remaining
+            done = set(assigned)
+
+            def score(p: str) -> tuple:
+                completes = sum(1 for c in multi if p in c.params and c.params <= done | {p})
+                touches = sum(1 for c in multi if p in c.params and c.params & done)
+                return (completes, touches, -self._effective_size(p), -self.names.index(p))
+
+            best = max(ready, key=score)
+            assigned.append(best)
+            remaining.remove(best)
+        return assigned
+
+    def _dependencies_acyclic(self) -> bool:
+        state: dict[str, int] = {}
+
+        def visit(p: str) -> bool:
+            if state.get(p) == 1:
+                return False
+            if state.get(p) == 2:
+                return True
+            state[p] = 1
+            ok = all(visit(d) for d in self.dependencies.get(p, ()))
+            state[p] = 2
+            return ok
+
+        return all(visit(p) for p in self.names)
+
+    def _plan_steps(self) -> list[_Step]:
+        steps, done = [], set()
+        for pname in self._order:
+            done.add(pname)
+            complete, partial = [], []
+            for i, c in enumerate(self.constraints):
+                if pname not in c.params or (i in self._unary and pname in self._domain):
+                    continue
+                if c.params <= done:
+                    complete.append(c)
+                elif self.forward_check:
+                    partial.append(c)
+            steps.append(_Step(pname, tuple(complete), tuple(partial)))
+        return steps
+
+    @property
+    def sampling_order(self) -> tuple[str, ...]:
+        """The order in which parameters are drawn."""
+        return tuple(self._order)
+
+    def _bounds(self, pname: str) -> tuple[float, float]:
+        if pname in self._domain:
+            domain = self._domain[pname]
+            return float(domain.min()), float(domain.max())
+        return self.params[pname].bounds()
+
+    # ----------------------------------------------------------------------- constraint checks
+
+    @staticmethod
+    def _exact_lookup(c: Constraint, columns: Mapping[str, Any], inverse: Mapping[str, Any]):
+        def lookup(var: str) -> Any:
+            v = c.variables[var]
+            if v.kind == "value":
+                return columns[v.param]
+            if v.kind == "item_at":
+                return columns[v.param][..., v.index]
+            return inverse[v.param][..., v.index]
+        return lookup
+
+    def _feasible_impl(self, batch: Batch) -> jax.Array:
+        columns = {k: jnp.asarray(v) for k, v in batch.items()}
+        n = columns[self.names[0]].shape[0]
+        ok = jnp.ones(n, dtype=bool)
+        for pname, param in self.params.items():
+            ok &= jnp.broadcast_to(param.contains(columns[pname]), (n,))
+        inverse = {p: jnp.argsort(columns[p], axis=-1) for p, param in self.params.items()
+                   if param.kind == "permutation"}
+        for c in self.constraints:
+            ok &= jnp.broadcast_to(expr.evaluate(c, self._exact_lookup(c, columns, inverse)), (n,))
+        return ok
+
+    def feasible(self, batch: Batch) -> jax.Array:
+        """Bool [N]: each configuration lies in every parameter's domain and meets every constraint."""
+        return self._feasible_jit(self.check_batch(batch))
+
+    def constraint_report(self, config: Mapping[str, Any]) -> list[str]:
+        """The texts of the constraints one plain-dict configuration violates."""
+        batch = self.from_dicts([config])
+        columns = {k: jnp.asarray(v) for k, v in batch.items()}
+        inverse = {p: jnp.argsort(columns[p], axis=-1) for p, param in self.params.items()
+                   if param.kind == "permutation"}
+        return [c.text for c in self.constraints
+                if not bool(np.all(expr.evaluate(c, self._exact_lookup(c, columns, inverse))))]
+
+    def check_batch(self, batch: Mapping[str, Any]) -> Batch:
+        """Check a batch's keys and shapes; return it as a dict in parameter order."""
+        if not isinstance(batch, Mapping):
+            raise SpaceError(f"a batch must be a mapping of parameter name -> array, got "
+                             f"{type(batch).__name__}")
+        missing = [n for n in self.names if n not in batch]
+        unknown = [k for k in batch if k not in self.params]
+        if missing or unknown:
+            raise SpaceError(f"batch does not match the space: missing {missing}, unknown {unknown}")
+        sizes = set()
+        for pname, param in self.params.items():
+            shape = np.shape(batch[pname])
+            want = 2 if param.kind == "permutation" else 1
+            if len(shape) != want or (want == 2 and shape[1] != param.n):
+                raise SpaceError(f"batch column {pname!r} has shape {shape}, expected "
+                                 f"{'[N, %d]' % param.n if want == 2 else '[N]'}")
+            sizes.add(shape[0])
+        if len(sizes) != 1:
+            raise SpaceError(f"batch columns have different lengths: {sorted(sizes)}")
+        return {n: batch[n] for n in self.names}
+
+    # ----------------------------------------------------------------------------- sampling
+
+    def _draw_fn(self, chunk: int, use_prior: bool):
+        cached = self._draw_cache.get((chunk, use_prior))
+        if cached is None:
+            cached = jax.jit(lambda key: self._draw(key, chunk, use_prior))
+            self._draw_cache[(chunk, use_prior)] = cached
+        return cached
+
+    def _draw(self, key: jax.Array, n: int, use_prior: bool):
+        columns: dict[str, Any] = {}  # drawn parameters, shaped [n, 1] (permutations [n, 1, items])
+        inverse: dict[str, Any] = {}
+        log_weight = jnp.zeros(n)
+        ok = jnp.ones(n, dtype=bool)
+        for step, step_key in zip(self._steps, jax.random.split(key, len(self._steps))):
+            param = self.params[step.name]
+            if param.kind == "permutation":
+                perm, lw, good = self._draw_permutation(step, step_key, columns, inverse, n)
+                columns[step.name] = perm[:, None, :]
+                inverse[step.name] = jnp.argsort(perm, axis=-1)[:, None, :]
+            else:
+                value, lw, good = self._draw_scalar(step, step_key, columns, inverse, n, use_prior)
+                columns[step.name] = value[:, None]
+            log_weight = log_weight + lw
+            ok = ok & good
+        batch = {p: columns[p][:, 0] for p in self.names}
+        ok = ok & self._feasible_impl(batch)
+        return batch, ok, log_weight
+
+    def _interval_lookup(self, c: Constraint, columns, inverse, special=None):
+        """Ranges for forward checking: drawn values are exact, undrawn ones span their domain."""
+        def lookup(var: str) -> Interval:
+            if special is not None:
+                found = special(c.variables[var])
+                if found is not None:
+                    return found
+            v = c.variables[var]
+            if v.param in columns:
+                return Interval.exact(self._exact_lookup(c, columns, inverse)(var))
+            if v.kind == "value":
+                lo, hi = self._bounds(v.param)
+            else:
+                lo, hi = 0.0, float(self.params[v.param].n - 1)
+            return Interval(jnp.asarray(lo), jnp.asarray(hi))
+        return lookup
+
+    def _candidate_mask(self, step: _Step, columns, inverse, candidates) -> jax.Array:
+        """Allowed candidates, [N, K] or [1, K] when no check depends on the row (kept narrow
+        so XLA does not constant-fold a batch-wide array)."""
+        mask = jnp.ones((1, 1), dtype=bool)
+        trial = {**columns, step.name: candidates}
+        for c in step.complete:
+            mask = mask & expr.evaluate(c, self._exact_lookup(c, trial, inverse))
+        for c in step.partial:
+            mask = mask & expr.evaluate_interval(c, self._interval_lookup(c, trial, inverse)).possibly
+        return jnp.broadcast_to(mask, (mask.shape[0], candidates.shape[1]))
+
+    def _draw_scalar(self, step: _Step, key, columns, inverse, n: int, use_prior: bool):
+        param = self.params[step.name]
+        choose_key, cand_key = jax.random.split(key)
+        if step.name in self._domain:
+            domain = jnp.asarray(self._domain[step.name])
+            mass = jnp.asarray(self._prior_mass[step.name] if use_prior else self._base_mass[step.name])
+            if not step.complete and not step.partial:  # nothing left to check: plain draw
+                idx = jax.random.choice(choose_key, len(domain), (n,), p=mass / mass.sum())
+                return domain[idx], jnp.full(n, jnp.log(jnp.sum(jnp.asarray(self._base_mass[step.name])))), \
+                    jnp.ones(n, dtype=bool)
+            mask = self._candidate_mask(step, columns, inverse, domain[None, :])
+            idx, lw, good = _choose(choose_key, mask, mass[None, :], n)
+            return domain[idx], lw, good
+        k = CANDIDATES if (step.complete or step.partial) else 1
+        candidates = _random_values(param, cand_key, (n, k), use_prior)
+        mask = self._candidate_mask(step, columns, inverse, candidates)
+        idx, lw, good = _choose(choose_key, mask, jnp.full((1, k), 1.0 / k), n)
+        return jnp.take_along_axis(candidates, idx[:, None], axis=1)[:, 0], lw, good
+
+    def _draw_permutation(self, step: _Step, key, columns, inverse, n: int):
+        items = self.params[step.name].n
+        constraints = step.complete + step.partial
+        if not constraints:
+            perm = jnp.argsort(jax.random.uniform(key, (n, items)), axis=-1)
+            return perm, jnp.zeros(n), jnp.ones(n, dtype=bool)
+        perm = jnp.zeros((n, items), dtype=jnp.int64)
+        placed = jnp.zeros((n, items), dtype=bool)
+        position = jnp.zeros((n, items), dtype=jnp.int64)
+        candidate = jnp.arange(items)[None, :]
+        log_weight, ok = jnp.zeros(n), jnp.ones(n, dtype=bool)
+        for k, pos_key in enumerate(jax.random.split(key, items)):
+            def special(v, k=k, perm=perm, placed=placed, position=position):
+                if v.param != step.name:
+                    return None
+                if v.kind == "item_at":
+                    if v.index < k:
+                        return Interval.exact(perm[:, v.index][:, None])
+                    if v.index == k:
+                        return Interval.exact(candidate)
+                    return Interval(jnp.asarray(0.0), jnp.asarray(float(items - 1)))
+                here = placed[:, v.index][:, None]
+                chosen = candidate == v.index
+                lo = jnp.where(here, position[:, v.index][:, None], jnp.where(chosen, k, k + 1))
+                hi = jnp.where(here, position[:, v.index][:, None], jnp.where(chosen, k, items - 1))
+                return Interval(lo.astype(float), hi.astype(float))
+
+            mask = ~placed
+            for c in constraints:
+                truth = expr.evaluate_interval(c, self._interval_lookup(c, columns, inverse, special))
+                mask &= jnp.broadcast_to(truth.possibly, (n, items))
+            # Uniform over the items still free: each has mass 1 / (items - k).
+            idx, lw, good = _choose(pos_key, mask, jnp.full((1, items), 1.0 / (items - k)), n)
+            perm = perm.at[:, k].set(idx)
+            placed = placed | (candidate == idx[:, None])
+            position = position.at[jnp.arange(n), idx].set(k)
+            log_weight, ok = log_weight + lw, ok & good
+        return perm, log_weight, ok
+
+    def _chunk_for(self, wanted: int) -> int:
+        widest = max([len(d) for d in self._domain.values()] + [CANDIDATES] +
+                     [p.n for p in self.params.values() if p.kind == "permutation"])
+        largest = int(np.clip((1 << 21) // widest, 1024, 32768))
+        return 256 if wanted <= 64 else (4096 if wanted <= 2048 else largest) if largest > 4096 \
+            else min(256 if wanted <= 64 else 4096, largest)
+
+    def _draw_rows(self, n: int, key: jax.Array, use_prior: bool) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
+        """Yield (batch, ok, log_weight) chunks; chunk size grows when acceptance is low."""
+        chunk = self._chunk_for(n)
+        while True:
+            key, sub = jax.random.split(key)
+            batch, ok, log_weight = self._draw_fn(chunk, use_prior)(sub)
+            yield batch, np.asarray(ok), np.asarray(log_weight)
+            chunk = max(chunk, self._chunk_for(max(n, 4096)))
+
+    def sample(self, n: int, seed: Any = 0, *, use_prior: bool = False) -> Batch:
+        """``n`` feasible configurations as a struct-of-arrays batch (dict of jax arrays).
+
+        ``seed`` is an int or a jax PRNG key. ``use_prior`` draws each parameter from its prior
+        (BaCO ``prior``) instead of uniformly, still among the values the constraints allow.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise SpaceError(f"sample size must be a non-negative integer, got {n!r}")
+        if self._enumerated is not None:
+            return self._sample_enumerated(n, seed, use_prior)
+        parts, got, tried = [], 0, 0
+        for batch, ok, _ in self._draw_rows(n, _as_key(seed), use_prior):
+            rows = np.nonzero(ok)[0]
+            if len(rows):
+                parts.append({k: np.asarray(v)[rows] for k, v in batch.items()})
+                got += len(rows)
+            tried += len(ok)
+            if got >= n:
+                break
+            if tried >= MAX_ATTEMPTS and got * 1000 < tried:
+                self._enumerate_or_fail(tried)
+                return self._sample_enumerated(n, seed, use_prior, parts)
+        return self._concat(parts, n)
+
+    def _concat(self, parts: Sequence[Batch], n: int) -> Batch:
+        if not parts:
+            return {p: jnp.zeros((0, self.params[p].n) if self.params[p].kind == "permutation"
+                                 else (0,), dtype=self.params[p].dtype) for p in self.names}
+        return {p: jnp.asarray(np.concatenate([part[p] for part in parts])[:n]) for p in self.names}
+
+    def estimate_feasible_fraction(self, draws: int = 65536, seed: Any = 0) -> tuple[float, float]:
+        """Unbiased estimate of the feasible share of the space, and its standard error.
+
+        The share is measured under the base measure: uniform over every parameter's values
+        (log-uniform for ``log=True`` reals and integers), uniform over permutations.
+        """
+        weights, tried = [], 0
+        for _, ok, log_weight in self._draw_rows(draws, _as_key(seed), False):
+            weights.append(np.where(ok, np.exp(log_weight), 0.0))
+            tried += len(ok)
+            if tried >= draws:
+                break
+        w = np.concatenate(weights)
+        return float(w.mean()), float(w.std(ddof=1) / math.sqrt(len(w))) if len(w) > 1 else 0.0
+
+    # ----------------------------------------------------------------------------- enumeration
+
+    def size(self) -> float:
+        """Number of configurations before constraints (inf with a real parameter)."""
+        return math.prod(self.params[p].size() for p in self.names)
+
+    def enumerable_size(self) -> float:
+        """Configurations left after single-parameter constraints (what enumeration walks)."""
+        total = 1.0
+        for pname, param in self.params.items():
+            if param.kind == "permutation":
+                total *= param.size()
+            elif pname in self._domain:
+                total *= len(self._domain[pname])
+            else:
+                return math.inf
+        return total
+
+    def enumerate(self, chunk: int = 65536, limit: float = ENUMERATION_LIMIT) -> Iterator[Batch]:
+        """Yield every feasible configuration of a finite space, in chunks."""
+        total = self.enumerable_size()
+        if total > limit:
+            raise SpaceError(f"space {self.name!r} has {total:.3g} configurations to enumerate, more "
+                             f"than the limit {limit:.3g}")
+        total = int(total)
+        radices = []
+        for pname in self.names:
+            param = self.params[pname]
+            radices.append(math.factorial(param.n) if param.kind == "permutation"
+                           else len(self._domain[pname]))
+        for start in range(0, total, chunk):
+            index = np.arange(start, min(start + chunk, total), dtype=np.int64)
+            batch = {}
+            for pname, radix in zip(reversed(self.names), reversed(radices)):
+                digit, index = index % radix, index // radix
+                param = self.params[pname]
+                batch[pname] = (_unrank_permutations(digit, param.n) if param.kind == "permutation"
+                                else self._domain[pname][digit])
+            batch = {p: batch[p] for p in self.names}
+            ok = np.asarray(self._feasible_jit(_pad_batch(batch, chunk)))[:len(batch[self.names[0]])]
+            if ok.any():
+                yield {p: v[ok] for p, v in batch.items()}
+
+    def _enumerate_or_fail(self, tried: int) -> None:
+        if self.enumerable_size() > ENUMERATION_LIMIT:
+            raise SpaceError(
+                f"space {self.name!r}: no feasible configuration found in {tried} draws with forward "
+                f"checking; the space is too large to enumerate ({self.enumerable_size():.3g} "
+                f"configurations), so either no point meets the constraints or fewer than about "
+                f"1 in {tried} of the draws can")
+        parts = list(self.enumerate())
+        if not parts:
+            raise SpaceError(f"space {self.name!r} has no feasible configuration: its constraints "
+                             f"{[c.text for c in self.constraints]} exclude all "
+                             f"{int(self.enumerable_size())} configurations")
+        self._enumerated = {p: np.concatenate([b[p] for b in parts]) for p in self.names}
+
+    def _sample_enumerated(self, n: int, seed: Any, use_prior: bool, parts: Sequence[Batch] = ()) -> Batch:
+        table = self._enumerated
+        count = len(table[self.names[0]])
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(_as_key(seed))).ravel()[-1]
+                                    if not isinstance(seed, (int, np.integer)) else int(seed))
+        p = None
+        if use_prior:
+            p = np.ones(count)
+            for pname in self.names:
+                if pname in self._domain:
+                    p *= self._prior_mass[pname][np.searchsorted(self._domain[pname], table[pname])]
+            p = p / p.sum()
+        rows = rng.choice(count, size=n, p=p)
+        return {k: jnp.asarray(v[rows]) for k, v in table.items()}
+
+    # --------------------------------------------------------------------------- conversions
+
+    def default(self) -> dict[str, Any]:
+        """The default configuration as a plain dict (each parameter's default)."""
+        return {p: param.default_value() for p, param in self.params.items()}
+
+    def to_dicts(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A batch as a list of plain dicts (permutations as lists, categoricals as their values)."""
+        batch = {k: np.asarray(v) for k, v in self.check_batch(batch).items()}
+        n = len(batch[self.names[0]])
+        return [{p: self.params[p].from_entry(batch[p][i]) for p in self.names} for i in range(n)]
+
+    def from_dicts(self, configs: Sequence[Mapping[str, Any]]) -> Batch:
+        """Plain dicts -> a batch; SpaceError names the configuration and parameter at fault."""
+        if isinstance(configs, Mapping):
+            configs = [configs]
+        columns: dict[str, list] = {p: [] for p in self.names}
+        for i, config in enumerate(configs):
+            if not isinstance(config, Mapping):
+                raise SpaceError(f"configuration {i} is not a dict: {config!r}")
+            missing = [p for p in self.names if p not in config]
+            unknown = [k for k in config if k not in self.params]
+            if missing or unknown:
+                raise SpaceError(f"configuration {i}: missing parameters {missing}, unknown {unknown}")
+            for p in self.names:
+                try:
+                    columns[p].append(self.params[p].to_entry(config[p]))
+                except SpaceError as exc:
+                    raise SpaceError(f"configuration {i}: {exc}") from None
+        out = {}
+        for p in self.names:
+            param = self.params[p]
+            shape = (len(configs), param.n) if param.kind == "permutation" else (len(configs),)
+            out[p] = jnp.asarray(np.asarray(columns[p], dtype=param.dtype).reshape(shape))
+        return out
+
+    def default_batch(self) -> Batch:
+        return self.from_dicts([self.default()])
+
+    # --------------------------------------------------------------------------- encodings
+
+    def embed(self, batch: Mapping[str, Any], permutation: str | None = None) -> jax.Array:
+        """Feature matrix [N, F] for surrogates; see :mod:`perfjax.space.encodings`."""
+        from perfjax.space import encodings
+        return encodings.embed(self, batch, permutation)
+
+    def unembed(self, features: Any, permutation: str | None = None) -> Batch:
+        """Feature matrix -> nearest batch (inverse of ``embed``)."""
+        from perfjax.space import encodings
+        return encodings.unembed(self, features, permutation)
+
+    def feature_groups(self, permutation: str | None = None):
+        from perfjax.space import encodings
+        return encodings.feature_groups(self, permutation)
+
+    def relax(self, batch: Mapping[str, Any]):
+        from perfjax.space import encodings
+        return encodings.relax(self, batch)
+
+    def round(self, relaxed: Mapping[str, Any]) -> Batch:
+        from perfjax.space import encodings
+        return encodings.round(self, relaxed)
+
+    def soften(self, relaxed: Mapping[str, Any], temperature: float = 1.0, key=None):
+        from perfjax.space import encodings
+        return encodings.soften(self, relaxed, temperature, key)
+
+    def project(self, relaxed: Mapping[str, Any], seed: Any = 0) -> Batch:
+        from perfjax.space import encodings
+        return encodings.project(self, relaxed, seed)
+
+    def neighbors(self, batch: Mapping[str, Any], *, feasible_only: bool = True,
+                  real_step: float = 0.03):
+        from perfjax.space import encodings
+        return encodings.neighbors(self, batch, feasible_only=feasible_only, real_step=real_step)
+
+    # --------------------------------------------------------------------------- scenario files
+
+    @classmethod
+    def from_baco_json(cls, source: Any) -> "Space":
+        """Read a BaCO / HyperMapper scenario (a path, JSON text or an already-loaded dict)."""
+        from perfjax.space import baco
+        return baco.from_baco_json(source)
+
+    def to_baco_json(self) -> dict[str, Any]:
+        """This space as a BaCO scenario dict (``json.dump`` it to write a scenario file)."""
+        from perfjax.space import baco
+        return baco.to_baco_json(self)
+
+
+def _describe_domain(param: Parameter) -> str:
+    if isinstance(param, (Ordinal, Categorical)):
+        return f"values {list(param.values)}"
+    if isinstance(param, (Integer, Real)):
+        return f"[{param.lo}, {param.hi}]"
+    return type(param).__name__
+
+
+def _choose(key: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
+    """Per row, draw one allowed column with probability proportional to ``mass``.
+
+    ``mask`` is [n, K] or [1, K] (the same for every row). Returns the column, the log of the
+    allowed mass (the row's importance-weight factor) and whether any column was allowed.
+    """
+    masses = jnp.where(mask, mass, 0.0)
+    cumulative = jnp.cumsum(masses, axis=1)
+    total = jnp.broadcast_to(cumulative[:, -1], (n,))
+    threshold = jax.random.uniform(key, (n,)) * total
+    crossing = cumulative > threshold[:, None]
+    width = masses.shape[1]
+    last_allowed = jnp.broadcast_to(width - 1 - jnp.argmax(masses[:, ::-1] > 0, axis=1), (n,))
+    idx = jnp.where(crossing.any(axis=1), jnp.argmax(crossing, axis=1), last_allowed)
+    good = total > 0
+    return idx, jnp.where(good, jnp.log(jnp.where(good, total, 1.0)), -jnp.inf), good
+
+
+def _random_values(param: Parameter, key: jax.Array, shape: tuple, use_prior: bool) -> jax.Array:
+    """Random draws of a parameter whose domain is not enumerated (reals, huge integer ranges)."""
+    lo, hi = param.bounds()
+    if use_prior and param.prior == "gaussian" and param.prior_parameters:
+        mean, std = param.prior_parameters
+        z = jax.random.truncated_normal(key, (lo - mean) / std, (hi - mean) / std, shape)
+        x = mean + std * z
+    elif getattr(param, "log", False):
+        if isinstance(param, Integer):
+            lo, hi = lo - 0.5, hi + 0.5
+        x = jnp.exp(jax.random.uniform(key, shape, minval=math.log(lo), maxval=math.log(hi)))
+    else:
+        if isinstance(param, Integer):
+            return jax.random.randint(key, shape, int(lo), int(hi) + 1, dtype=jnp.int64)
+        x = jax.random.uniform(key, shape, minval=lo, maxval=hi)
+    if isinstance(param, Integer):
+        return jnp.clip(jnp.round(x), lo if not param.log else param.lo, param.hi).astype(jnp.int64)
+    return jnp.clip(x, lo, hi)
+
+
+def _unrank_permutations(rank: np.ndarray, n: int) -> np.ndarray:
+    """Lehmer-decode ranks 0..n!-1 into permutations (lexicographic order), vectorized."""
+    out = np.zeros((len(rank), n), dtype=np.int64)
+    remaining = np.tile(np.arange(n), (len(rank), 1))
+    rank = rank.copy()
+    for k in range(n):
+        f = math.factorial(n - 1 - k)
+        digit, rank = rank // f, rank % f
+        out[:, k] = remaining[np.arange(len(rank)), digit]
+        keep = np.ones_like(remaining, dtype=bool)
+        keep[np.arange(len(rank)), digit] = False
+        remaining = remaining[keep].reshape(len(rank), n - 1 - k)
+    return out
+
+
+def _pad_batch(batch: Batch, size: int) -> Batch:
+    """Pad every column to ``size`` rows (repeating the first) so one compiled check serves all."""
+    n = len(next(iter(batch.values())))
+    if n == size:
+        return batch
+    return {k: np.concatenate([v, np.repeat(v[:1], size - n, axis=0)]) for k, v in batch.items()}
+
+
+__all__ = ["Space", "Batch"]

@@ -1,0 +1,1 @@
+"""perfjax.schedulers: search strategies (ask/tell) and domain schedulers."""

@@ -1,0 +1,1 @@
+"""perfjax.surrogates: learned and statistical models over a Space's feature embedding."""
