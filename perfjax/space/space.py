@@ -231,7 +231,11 @@ class Space:
 
     def feasible(self, batch: Batch) -> jax.Array:
         """Bool [N]: each configuration lies in every parameter's domain and meets every constraint."""
-        return self._feasible_jit(self.check_batch(batch))
+        batch = self.check_batch(batch)
+        n = int(np.shape(batch[self.names[0]])[0])
+        # Pad to a power of two so batches of many sizes share a few compiled checks.
+        size = max(64, 1 << max(n - 1, 0).bit_length())
+        return self._feasible_jit(_pad_batch({k: np.asarray(v) for k, v in batch.items()}, size))[:n]
 
     def constraint_report(self, config: Mapping[str, Any]) -> list[str]:
         """The texts of the constraints one plain-dict configuration violates."""
@@ -265,14 +269,16 @@ class Space:
 
     # ----------------------------------------------------------------------------- sampling
 
-    def _draw_fn(self, chunk: int, use_prior: bool):
-        cached = self._draw_cache.get((chunk, use_prior))
+    def _draw_fn(self, chunk: int, proposal: str):
+        """Compiled draw of ``chunk`` rows; ``proposal`` is "base" (uniform, log-uniform for log
+        parameters), "prior" or "uniform" (what the feasible-fraction estimate samples)."""
+        cached = self._draw_cache.get((chunk, proposal))
         if cached is None:
-            cached = jax.jit(lambda key: self._draw(key, chunk, use_prior))
-            self._draw_cache[(chunk, use_prior)] = cached
+            cached = jax.jit(lambda key: self._draw(key, chunk, proposal))
+            self._draw_cache[(chunk, proposal)] = cached
         return cached
 
-    def _draw(self, key: jax.Array, n: int, use_prior: bool):
+    def _draw(self, key: jax.Array, n: int, proposal: str):
         columns: dict[str, Any] = {}  # drawn parameters, shaped [n, 1] (permutations [n, 1, items])
         inverse: dict[str, Any] = {}
         log_weight = jnp.zeros(n)
@@ -284,7 +290,7 @@ class Space:
                 columns[step.name] = perm[:, None, :]
                 inverse[step.name] = jnp.argsort(perm, axis=-1)[:, None, :]
             else:
-                value, lw, good = self._draw_scalar(step, step_key, columns, inverse, n, use_prior)
+                value, lw, good = self._draw_scalar(step, step_key, columns, inverse, n, proposal)
                 columns[step.name] = value[:, None]
             log_weight = log_weight + lw
             ok = ok & good
@@ -320,24 +326,30 @@ class Space:
             mask = mask & expr.evaluate_interval(c, self._interval_lookup(c, trial, inverse)).possibly
         return jnp.broadcast_to(mask, (mask.shape[0], candidates.shape[1]))
 
-    def _draw_scalar(self, step: _Step, key, columns, inverse, n: int, use_prior: bool):
+    def _draw_scalar(self, step: _Step, key, columns, inverse, n: int, proposal: str):
+        """Draw one scalar parameter among the values the checks allow.
+
+        The returned log weight turns the draw into an importance sample of the uniform measure,
+        whatever proposal (log-uniform for ``log`` parameters, or the prior) picked the value.
+        """
         param = self.params[step.name]
         choose_key, cand_key = jax.random.split(key)
+        checks = bool(step.complete or step.partial)
         if step.name in self._domain:
             domain = jnp.asarray(self._domain[step.name])
-            mass = jnp.asarray(self._prior_mass[step.name] if use_prior else self._base_mass[step.name])
-            if not step.complete and not step.partial:  # nothing left to check: plain draw
-                idx = jax.random.choice(choose_key, len(domain), (n,), p=mass / mass.sum())
-                return domain[idx], jnp.full(n, jnp.log(jnp.sum(jnp.asarray(self._base_mass[step.name])))), \
-                    jnp.ones(n, dtype=bool)
-            mask = self._candidate_mask(step, columns, inverse, domain[None, :])
-            idx, lw, good = _choose(choose_key, mask, mass[None, :], n)
-            return domain[idx], lw, good
-        k = CANDIDATES if (step.complete or step.partial) else 1
-        candidates = _random_values(param, cand_key, (n, k), use_prior)
+            mass = jnp.asarray({"prior": self._prior_mass, "base": self._base_mass}[proposal][step.name]
+                               if proposal != "uniform" else np.full(len(domain), 1 / param.size()))
+            mask = (self._candidate_mask(step, columns, inverse, domain[None, :]) if checks
+                    else jnp.ones((1, len(domain)), dtype=bool))
+            idx, log_allowed, good = _choose(choose_key, mask, mass[None, :], n)
+            log_ratio = -math.log(param.size()) - jnp.log(mass[idx])
+            return domain[idx], log_allowed + log_ratio, good
+        k = CANDIDATES if checks else 1
+        candidates = _random_values(param, cand_key, (n, k), proposal)
         mask = self._candidate_mask(step, columns, inverse, candidates)
-        idx, lw, good = _choose(choose_key, mask, jnp.full((1, k), 1.0 / k), n)
-        return jnp.take_along_axis(candidates, idx[:, None], axis=1)[:, 0], lw, good
+        idx, log_allowed, good = _choose(choose_key, mask, jnp.full((1, k), 1.0 / k), n)
+        value = jnp.take_along_axis(candidates, idx[:, None], axis=1)[:, 0]
+        return value, log_allowed + _log_uniform_over_proposal(param, value, proposal), good
 
     def _draw_permutation(self, step: _Step, key, columns, inverse, n: int):
         items = self.params[step.name].n
@@ -385,12 +397,12 @@ class Space:
         return 256 if wanted <= 64 else (4096 if wanted <= 2048 else largest) if largest > 4096 \
             else min(256 if wanted <= 64 else 4096, largest)
 
-    def _draw_rows(self, n: int, key: jax.Array, use_prior: bool) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
+    def _draw_rows(self, n: int, key: jax.Array, proposal: str) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
         """Yield (batch, ok, log_weight) chunks; chunk size grows when acceptance is low."""
         chunk = self._chunk_for(n)
         while True:
             key, sub = jax.random.split(key)
-            batch, ok, log_weight = self._draw_fn(chunk, use_prior)(sub)
+            batch, ok, log_weight = self._draw_fn(chunk, proposal)(sub)
             yield batch, np.asarray(ok), np.asarray(log_weight)
             chunk = max(chunk, self._chunk_for(max(n, 4096)))
 
@@ -405,7 +417,7 @@ class Space:
         if self._enumerated is not None:
             return self._sample_enumerated(n, seed, use_prior)
         parts, got, tried = [], 0, 0
-        for batch, ok, _ in self._draw_rows(n, _as_key(seed), use_prior):
+        for batch, ok, _ in self._draw_rows(n, _as_key(seed), "prior" if use_prior else "base"):
             rows = np.nonzero(ok)[0]
             if len(rows):
                 parts.append({k: np.asarray(v)[rows] for k, v in batch.items()})
@@ -415,7 +427,7 @@ class Space:
                 break
             if tried >= MAX_ATTEMPTS and got * 1000 < tried:
                 self._enumerate_or_fail(tried)
-                return self._sample_enumerated(n, seed, use_prior, parts)
+                return self._sample_enumerated(n, seed, use_prior)
         return self._concat(parts, n)
 
     def _concat(self, parts: Sequence[Batch], n: int) -> Batch:
@@ -427,11 +439,12 @@ class Space:
     def estimate_feasible_fraction(self, draws: int = 65536, seed: Any = 0) -> tuple[float, float]:
         """Unbiased estimate of the feasible share of the space, and its standard error.
 
-        The share is measured under the base measure: uniform over every parameter's values
-        (log-uniform for ``log=True`` reals and integers), uniform over permutations.
+        The share is the feasible count over the total count for finite parameters (the length
+        of the feasible set for reals): the uniform measure, whatever ``log`` or priors say about
+        how to sample.
         """
         weights, tried = [], 0
-        for _, ok, log_weight in self._draw_rows(draws, _as_key(seed), False):
+        for _, ok, log_weight in self._draw_rows(draws, _as_key(seed), "uniform"):
             weights.append(np.where(ok, np.exp(log_weight), 0.0))
             tried += len(ok)
             if tried >= draws:
@@ -478,7 +491,7 @@ class Space:
                 batch[pname] = (_unrank_permutations(digit, param.n) if param.kind == "permutation"
                                 else self._domain[pname][digit])
             batch = {p: batch[p] for p in self.names}
-            ok = np.asarray(self._feasible_jit(_pad_batch(batch, chunk)))[:len(batch[self.names[0]])]
+            ok = np.asarray(self.feasible(batch))
             if ok.any():
                 yield {p: v[ok] for p, v in batch.items()}
 
@@ -496,7 +509,7 @@ class Space:
                              f"{int(self.enumerable_size())} configurations")
         self._enumerated = {p: np.concatenate([b[p] for b in parts]) for p in self.names}
 
-    def _sample_enumerated(self, n: int, seed: Any, use_prior: bool, parts: Sequence[Batch] = ()) -> Batch:
+    def _sample_enumerated(self, n: int, seed: Any, use_prior: bool) -> Batch:
         table = self._enumerated
         count = len(table[self.names[0]])
         rng = np.random.default_rng(np.asarray(jax.random.key_data(_as_key(seed))).ravel()[-1]
@@ -619,22 +632,52 @@ def _choose(key: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
     cumulative = jnp.cumsum(masses, axis=1)
     total = jnp.broadcast_to(cumulative[:, -1], (n,))
     threshold = jax.random.uniform(key, (n,)) * total
-    crossing = cumulative > threshold[:, None]
     width = masses.shape[1]
     last_allowed = jnp.broadcast_to(width - 1 - jnp.argmax(masses[:, ::-1] > 0, axis=1), (n,))
-    idx = jnp.where(crossing.any(axis=1), jnp.argmax(crossing, axis=1), last_allowed)
+    if masses.shape[0] == 1:  # one distribution for all rows: binary search, no [n, K] array
+        idx = jnp.searchsorted(cumulative[0], threshold, side="right")
+        idx = jnp.where(idx < width, idx, last_allowed)
+    else:
+        crossing = cumulative > threshold[:, None]
+        idx = jnp.where(crossing.any(axis=1), jnp.argmax(crossing, axis=1), last_allowed)
     good = total > 0
     return idx, jnp.where(good, jnp.log(jnp.where(good, total, 1.0)), -jnp.inf), good
 
 
-def _random_values(param: Parameter, key: jax.Array, shape: tuple, use_prior: bool) -> jax.Array:
+def _log_uniform_over_proposal(param: Parameter, x: jax.Array, proposal: str) -> jax.Array:
+    """log(uniform density / proposal density) at x, for parameters drawn by _random_values."""
+    lo, hi = param.bounds()
+    if hi == lo:
+        return jnp.zeros_like(x, dtype=float)
+    x = jnp.asarray(x, dtype=float)
+    integer = isinstance(param, Integer)
+    log_uniform = -math.log(hi - lo + 1) if integer else -math.log(hi - lo)
+    if proposal == "uniform":
+        return jnp.zeros_like(x)
+    if proposal == "prior" and param.prior == "gaussian" and param.prior_parameters:
+        mean, std = (float(v) for v in param.prior_parameters)
+        cdf = jax.scipy.stats.norm.cdf
+        log_proposal = (jax.scipy.stats.norm.logpdf(x, mean, std)
+                        - jnp.log(cdf((hi - mean) / std) - cdf((lo - mean) / std)))
+    elif getattr(param, "log", False):
+        if integer:
+            log_proposal = (jnp.log(jnp.log(x + 0.5) - jnp.log(x - 0.5))
+                            - math.log(math.log(hi + 0.5) - math.log(lo - 0.5)))
+        else:
+            log_proposal = -jnp.log(x) - math.log(math.log(hi) - math.log(lo))
+    else:
+        return jnp.zeros_like(x)
+    return log_uniform - log_proposal
+
+
+def _random_values(param: Parameter, key: jax.Array, shape: tuple, proposal: str) -> jax.Array:
     """Random draws of a parameter whose domain is not enumerated (reals, huge integer ranges)."""
     lo, hi = param.bounds()
-    if use_prior and param.prior == "gaussian" and param.prior_parameters:
+    if proposal == "prior" and param.prior == "gaussian" and param.prior_parameters:
         mean, std = param.prior_parameters
         z = jax.random.truncated_normal(key, (lo - mean) / std, (hi - mean) / std, shape)
         x = mean + std * z
-    elif getattr(param, "log", False):
+    elif getattr(param, "log", False) and proposal != "uniform":
         if isinstance(param, Integer):
             lo, hi = lo - 0.5, hi + 0.5
         x = jnp.exp(jax.random.uniform(key, shape, minval=math.log(lo), maxval=math.log(hi)))
@@ -643,7 +686,7 @@ def _random_values(param: Parameter, key: jax.Array, shape: tuple, use_prior: bo
             return jax.random.randint(key, shape, int(lo), int(hi) + 1, dtype=jnp.int64)
         x = jax.random.uniform(key, shape, minval=lo, maxval=hi)
     if isinstance(param, Integer):
-        return jnp.clip(jnp.round(x), lo if not param.log else param.lo, param.hi).astype(jnp.int64)
+        return jnp.clip(jnp.round(x), param.lo, param.hi).astype(jnp.int64)
     return jnp.clip(x, lo, hi)
 
 
@@ -663,11 +706,12 @@ def _unrank_permutations(rank: np.ndarray, n: int) -> np.ndarray:
 
 
 def _pad_batch(batch: Batch, size: int) -> Batch:
-    """Pad every column to ``size`` rows (repeating the first) so one compiled check serves all."""
+    """Pad every column to ``size`` rows so one compiled check serves many batch sizes."""
     n = len(next(iter(batch.values())))
     if n == size:
         return batch
-    return {k: np.concatenate([v, np.repeat(v[:1], size - n, axis=0)]) for k, v in batch.items()}
+    return {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), dtype=v.dtype)])
+            for k, v in batch.items()}
 
 
 __all__ = ["Space", "Batch"]

@@ -1,0 +1,169 @@
+"""The ``perfjax`` command line.
+
+Every failure a user can cause (a bad scenario, a missing file, a bad argument) prints one line
+``perfjax: error: ...`` on stderr and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2) like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="perfjax", description="Differentiable performance models, search "
+                     "spaces and autotuners in JAX.")
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    space = commands.add_parser("space", help="check and sample search spaces (BaCO scenario files)",
+                                description="Check and sample BaCO/HyperMapper scenario files. "
+                                "SCENARIO is a path or builtin:NAME (taco-spmm, taco-mttkrp7, "
+                                "rise-mm).")
+    space_commands = space.add_subparsers(dest="space_command", metavar="SUBCOMMAND",
+                                          parser_class=_Parser)
+    check = space_commands.add_parser(
+        "check", help="validate a scenario, estimate its feasible fraction and sampling speed",
+        description="Validate a scenario, estimate the fraction of its configurations that meet "
+                    "the constraints, and measure feasible sampling throughput.")
+    check.add_argument("scenario", metavar="SCENARIO")
+    check.add_argument("--samples", type=_positive_int, default=100_000,
+                       help="configurations to sample for the estimates (default 100000)")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+
+    sample = space_commands.add_parser(
+        "sample", help="write N feasible configurations as JSON lines to stdout",
+        description="Write N feasible configurations as JSON lines (one dict per line keyed by "
+                    "parameter name; permutations as lists) to stdout.")
+    sample.add_argument("scenario", metavar="SCENARIO")
+    sample.add_argument("-n", type=_positive_int, required=True, help="how many configurations")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--prior", action="store_true",
+                        help="draw from the parameters' priors instead of uniformly")
+
+    demo = commands.add_parser("demo", help="an end-to-end tour on built-in workloads",
+                               description="An end-to-end tour of perfjax on built-in workloads "
+                               "that need no downloaded data.")
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _version() -> str:
+    from perfjax import __version__
+    return f"perfjax {__version__}"
+
+
+def _space_check(args: argparse.Namespace) -> int:
+    from perfjax import scenarios
+
+    started = time.perf_counter()
+    space = scenarios.resolve(args.scenario)
+    fraction, stderr = space.estimate_feasible_fraction(args.samples, seed=args.seed)
+    space.sample(args.samples, seed=args.seed + 1)  # compiles; the timed run below reuses it
+    t0 = time.perf_counter()
+    batch = space.sample(args.samples, seed=args.seed + 2)
+    batch[space.names[0]].block_until_ready()
+    rate = args.samples / (time.perf_counter() - t0)
+    default_violations = space.constraint_report(space.default())
+    result = {
+        "scenario": args.scenario,
+        "parameters": len(space),
+        "constraints": len(space.constraints),
+        "feasible_fraction": fraction,
+        "feasible_fraction_stderr": stderr,
+        "samples_per_s": rate,
+        "space_size": space.size(),
+        "sampling_order": list(space.sampling_order),
+        "default_feasible": not default_violations,
+        "default_violates": default_violations,
+        "seconds": time.perf_counter() - started,
+    }
+    kinds = ", ".join(f"{n}:{p.kind}" for n, p in space.params.items())
+    print(f"scenario        {args.scenario} ({space.name})")
+    print(f"parameters      {len(space)}  [{kinds}]")
+    print(f"constraints     {len(space.constraints)}")
+    print(f"space size      {space.size():.4g} configurations")
+    print(f"feasible        {fraction:.4g} +- {stderr:.2g} of the space")
+    print(f"sampling        {rate:,.0f} feasible configurations/s ({args.samples} sampled)")
+    print(f"sampling order  {' -> '.join(space.sampling_order)}")
+    print(f"default         {'feasible' if not default_violations else 'violates ' + '; '.join(default_violations)}")
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def _space_sample(args: argparse.Namespace) -> int:
+    from perfjax import scenarios
+
+    space = scenarios.resolve(args.scenario)
+    batch = space.sample(args.n, seed=args.seed, use_prior=args.prior)
+    out = sys.stdout
+    for config in space.to_dicts(batch):
+        out.write(json.dumps(config) + "\n")
+    out.flush()
+    return 0
+
+
+def _write_json(path: str, payload: dict) -> None:
+    from perfjax.errors import PerfjaxError
+    try:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(payload, indent=2) + "\n")
+    except OSError as exc:
+        raise PerfjaxError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    from perfjax.errors import PerfjaxError
+    try:
+        if args.command == "space":
+            if args.space_command is None:
+                parser.parse_args(["space", "--help"])
+            return {"check": _space_check, "sample": _space_sample}[args.space_command](args)
+        if args.command == "demo":
+            from perfjax.demo import run_demo
+            return run_demo(seed=args.seed)
+    except PerfjaxError as exc:
+        print(f"perfjax: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `perfjax space sample ... | head` closed the pipe: not an error
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("perfjax: interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""``perfjax demo``: the end-to-end tour on built-in workloads that need no downloaded data.
+
+Each capability of perfjax contributes one section; a section prints what it did and the numbers
+a researcher would want to see, and fails loudly if a check it makes does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _header(index: int, total: int, title: str) -> None:
+    print(f"\n[{index}/{total}] {title}\n" + "-" * (len(title) + 8))
+
+
+def section_spaces(seed: int) -> None:
+    from perfjax import Space, scenarios
+    from perfjax.study import Study
+
+    scenario = scenarios.scenario("taco-spmm")
+    space = Space.from_baco_json(scenario)
+    kinds = ", ".join(f"{n} ({p.kind})" for n, p in space.params.items())
+    print(f"TACO SpMM schedule space, read from a BaCO scenario: {kinds}")
+    for c in space.constraints:
+        print(f"  constraint: {c.text}")
+
+    n = 100_000
+    space.sample(n, seed=seed)  # compile once; the timed call reuses the compiled sampler
+    t0 = time.perf_counter()
+    batch = space.sample(n, seed=seed + 1)
+    batch[space.names[0]].block_until_ready()
+    seconds = time.perf_counter() - t0
+    feasible = np.asarray(space.feasible(batch))
+    assert feasible.all(), "sampler returned an infeasible configuration"
+    fraction, stderr = space.estimate_feasible_fraction(65536, seed=seed)
+    print(f"sampled {n:,} feasible configurations in {seconds:.2f} s ({n / seconds:,.0f}/s); "
+          f"the vectorized check agrees on all {feasible.sum():,}")
+    print(f"feasible share of the {space.size():,.0f}-configuration space: "
+          f"{100 * fraction:.2f}% +- {100 * stderr:.2f}%")
+    first = space.to_dicts({k: v[:2] for k, v in batch.items()})
+    for config in first:
+        print(f"  {json.dumps(config)}")
+
+    features = space.embed(batch, permutation="kendall")
+    groups = ", ".join(f"{g.name}:{g.encoding}[{g.stop - g.start}]"
+                       for g in space.feature_groups("kendall"))
+    print(f"surrogate features {tuple(features.shape)}: {groups}")
+    relaxed = space.relax(batch)
+    back = space.round(relaxed)
+    same = all(np.allclose(np.asarray(back[k]), np.asarray(batch[k])) for k in space.names)
+    assert same, "round(relax(batch)) != batch"
+    soft = space.soften({k: v[:1] for k, v in relaxed.items()}, temperature=2.0)
+    print(f"relaxation for gradient search: round(relax(batch)) == batch: {same}; "
+          f"soft permutation rows sum to {np.asarray(soft['permutation'][0]).sum(1).round(6)}")
+    neighbours, parent = space.neighbors({k: v[:1] for k, v in batch.items()})
+    print(f"local search: configuration 0 has {len(parent)} feasible one-move neighbours")
+
+    rise = scenarios.load("rise-mm")
+    fraction, stderr = rise.estimate_feasible_fraction(32768, seed=seed)
+    t0 = time.perf_counter()
+    rise_batch = rise.sample(10_000, seed=seed)
+    seconds = time.perf_counter() - t0
+    assert np.asarray(rise.feasible(rise_batch)).all()
+    print(f"RISE/ELEVATE MM space (ten integers in [1, 1024]): feasible share {fraction:.2g} "
+          f"(+- {stderr:.1g}), so rejection sampling would need ~{1 / fraction:.0e} draws per point; "
+          f"forward-checked sampling drew 10,000 feasible points in {seconds:.1f} s "
+          f"(first call includes JIT compilation)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "study.jsonl"
+        with Study(path, space=space.to_baco_json()) as study:
+            for config in space.to_dicts({k: v[:20] for k, v in batch.items()}):
+                # A stand-in objective for the tour: the real kernels arrive with their own section.
+                cost = config["chunk_size"] / config["unroll_factor"] + config["omp_num_threads"] ** 0.5
+                study.append(config, cost, wall_time=0.0)
+        reopened = Study(path, read_only=True)
+        best = reopened.best()
+        print(f"study log: {len(reopened)} records written with fsync, reopened from {path.name}; "
+              f"best value {best.values['value']:.2f}")
+
+
+SECTIONS = [("Search spaces: constraints, feasible sampling, encodings, study log", section_spaces)]
+
+
+def run_demo(seed: int = 0) -> int:
+    print("perfjax demo: a tour on built-in workloads (no downloaded data needed)")
+    started = time.perf_counter()
+    for i, (title, section) in enumerate(SECTIONS, start=1):
+        _header(i, len(SECTIONS), title)
+        section(seed)
+    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s")
+    return 0
