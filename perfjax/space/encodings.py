@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perfjax.errors import SpaceError
-from perfjax.space.params import Categorical, Integer, Ordinal, Parameter, Permutation, Real
+from perfjax.space.params import Categorical, Integer, Ordinal, Parameter, Permutation, Real, positions
 
 # relax() puts the chosen value at this logit above the others: a clear argmax, soft gradients.
 ONE_HOT_LOGIT = 4.0
@@ -120,7 +120,7 @@ def embed(space, batch: Mapping[str, Any], permutation: str | None = None) -> ja
 
 def _embed_permutation(perm: jax.Array, encoding: str) -> jax.Array:
     n = perm.shape[1]
-    position = jnp.argsort(perm, axis=-1)  # position[i] = where item i stands
+    position = positions(perm)  # position[i] = where item i stands
     if encoding == "spearman":
         return position.astype(float) / max(n - 1, 1)
     if encoding == "kendall":

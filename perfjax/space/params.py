@@ -457,4 +457,20 @@ class Permutation(Parameter):
     def contains(self, column: Any) -> Any:
         import jax.numpy as jnp
         xp = np if isinstance(column, np.ndarray) else jnp
-        return xp.all(xp.sort(column, axis=-1) == xp.arange(self.n), axis=-1)
+        # Every item appears exactly once (a one-hot count: far cheaper than sorting rows on CPU).
+        counts = (column[..., :, None] == xp.arange(self.n)).sum(axis=-2)
+        return xp.all(counts == 1, axis=-1)
+
+
+def positions(perm: Any) -> Any:
+    """Inverse permutations: ``positions(perm)[..., i]`` is the position of item i.
+
+    Computed from one-hot matches rather than argsort: several times faster on CPU for the small
+    n of loop orders, and exact for valid permutations.
+    """
+    import jax.numpy as jnp
+    n = perm.shape[-1]
+    if n > 32:
+        return jnp.argsort(perm, axis=-1)
+    match = perm[..., :, None] == jnp.arange(n)  # [..., position, item]
+    return jnp.sum(jnp.where(match, jnp.arange(n)[:, None], 0), axis=-2)

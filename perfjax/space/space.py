@@ -28,7 +28,7 @@ import numpy as np
 from perfjax.errors import SpaceError
 from perfjax.space import expr
 from perfjax.space.expr import Constraint, Interval
-from perfjax.space.params import Categorical, Integer, Ordinal, Parameter, Real
+from perfjax.space.params import Categorical, Integer, Ordinal, Parameter, Real, positions
 
 Batch = dict  # struct-of-arrays pytree: parameter name -> array with a leading batch dimension
 
@@ -223,7 +223,7 @@ class Space:
         ok = jnp.ones(n, dtype=bool)
         for pname, param in self.params.items():
             ok &= jnp.broadcast_to(param.contains(columns[pname]), (n,))
-        inverse = {p: jnp.argsort(columns[p], axis=-1) for p, param in self.params.items()
+        inverse = {p: positions(columns[p]) for p, param in self.params.items()
                    if param.kind == "permutation"}
         for c in self.constraints:
             ok &= jnp.broadcast_to(expr.evaluate(c, self._exact_lookup(c, columns, inverse)), (n,))
@@ -233,7 +233,9 @@ class Space:
         """Bool [N]: each configuration lies in every parameter's domain and meets every constraint."""
         batch = self.check_batch(batch)
         n = int(np.shape(batch[self.names[0]])[0])
-        # Pad to a power of two so batches of many sizes share a few compiled checks.
+        if n >= 1 << 16:  # large batches: compile for the exact size rather than copy to pad
+            return self._feasible_jit(batch)
+        # Pad small batches to a power of two so many sizes share a few compiled checks.
         size = max(64, 1 << max(n - 1, 0).bit_length())
         return self._feasible_jit(_pad_batch({k: np.asarray(v) for k, v in batch.items()}, size))[:n]
 
@@ -241,7 +243,7 @@ class Space:
         """The texts of the constraints one plain-dict configuration violates."""
         batch = self.from_dicts([config])
         columns = {k: jnp.asarray(v) for k, v in batch.items()}
-        inverse = {p: jnp.argsort(columns[p], axis=-1) for p, param in self.params.items()
+        inverse = {p: positions(columns[p]) for p, param in self.params.items()
                    if param.kind == "permutation"}
         return [c.text for c in self.constraints
                 if not bool(np.all(expr.evaluate(c, self._exact_lookup(c, columns, inverse))))]
@@ -288,7 +290,7 @@ class Space:
             if param.kind == "permutation":
                 perm, lw, good = self._draw_permutation(step, step_key, columns, inverse, n)
                 columns[step.name] = perm[:, None, :]
-                inverse[step.name] = jnp.argsort(perm, axis=-1)[:, None, :]
+                inverse[step.name] = positions(perm)[:, None, :]
             else:
                 value, lw, good = self._draw_scalar(step, step_key, columns, inverse, n, proposal)
                 columns[step.name] = value[:, None]
