@@ -7,11 +7,12 @@ Every failure a user can cause (a bad scenario, a missing file, a bad argument) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 EXIT_BAD_INPUT = 2
 
@@ -82,8 +83,9 @@ def _space_check(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     space = scenarios.resolve(args.scenario)
-    fraction, stderr = space.estimate_feasible_fraction(args.samples, seed=args.seed)
-    space.sample(args.samples, seed=args.seed + 1)  # compiles; the timed run below reuses it
+    with _naming(args.scenario):
+        fraction, stderr = space.estimate_feasible_fraction(args.samples, seed=args.seed)
+        space.sample(args.samples, seed=args.seed + 1)  # compiles; the timed run below reuses it
     t0 = time.perf_counter()
     batch = space.sample(args.samples, seed=args.seed + 2)
     batch[space.names[0]].block_until_ready()
@@ -120,12 +122,23 @@ def _space_sample(args: argparse.Namespace) -> int:
     from perfjax import scenarios
 
     space = scenarios.resolve(args.scenario)
-    batch = space.sample(args.n, seed=args.seed, use_prior=args.prior)
+    with _naming(args.scenario):
+        batch = space.sample(args.n, seed=args.seed, use_prior=args.prior)
     out = sys.stdout
     for config in space.to_dicts(batch):
         out.write(json.dumps(config) + "\n")
     out.flush()
     return 0
+
+
+@contextlib.contextmanager
+def _naming(scenario: str) -> Iterator[None]:
+    """Errors found after loading (e.g. no feasible point) also name the scenario."""
+    from perfjax.errors import SpaceError
+    try:
+        yield
+    except SpaceError as exc:
+        raise SpaceError(f"scenario {scenario}: {exc}") from None
 
 
 def _write_json(path: str, payload: dict) -> None:
