@@ -198,10 +198,10 @@ def value_strategy(param: Any) -> st.SearchStrategy:
         return st.integers(param.lo, param.hi)
     bounds = st.sampled_from([float(param.lo), float(param.hi)])
     if param.log:
-        inner = st.floats(math.log(param.lo), math.log(param.hi)).map(math.exp).map(
+        inner = st.floats(math.log(param.lo), math.log(param.hi), allow_subnormal=False).map(math.exp).map(
             lambda x: min(max(x, float(param.lo)), float(param.hi)))
     else:
-        inner = st.floats(float(param.lo), float(param.hi))
+        inner = st.floats(float(param.lo), float(param.hi), allow_subnormal=False)
     return st.one_of(bounds, inner)
 
 

@@ -89,15 +89,21 @@ def from_unit(param: Parameter, u: Any) -> jax.Array:
     """[0, 1] -> the nearest valid value of a numeric parameter."""
     lo, hi, log = _numeric_range(param)
     u = jnp.clip(jnp.asarray(u, dtype=float), 0.0, 1.0)
-    x = jnp.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if log else lo + u * (hi - lo)
+    x = _scale(u, lo, hi, log)
     if isinstance(param, Real):
-        return jnp.clip(x, lo, hi)
+        return x
     if isinstance(param, Integer):
         return jnp.clip(jnp.round(x), lo, hi).astype(jnp.int64)
     # Ordinal: nearest value in the unit (log-aware) scale.
     grid = to_unit(param, param.values_array())
     idx = jnp.argmin(jnp.abs(u[..., None] - grid), axis=-1)
     return jnp.asarray(param.values_array())[idx]
+
+
+def _scale(u: jax.Array, lo: float, hi: float, log: bool) -> jax.Array:
+    """[0, 1] -> [lo, hi] (log scale if asked), hitting both ends exactly (exp(log(hi)) != hi)."""
+    x = jnp.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if log else lo + u * (hi - lo)
+    return jnp.where(u >= 1.0, hi, jnp.where(u <= 0.0, lo, jnp.clip(x, lo, hi)))
 
 
 def _ordinal_index(param: Ordinal, column: Any) -> jax.Array:
@@ -208,13 +214,24 @@ def greedy_assignment(score: jax.Array) -> jax.Array:
     return perm
 
 
-def sinkhorn(log_score: jax.Array, iterations: int = 30) -> jax.Array:
-    """Doubly-stochastic matrices from score matrices (log-space Sinkhorn normalization)."""
-    def body(z, _):
+@jax.jit
+def sinkhorn(log_score: jax.Array, tolerance: float = 1e-9, max_iterations: int = 5000) -> jax.Array:
+    """Doubly-stochastic matrices from score matrices (log-space Sinkhorn normalization),
+    iterated until every row and column sums to 1 within ``tolerance`` (sharp, low-temperature
+    scores need many more iterations than soft ones)."""
+    def normalize(z):
         z = z - jax.nn.logsumexp(z, axis=-1, keepdims=True)
-        z = z - jax.nn.logsumexp(z, axis=-2, keepdims=True)
-        return z, None
-    z, _ = jax.lax.scan(body, log_score, None, length=iterations)
+        return z - jax.nn.logsumexp(z, axis=-2, keepdims=True)
+
+    def error(z):  # columns are exact after normalize(); rows are what is left to converge
+        return jnp.max(jnp.abs(jnp.exp(jax.nn.logsumexp(z, axis=-1)) - 1.0))
+
+    def body(state):
+        z, i = state
+        return normalize(z), i + 1
+
+    z, _ = jax.lax.while_loop(lambda s: (error(s[0]) > tolerance) & (s[1] < max_iterations),
+                              body, (normalize(log_score), 0))
     return jnp.exp(z)
 
 
@@ -227,10 +244,7 @@ def soften(space, relaxed: Mapping[str, Any], temperature: float = 1.0, key=None
     for name, param in space.params.items():
         z = jnp.asarray(relaxed[name], dtype=float)
         if isinstance(param, (Real, Integer)):
-            lo, hi, log = _numeric_range(param)
-            u = jax.nn.sigmoid(z)
-            out[name] = jnp.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if log \
-                else lo + u * (hi - lo)
+            out[name] = _scale(jax.nn.sigmoid(z), *_numeric_range(param))
             continue
         if name in keys:
             z = z + jax.random.gumbel(keys[name], z.shape)

@@ -99,7 +99,13 @@ class Space:
         self._enumerated: Batch | None = None
 
     def _parse(self, constraint: Any) -> Constraint:
-        text, owner = (constraint, None) if isinstance(constraint, str) else tuple(constraint)
+        if isinstance(constraint, str):
+            text, owner = constraint, None
+        elif isinstance(constraint, (tuple, list)) and len(constraint) == 2:
+            text, owner = constraint
+        else:
+            raise SpaceError(f"constraint {constraint!r}: a constraint must be a string "
+                             "(or a (text, owner parameter) pair)")
         return expr.parse_constraint(text, self.params, owner=owner)
 
     def __repr__(self) -> str:
@@ -411,8 +417,12 @@ class Space:
     def sample(self, n: int, seed: Any = 0, *, use_prior: bool = False) -> Batch:
         """``n`` feasible configurations as a struct-of-arrays batch (dict of jax arrays).
 
-        ``seed`` is an int or a jax PRNG key. ``use_prior`` draws each parameter from its prior
-        (BaCO ``prior``) instead of uniformly, still among the values the constraints allow.
+        ``seed`` is an int or a jax PRNG key. Each parameter is drawn uniformly (log-uniformly
+        for ``log`` reals and integers; from its prior with ``use_prior``) among the values the
+        constraints allow given the parameters drawn before it. Where constraints tie parameters
+        together this is not uniform over the feasible set (a value that leaves few completions is
+        drawn as often as one that leaves many); ``estimate_feasible_fraction`` corrects for that
+        with importance weights.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise SpaceError(f"sample size must be a non-negative integer, got {n!r}")
