@@ -9,7 +9,8 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from perfjax.errors import PerfjaxError, PerfjaxWarning, SpaceError, StudyError, StudyWarning  # noqa: E402
+from perfjax.errors import (  # noqa: E402
+    PerfjaxError, PerfjaxWarning, SpaceError, StudyError, StudyWarning, WorkloadError)
 from perfjax.space import (  # noqa: E402
     Batch, Categorical, Integer, Ordinal, Parameter, Permutation, Real, Space)
 
@@ -17,4 +18,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Space", "Batch", "Parameter", "Real", "Integer", "Ordinal", "Categorical",
            "Permutation", "PerfjaxError", "PerfjaxWarning", "SpaceError", "StudyError",
-           "StudyWarning", "__version__"]
+           "StudyWarning", "WorkloadError", "__version__"]

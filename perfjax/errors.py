@@ -26,3 +26,7 @@ class PerfjaxWarning(UserWarning):
 
 class StudyWarning(PerfjaxWarning):
     """A study log held something that was skipped (for instance a record half-written by a crash)."""
+
+
+class WorkloadError(PerfjaxError, ValueError):
+    """A workload (matrix or tensor file, generator argument, routing trace) is invalid."""

@@ -1,0 +1,1 @@
+"""Performance models: pure JAX functions of (hardware, workload statistics, configurations)."""

@@ -1,0 +1,325 @@
+"""Sparse tensors: reading, explicit formats, statistics for the models, and generators.
+
+Formats are named in the type, never guessed (scipy.sparse style): CSR/CSC/COO matrices are
+scipy's ``csr_array``/``csc_array``/``coo_array``; ``DCSR`` (doubly compressed rows) and ``CSF``
+(compressed sparse fibers, 3-tensors) are perfjax's own, built explicitly from the others.
+``SparseStats`` is the pytree the performance models consume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import scipy.io
+import scipy.sparse as sp
+
+from perfjax.errors import WorkloadError
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def read_matrix(path: str | Path, *, allow_empty: bool = False) -> sp.csr_array:
+    """A MatrixMarket file as CSR (float64; pattern matrices get ones). Duplicates are summed.
+
+    Raises WorkloadError naming the file when it is missing, malformed or (unless
+    ``allow_empty``) has no nonzero.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WorkloadError(f"matrix file {path}: no such file")
+    try:
+        loaded = scipy.io.mmread(path)
+    except Exception as exc:  # scipy raises ValueError, IndexError, ... on malformed files
+        raise WorkloadError(f"matrix file {path}: not a readable MatrixMarket matrix "
+                            f"({type(exc).__name__}: {exc})") from None
+    matrix = sp.csr_array(loaded, dtype=np.float64) if not sp.issparse(loaded) \
+        else sp.csr_array(loaded.astype(np.float64))
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    if matrix.ndim != 2 or min(matrix.shape) == 0:
+        raise WorkloadError(f"matrix file {path}: shape {matrix.shape} has no rows or columns")
+    if matrix.nnz == 0 and not allow_empty:
+        raise WorkloadError(f"matrix file {path}: the matrix has no nonzero")
+    return matrix
+
+
+@dataclass(frozen=True)
+class COO3:
+    """A 3-tensor in coordinate format: ``coords`` [nnz, 3] (0-based, lexicographically sorted)."""
+
+    shape: tuple[int, int, int]
+    coords: np.ndarray
+    values: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return len(self.values)
+
+    def to_dense(self) -> np.ndarray:
+        dense = np.zeros(self.shape)
+        np.add.at(dense, tuple(self.coords.T), self.values)
+        return dense
+
+
+def read_tns(path: str | Path) -> COO3:
+    """A FROSTT ``.tns`` file (1-based ``i j k value`` lines, ``#`` comments) as a 3-tensor."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkloadError(f"tensor file {path}: no such file")
+    rows = []
+    with path.open() as handle:
+        for lineno, line in enumerate(handle, start=1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            parts = text.split()
+            try:
+                if len(parts) != 4:
+                    raise ValueError(f"expected 4 fields, got {len(parts)}")
+                i, j, k = (int(p) for p in parts[:3])
+                value = float(parts[3])
+                if min(i, j, k) < 1:
+                    raise ValueError("indices are 1-based")
+            except ValueError as exc:
+                raise WorkloadError(f"tensor file {path}: line {lineno}: {exc}") from None
+            rows.append((i - 1, j - 1, k - 1, value))
+    if not rows:
+        raise WorkloadError(f"tensor file {path}: the tensor has no nonzero")
+    data = np.asarray(rows)
+    coords = data[:, :3].astype(np.int64)
+    shape = tuple(int(v) for v in coords.max(axis=0) + 1)
+    return coo3(shape, coords, data[:, 3])
+
+
+def coo3(shape: tuple[int, int, int], coords: np.ndarray, values: np.ndarray) -> COO3:
+    """Build a COO3, summing duplicates and sorting coordinates lexicographically."""
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(coords) != len(values):
+        raise WorkloadError(f"3-tensor: {len(coords)} coordinates but {len(values)} values")
+    if len(coords) and ((coords < 0).any() or (coords >= np.asarray(shape)).any()):
+        raise WorkloadError(f"3-tensor: a coordinate lies outside shape {tuple(shape)}")
+    key = np.ravel_multi_index(coords.T, shape) if len(coords) else np.zeros(0, np.int64)
+    unique, inverse = np.unique(key, return_inverse=True)
+    summed = np.zeros(len(unique))
+    np.add.at(summed, inverse, values)
+    return COO3(tuple(int(s) for s in shape), np.stack(np.unravel_index(unique, shape), axis=1),
+                summed)
+
+
+# ------------------------------------------------------------------------------------ formats
+
+
+@dataclass(frozen=True)
+class DCSR:
+    """Doubly compressed rows: only non-empty rows are stored.
+
+    ``row_ids[q]`` is the q-th non-empty row; its entries are ``indptr[q]:indptr[q+1]``.
+    """
+
+    shape: tuple[int, int]
+    row_ids: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @staticmethod
+    def from_csr(matrix: sp.csr_array) -> "DCSR":
+        lengths = np.diff(matrix.indptr)
+        rows = np.nonzero(lengths)[0]
+        indptr = np.concatenate([[0], np.cumsum(lengths[rows])]).astype(np.int64)
+        return DCSR(tuple(matrix.shape), rows.astype(np.int64), indptr,
+                    matrix.indices.astype(np.int64), matrix.data.astype(np.float64))
+
+    def to_csr(self) -> sp.csr_array:
+        full = np.zeros(self.shape[0] + 1, dtype=np.int64)
+        full[self.row_ids + 1] = np.diff(self.indptr)
+        return sp.csr_array((self.data, self.indices, np.cumsum(full)), shape=self.shape)
+
+    @property
+    def nnz(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class CSF:
+    """Compressed sparse fibers of a 3-tensor (i -> j -> k).
+
+    Level 0: ``ids[0]`` the non-empty i; ``ptr[0]`` splits level-1 fibers among them.
+    Level 1: ``ids[1]`` the j of each (i, j) fiber; ``ptr[1]`` splits the nonzeros among fibers.
+    Level 2: ``ids[2]`` the k of each nonzero, ``values`` its value.
+    """
+
+    shape: tuple[int, int, int]
+    ids: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ptr: tuple[np.ndarray, np.ndarray]
+    values: np.ndarray
+
+    @staticmethod
+    def from_coo3(tensor: COO3) -> "CSF":
+        c = tensor.coords
+        if len(c) == 0:
+            raise WorkloadError("CSF: the tensor has no nonzero")
+        new_i = np.concatenate([[True], c[1:, 0] != c[:-1, 0]])
+        new_ij = new_i | np.concatenate([[True], c[1:, 1] != c[:-1, 1]])
+        fiber_starts = np.nonzero(new_ij)[0]
+        slice_starts = np.nonzero(new_i[fiber_starts])[0]
+        ptr1 = np.concatenate([fiber_starts, [len(c)]]).astype(np.int64)
+        ptr0 = np.concatenate([slice_starts, [len(fiber_starts)]]).astype(np.int64)
+        return CSF(tensor.shape, (c[new_i, 0], c[fiber_starts, 1], c[:, 2]), (ptr0, ptr1),
+                   tensor.values)
+
+    @property
+    def nnz(self) -> int:
+        return len(self.values)
+
+    def fiber_lengths(self) -> np.ndarray:
+        return np.diff(self.ptr[1])
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class SparseStats:
+    """What the load-balance models need to know about a matrix, as a pytree of arrays.
+
+    ``row_lengths`` is padded with zeros to a fixed length so statistics of different matrices
+    stack into one batch (``stack_stats``); ``n_rows`` says how many entries are real.
+    """
+
+    n_rows: Any
+    n_cols: Any
+    nnz: Any
+    row_lengths: Any  # int64 [padded rows]
+    quantiles: Any  # row length at QUANTILES
+    name: str = field(default="", metadata=dict(static=True))
+
+
+QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+
+
+def stats(matrix: sp.csr_array | sp.csr_matrix, name: str = "", pad_to: int | None = None) -> SparseStats:
+    """Statistics of a CSR matrix, row lengths padded to ``pad_to`` (default: no padding)."""
+    matrix = sp.csr_array(matrix)
+    lengths = np.diff(matrix.indptr).astype(np.int64)
+    n = len(lengths)
+    pad_to = n if pad_to is None else pad_to
+    if pad_to < n:
+        raise WorkloadError(f"stats of {name or 'matrix'}: cannot pad {n} rows to {pad_to}")
+    padded = np.zeros(pad_to, dtype=np.int64)
+    padded[:n] = lengths
+    return SparseStats(np.int64(n), np.int64(matrix.shape[1]), np.int64(matrix.nnz), padded,
+                       np.quantile(lengths, QUANTILES), name)
+
+
+def stack_stats(items: list[SparseStats]) -> SparseStats:
+    """Stack statistics of several matrices into one batched pytree (rows padded to the longest)."""
+    width = max(len(s.row_lengths) for s in items)
+    padded = [SparseStats(s.n_rows, s.n_cols, s.nnz,
+                          np.pad(np.asarray(s.row_lengths), (0, width - len(s.row_lengths))),
+                          s.quantiles, "") for s in items]
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded)
+
+
+# ---------------------------------------------------------------------------------- generators
+
+
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise WorkloadError(f"generator argument {name} must be a positive integer, got {value!r}")
+
+
+def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: int = 0) -> sp.csr_array:
+    """Rows whose lengths follow a Zipf law (row of rank r gets weight r^-alpha), shuffled, with
+    distinct uniformly random columns: the skew of web and social graphs."""
+    _check_positive(n_rows=n_rows, n_cols=n_cols, nnz=nnz)
+    if nnz > n_rows * n_cols:
+        raise WorkloadError(f"powerlaw_rows: nnz {nnz} exceeds {n_rows} x {n_cols} entries")
+    rng = np.random.default_rng(seed)
+    weights = np.arange(1, n_rows + 1, dtype=float) ** -float(alpha)
+    lengths = np.minimum(np.floor(weights / weights.sum() * nnz).astype(np.int64), n_cols)
+    deficit = nnz - lengths.sum()
+    while deficit > 0:  # hand out the rounding remainder to rows that still have room
+        room = np.nonzero(lengths < n_cols)[0][:deficit]
+        lengths[room] += 1
+        deficit = nnz - lengths.sum()
+    lengths = rng.permutation(lengths)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate([np.sort(rng.choice(n_cols, size=k, replace=False)) if k else
+                              np.zeros(0, np.int64) for k in lengths])
+    return sp.csr_array((rng.standard_normal(nnz), indices, indptr), shape=(n_rows, n_cols))
+
+
+def rmat(scale: int, edge_factor: int = 16, a: float = 0.57, b: float = 0.19, c: float = 0.19,
+         seed: int = 0) -> sp.csr_array:
+    """R-MAT graph (Chakrabarti et al.) with 2^scale vertices and edge_factor * 2^scale edge draws
+    (duplicates merged), the Graph500 default probabilities."""
+    _check_positive(scale=scale, edge_factor=edge_factor)
+    if not (0 < a and 0 <= b and 0 <= c and a + b + c < 1):
+        raise WorkloadError(f"rmat: probabilities a={a}, b={b}, c={c} must be >= 0 with a + b + c < 1")
+    rng = np.random.default_rng(seed)
+    n, edges = 1 << scale, edge_factor << scale
+    rows = np.zeros(edges, dtype=np.int64)
+    cols = np.zeros(edges, dtype=np.int64)
+    for bit in range(scale):
+        u = rng.random(edges)
+        down = u >= a + b  # quadrants c and d set the row bit
+        right = ((u >= a) & (u < a + b)) | (u >= a + b + c)  # quadrants b and d set the column bit
+        rows |= down.astype(np.int64) << bit
+        cols |= right.astype(np.int64) << bit
+    matrix = sp.coo_array((np.ones(edges), (rows, cols)), shape=(n, n)).tocsr()
+    matrix.sum_duplicates()
+    matrix.data = rng.standard_normal(matrix.nnz)
+    return sp.csr_array(matrix)
+
+
+def banded(n: int, bandwidth: int, seed: int = 0) -> sp.csr_array:
+    """An n x n matrix with every entry |i - j| <= bandwidth (regular: the balanced case)."""
+    _check_positive(n=n, bandwidth=bandwidth)
+    offsets = list(range(-bandwidth, bandwidth + 1))
+    matrix = sp.diags_array([np.ones(n - abs(o)) for o in offsets], offsets=offsets, shape=(n, n))
+    matrix = sp.csr_array(matrix)
+    matrix.data = np.random.default_rng(seed).standard_normal(matrix.nnz)
+    return matrix
+
+
+def uniform_random(n_rows: int, n_cols: int, density: float, seed: int = 0) -> sp.csr_array:
+    """Each entry nonzero independently with probability ``density`` (Erdos-Renyi)."""
+    _check_positive(n_rows=n_rows, n_cols=n_cols)
+    if not 0 < density <= 1:
+        raise WorkloadError(f"uniform_random: density must be in (0, 1], got {density}")
+    matrix = sp.random_array((n_rows, n_cols), density=density, format="csr",
+                             rng=np.random.default_rng(seed), data_sampler=np.random.default_rng(seed + 1).standard_normal)
+    return sp.csr_array(matrix)
+
+
+def random_tensor3(shape: tuple[int, int, int], nnz: int, alpha: float = 1.0, seed: int = 0) -> COO3:
+    """A 3-tensor whose first-mode slices have power-law sizes (alpha = 0: uniform)."""
+    if len(shape) != 3 or any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
+        raise WorkloadError(f"random_tensor3: shape must be three positive integers, got {shape}")
+    _check_positive(nnz=nnz)
+    rng = np.random.default_rng(seed)
+    weights = np.arange(1, shape[0] + 1, dtype=float) ** -float(alpha)
+    i = rng.permutation(shape[0])[rng.choice(shape[0], size=nnz, p=weights / weights.sum())]
+    coords = np.stack([i, rng.integers(0, shape[1], nnz), rng.integers(0, shape[2], nnz)], axis=1)
+    return coo3(shape, coords, rng.standard_normal(nnz))
+
+
+def generated(name: str, seed: int = 0) -> sp.csr_array:
+    """A few named generated matrices for demos and tests (no downloaded data needed)."""
+    recipes = {
+        "powerlaw-4k": lambda: powerlaw_rows(4096, 4096, 65536, alpha=1.2, seed=seed),
+        "rmat-12": lambda: rmat(12, 8, seed=seed),
+        "banded-4k": lambda: banded(4096, 4, seed=seed),
+        "uniform-4k": lambda: uniform_random(4096, 4096, 16 / 4096, seed=seed),
+    }
+    if name not in recipes:
+        raise WorkloadError(f"unknown generated matrix {name!r} (known: {', '.join(recipes)})")
+    return recipes[name]()

@@ -1,0 +1,200 @@
+"""Partition strategies and the load-balance model, checked against a brute-force merge path."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from perfjax.errors import WorkloadError
+from perfjax.models import balance
+from perfjax.schedulers import partition
+from perfjax.workloads import sparse
+
+
+def skewed_with_empty_rows() -> sp.csr_array:
+    a = sparse.powerlaw_rows(120, 90, 1500, alpha=1.3, seed=1)
+    return sp.csr_array(sp.vstack([a, sp.csr_array((4, 90)), a, sp.csr_array((1, 90))]))
+
+
+MATRICES = {
+    "skewed+empty": skewed_with_empty_rows(),
+    "banded": sparse.banded(200, 3),
+    "rmat": sparse.rmat(7, 4, seed=2),
+    "one-dense-row": sp.csr_array(sp.vstack([sp.csr_array(np.ones((1, 50))),
+                                             sp.eye(49, 50, format="csr")])),
+}
+
+
+def merge_sequence(indptr: np.ndarray) -> list[str]:
+    """The merge path written out item by item: each row's nonzeros, then its end."""
+    seq = []
+    for r in range(len(indptr) - 1):
+        seq += ["nz"] * int(indptr[r + 1] - indptr[r]) + ["end"]
+    return seq
+
+
+def brute_force_work(indptr: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[int, int]:
+    seq = merge_sequence(indptr)
+    items = seq[int(start.sum()):int(end.sum())]
+    return items.count("end"), items.count("nz")
+
+
+@pytest.mark.parametrize("name", sorted(MATRICES))
+@pytest.mark.parametrize("strategy", partition.STRATEGIES)
+@pytest.mark.parametrize("workers", [1, 3, 8, 31])
+def test_partitions_cover_the_path_once_and_count_exactly(name, strategy, workers):
+    matrix = MATRICES[name]
+    indptr = matrix.indptr.astype(np.int64)
+    part = partition.partition(strategy, matrix, workers, chunk=5)
+    # Segments are points on the path, disjoint, covering every item exactly once.
+    for (i, j) in np.concatenate([part.start, part.end]):
+        assert indptr[i] <= j and (i == len(indptr) - 1 or j <= indptr[i + 1])
+    positions = sorted((int(s.sum()), int(e.sum())) for s, e in zip(part.start, part.end))
+    assert positions[0][0] == 0 and positions[-1][1] == len(merge_sequence(indptr))
+    assert all(a[1] == b[0] for a, b in zip(positions, positions[1:]))
+    # Work counters equal the brute-force count of the items each worker walks.
+    expected = np.zeros((workers, 2), dtype=np.int64)
+    for s, e, p in zip(part.start, part.end, part.owner):
+        expected[p] += brute_force_work(indptr, s, e)
+    assert (part.work() == expected).all()
+
+
+@pytest.mark.parametrize("name", sorted(MATRICES))
+def test_merge_path_is_balanced_to_one_item(name):
+    part = partition.merge_path(MATRICES[name], 16)
+    items = part.items()
+    assert items.max() - items.min() <= 1
+
+
+def test_dynamic_chunks_is_greedy_least_loaded():
+    matrix = MATRICES["skewed+empty"]
+    part = partition.dynamic_chunks(matrix, 4, 3)
+    loads = np.zeros(4, dtype=np.int64)
+    for s, e, p in zip(part.start, part.end, part.owner):
+        assert p == int(np.argmin(loads))  # reference: a plain list scheduler
+        loads[p] += (e - s).sum()
+
+
+def test_static_chunks_round_robin():
+    part = partition.static_chunks(MATRICES["banded"], 3, 7)
+    assert (part.owner == np.arange(len(part.owner)) % 3).all()
+    assert (part.start[:, 0] == np.arange(len(part.owner)) * 7).all()
+
+
+def test_csf_hierarchical_merge_path_matches_walk():
+    tensor = sparse.random_tensor3((25, 15, 9), 600, alpha=1.0, seed=3)
+    csf = sparse.CSF.from_coo3(tensor)
+    part = partition.merge_path([csf.ptr[0], csf.ptr[1]], 7)
+    walk = []  # 0 = slice end, 1 = fiber end, 2 = nonzero
+    for s in range(len(csf.ids[0])):
+        for f in range(csf.ptr[0][s], csf.ptr[0][s + 1]):
+            walk += [2] * int(csf.ptr[1][f + 1] - csf.ptr[1][f]) + [1]
+        walk.append(0)
+    for p in range(7):
+        counts = np.bincount(walk[int(part.start[p].sum()):int(part.end[p].sum())], minlength=3)
+        assert (counts == part.work()[p]).all()
+    assert part.items().max() - part.items().min() <= 1
+
+
+def test_nway_split_cuts_every_operand_at_one_coordinate():
+    a = sparse.powerlaw_rows(80, 60, 900, alpha=1.2, seed=4)
+    b = sparse.uniform_random(80, 60, 0.05, seed=5)
+    c = sparse.banded(80, 2)[:, :60]
+    part = partition.merge_path_nway([a, b, c], 9)
+    work = part.work()
+    assert (work.sum(axis=0) == [80, a.nnz, b.nnz, c.nnz]).all()
+    assert part.items().max() - part.items().min() <= 3  # at most N - 1 + 1 apart
+    # Brute force: every operand's items before a cut are those with a smaller coordinate.
+    for point in part.end[:-1]:
+        rows_done = point[0]
+        for op, count in zip((a, b, c), point[1:]):
+            coo = sp.coo_array(op)
+            order = np.lexsort((coo.col, coo.row))
+            keys = list(zip(coo.row[order], coo.col[order]))
+            assert count <= len(keys)
+            if 0 < count < len(keys):
+                assert keys[count - 1] < keys[count]  # the cut falls between coordinates
+        assert rows_done <= 80
+
+
+def test_bad_arguments():
+    m = MATRICES["banded"]
+    with pytest.raises(WorkloadError, match="workers=500"):
+        partition.row_blocks(m, 500)
+    with pytest.raises(WorkloadError, match="workers must be a positive integer"):
+        partition.merge_path(m, 0)
+    with pytest.raises(WorkloadError, match="chunk"):
+        partition.static_chunks(m, 2, 0)
+    with pytest.raises(WorkloadError, match="unknown partition strategy"):
+        partition.partition("magic", m, 2)
+    with pytest.raises(WorkloadError, match="different shapes"):
+        partition.merge_path_nway([m, sparse.banded(10, 1)], 2)
+
+
+# ---------------------------------------------------------------------------------- the model
+
+@pytest.mark.parametrize("name", sorted(MATRICES))
+def test_model_counters_equal_partitioner(name):
+    matrix = MATRICES[name]
+    stats = sparse.stats(matrix, pad_to=256)  # padding must not change a thing
+    for strategy, code in balance.STRATEGY_CODES.items():
+        for workers in (1, 2, 5, 16):
+            for chunk in (1, 6):
+                part = partition.partition(strategy, matrix, workers, chunk=chunk)
+                eager = workers == 5 and chunk == 1  # static dispatch, no jit, once per strategy
+                for work in ([balance.worker_work(stats.row_lengths, stats.n_rows, code, workers,
+                                                  chunk, 16)] if eager else []) + [
+                        balance.worker_work_jit(stats.row_lengths, stats.n_rows, jnp.asarray(code),
+                                                workers, chunk, max_workers=16)]:
+                    assert (np.asarray(work.rows)[:workers] == part.work()[:, 0]).all()
+                    assert (np.asarray(work.nnz)[:workers] == part.work()[:, 1]).all()
+                    assert (np.asarray(work.rows)[workers:] == 0).all()
+
+
+def test_model_time_is_linear_in_costs_and_differentiable():
+    matrix = MATRICES["skewed+empty"]
+    stats = sparse.stats(matrix)
+    work = balance.worker_work(stats.row_lengths, stats.n_rows, 4, 8, 1, 8)
+    part = partition.merge_path(matrix, 8)
+    cost = balance.BalanceCost(per_nnz=2.0, per_row=3.0, per_segment=0.0, per_search=0.5,
+                               fixup=7.0, launch=11.0)
+    times = np.asarray(balance.predict(cost, work)["times"])
+    starts_mid_row = part.start[:, 1] > matrix.indptr[part.start[:, 0]]
+    search_steps = np.ceil(np.log2(matrix.shape[0] + 1.0))
+    expected = (2.0 * part.work()[:, 1] + 3.0 * part.work()[:, 0] + 0.5 * search_steps
+                + 7.0 * starts_mid_row + 11.0)
+    assert np.allclose(times, expected)
+    grad = jax.grad(lambda v: balance.predict(balance.BalanceCost.from_vector(v), work)["makespan"])(
+        cost.vector())
+    slowest = int(np.argmax(expected))
+    assert np.allclose(grad, [part.work()[slowest, 1], part.work()[slowest, 0], 1.0, search_steps,
+                              starts_mid_row[slowest], 1.0])
+
+
+def test_grid_matches_single_evaluations():
+    mats = [MATRICES["banded"], MATRICES["rmat"]]
+    stacked = sparse.stack_stats([sparse.stats(m) for m in mats])
+    cost = balance.BalanceCost(per_nnz=1.0, per_row=1.0)
+    grid = balance.evaluate_grid(stacked, ["row_blocks", "merge_path"], [1, 4], [1, 3], cost, 4)
+    assert grid["makespan"].shape == (2, 2, 2, 2)
+    for m, matrix in enumerate(mats):
+        for s, strategy in enumerate(["row_blocks", "merge_path"]):
+            for w, workers in enumerate([1, 4]):
+                items = partition.partition(strategy, matrix, workers).items()
+                assert float(grid["makespan"][m, s, w, 0]) == items.max()
+                assert np.isclose(float(grid["imbalance"][m, s, w, 1]), items.max() / items.mean())
+
+
+def test_relaxed_work_is_exact_at_row_ends_and_differentiable():
+    matrix = MATRICES["skewed+empty"]
+    lengths = np.diff(matrix.indptr)
+    ends = np.cumsum(lengths) + np.arange(len(lengths))
+    diagonals = jnp.asarray([0.0, ends[10] + 1.0, ends[100] + 1.0, ends[-1] + 1.0])
+    rows, nnz = balance.relaxed_work(lengths, diagonals)
+    assert np.allclose(rows, [11, 90, len(lengths) - 101])
+    assert np.allclose(nnz, np.diff([0, matrix.indptr[11], matrix.indptr[101], matrix.nnz]))
+    grad = jax.grad(lambda d: jnp.max(balance.relaxed_work(lengths, d)[1]))(diagonals + 0.5)
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
