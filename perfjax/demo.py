@@ -84,7 +84,36 @@ def section_spaces(seed: int) -> None:
               f"best value {best.values['value']:.2f}")
 
 
-SECTIONS = [("Search spaces: constraints, feasible sampling, encodings, study log", section_spaces)]
+def section_balance(seed: int) -> None:
+    import jax.numpy as jnp
+
+    from perfjax.models import balance
+    from perfjax.schedulers import partition
+    from perfjax.workloads import sparse
+
+    matrix = sparse.powerlaw_rows(20_000, 20_000, 400_000, alpha=1.1, seed=seed)
+    lengths = np.diff(matrix.indptr)
+    print(f"generated power-law matrix: {matrix.shape[0]:,} rows, {matrix.nnz:,} nonzeros; the "
+          f"longest row holds {lengths.max():,} ({100 * lengths.max() / matrix.nnz:.1f}% of all)")
+    stats = sparse.stats(matrix)
+    print(f"{'strategy':<16}" + "".join(f"{f'P={p}':>9}" for p in (2, 8, 32, 64))
+          + "   (imbalance: max / mean merged work; the model's count equals the partitioner's)")
+    for strategy, code in balance.STRATEGY_CODES.items():
+        cells = []
+        for workers in (2, 8, 32, 64):
+            part = partition.partition(strategy, matrix, workers, chunk=64)
+            work = balance.worker_work_jit(stats.row_lengths, stats.n_rows, jnp.asarray(code),
+                                           workers, 64, max_workers=64)
+            exact = (np.asarray(work.rows)[:workers] == part.work()[:, 0]).all() and \
+                (np.asarray(work.nnz)[:workers] == part.work()[:, 1]).all()
+            assert exact, f"model and partitioner disagree for {strategy}, P={workers}"
+            cells.append(f"{part.imbalance():9.2f}")
+        print(f"{strategy:<16}" + "".join(cells))
+
+
+SECTIONS = [("Search spaces: constraints, feasible sampling, encodings, study log", section_spaces),
+            ("Load balance: partitioning a skewed matrix, the model's per-worker work",
+             section_balance)]
 
 
 def run_demo(seed: int = 0) -> int:
