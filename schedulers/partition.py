@@ -139,7 +139,7 @@ def nnz_split(matrix, workers: int) -> Partition:
     _check_workers(workers, nnz, "nonzeros")
     cuts = np.arange(workers + 1, dtype=np.int64) * nnz // workers
     rows = np.searchsorted(indptr[1:], cuts, side="right")  # rows whose last nonzero is before
-    rows[-1] = len(indptr) - 1
+    rows[0], rows[-1] = 0, len(indptr) - 1  # worker 0 also owns the ends of leading empty rows
     return _contiguous("nnz_split", np.stack([rows, cuts], axis=1))
 
 

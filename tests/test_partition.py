@@ -16,7 +16,8 @@ from perfjax.workloads import sparse
 
 def skewed_with_empty_rows() -> sp.csr_array:
     a = sparse.powerlaw_rows(120, 90, 1500, alpha=1.3, seed=1)
-    return sp.csr_array(sp.vstack([a, sp.csr_array((4, 90)), a, sp.csr_array((1, 90))]))
+    return sp.csr_array(sp.vstack([sp.csr_array((3, 90)), a, sp.csr_array((4, 90)), a,
+                                   sp.csr_array((1, 90))]))
 
 
 MATRICES = {

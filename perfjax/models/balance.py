@@ -97,7 +97,7 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
     def nnz_split():
         cuts = jnp.minimum(p, P) * nnz // P
         rows = jnp.minimum(jnp.searchsorted(indptr[1:], cuts, side="right").astype(jnp.int64), n)
-        rows = jnp.where(cuts >= nnz, n, rows)
+        rows = jnp.where(cuts >= nnz, n, jnp.where(p == 0, 0, rows))  # leading empty rows: worker 0
         partial = (cuts[:-1] > indptr[rows[:-1]]).astype(jnp.int64)
         return contiguous(rows, cuts, jnp.broadcast_to(_log2_ceil(n).astype(jnp.int64), (max_workers,)),
                           partial)

@@ -1,0 +1,424 @@
+"""C11 + OpenMP source for CSR SpMV (y = A x) and SpMM (Y = A X) programs.
+
+Every generated program is a standalone executable: it reads one input file (the layout below),
+runs the kernel ``repeats`` times and writes one output file. Running kernels out of process is
+what lets a tuner survive a crash or a hang of the configuration it is trying.
+
+Partition mode executes an explicit ``perfjax.schedulers.partition.Partition``: worker p (OpenMP
+thread p, or the calling thread alone in single-worker mode) walks its segments in order. A
+segment (i0, j0) -> (i1, j1) of the merge path holds the ends of rows i0 .. i1-1 and the
+nonzeros j0 .. j1-1. The scheme is Merrill & Garland's:
+
+* a row is *finished* by the segment that holds its end, which writes ``y[row] =`` the sum of
+  the row's nonzeros that lie in that segment (all of them unless the segment started inside
+  the row, which only row i0 can do when j0 > indptr[i0]);
+* a segment that stops inside row i1 (i1 < nrows, j1 > indptr[i1]) leaves the partial sum of
+  that row's nonzeros in its own carry slot (row i1, value(s)) instead of touching y;
+* after the parallel region (its implicit barrier) one sequential fix-up loop adds every carry
+  into y. Carries never race with row writes, and a row cut into many segments gets all of them.
+
+Rows without nonzeros get y = 0 from their (empty) sum, so the kernel writes every row of y; the
+driver fills y with NaN before the first repetition, so a row the kernel forgot shows up as NaN
+instead of as a plausible stale value. In single-worker mode only worker p's items run: y starts
+from zeros in every repetition and ends up holding exactly worker p's contribution.
+
+Schedule mode ignores any partition: ``#pragma omp for schedule(kind, chunk)`` over the rows with
+a run-time thread count, the loop TACO generates; the tuner uses it as the baseline family.
+
+Instrumented programs count, per worker, the row ends and the nonzeros their loops actually
+processed (from the loop bounds as executed, not from the partition) and the worker's time span
+(CLOCK_MONOTONIC around its loop). Counting is compiled in only when asked, so timing runs pay
+nothing for it.
+
+Indices are int64 and values double. ``unroll`` unrolls the nonzero loop of SpMV (with that many
+independent partial sums, which is what lets the loads overlap) or the K loop of SpMM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from string import Template
+
+from perfjax.errors import PerfjaxError
+
+OPS = ("spmv", "spmm")
+UNROLLS = (1, 2, 4, 8)
+SCHEDULES = ("static", "dynamic", "guided")
+
+# File formats shared with the runner. Input: int64 header (INPUT_HEADER order), then indptr
+# [nrows+1] i64, col [nnz] i64, val [nnz] f64, x [ncols*width] f64, seg_ptr [workers+1] i64 and
+# i0, j0, i1, j1 [nseg] i64 (segments grouped by worker, each worker's in its walking order).
+# Output: int64 header (OUTPUT_HEADER order), then y [nrows*width] f64, seconds [repeats] f64,
+# rows [workers] i64, nnz [workers] i64, worker_seconds [workers] f64.
+INPUT_MAGIC = 0x504A4B494E          # "PJKIN"
+OUTPUT_MAGIC = 0x504A4B4F5554       # "PJKOUT"
+FORMAT_VERSION = 1
+INPUT_HEADER = ("magic", "version", "nrows", "ncols", "nnz", "width", "nseg", "workers",
+                "worker", "repeats", "debug")
+OUTPUT_HEADER = ("magic", "nrows", "width", "workers", "repeats")
+
+# Test hooks: what the program does instead of (or after) its work, to exercise the runner's
+# failure handling. "wrong" perturbs y[0] after the last repetition.
+DEBUG_HOOKS = {"segv": 1, "abort": 2, "hang": 3, "exit": 4, "wrong": 5}
+
+
+class KernelError(PerfjaxError, ValueError):
+    """Bad arguments to a C kernel: a kernel spec, a matrix, an operand, a partition."""
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """The compile-time knobs of one generated program (everything else is read at run time).
+
+    ``schedule`` None means partition mode; otherwise plain OpenMP scheduling of the rows, with
+    ``chunk`` None leaving the chunk clause out (the runtime's default for that kind).
+    """
+
+    op: str = "spmv"
+    unroll: int = 1
+    schedule: str | None = None
+    chunk: int | None = None
+    instrument: bool = False
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise KernelError(f"op must be one of {OPS}, got {self.op!r}")
+        if isinstance(self.unroll, bool) or self.unroll not in UNROLLS:
+            raise KernelError(f"unroll must be one of {UNROLLS}, got {self.unroll!r}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise KernelError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
+        if self.chunk is not None:
+            if self.schedule is None:
+                raise KernelError("chunk applies to schedule mode only (a partition fixes its own "
+                                  "chunks); pass schedule= as well or leave chunk out")
+            if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
+                raise KernelError(f"chunk must be a positive integer, got {self.chunk!r}")
+        if not isinstance(self.instrument, bool):
+            raise KernelError(f"instrument must be a bool, got {self.instrument!r}")
+
+    @property
+    def name(self) -> str:
+        """Short readable name, the prefix of the cached binary's file name."""
+        mode = "part" if self.schedule is None else \
+            self.schedule + ("" if self.chunk is None else str(self.chunk))
+        return f"{self.op}-u{self.unroll}-{mode}" + ("-inst" if self.instrument else "")
+
+
+def emit_source(spec: KernelSpec) -> str:
+    """The complete C program for ``spec``."""
+    if not isinstance(spec, KernelSpec):
+        raise KernelError(f"expected a KernelSpec, got {type(spec).__name__}")
+    kernel = _partition_kernel(spec) if spec.schedule is None else _schedule_kernel(spec)
+    header_enum = ", ".join(f"H_{name.upper()}" for name in INPUT_HEADER)
+    hooks = "\n".join(f"#define DEBUG_{name.upper()} {code}" for name, code in DEBUG_HOOKS.items())
+    return _DRIVER.substitute(
+        spec=repr(spec), header_enum=header_enum, hooks=hooks,
+        input_magic=f"0x{INPUT_MAGIC:X}LL", output_magic=f"0x{OUTPUT_MAGIC:X}LL",
+        version=FORMAT_VERSION, output_header_len=len(OUTPUT_HEADER),
+        row_kernel=_row_kernel(spec), kernel=kernel,
+        width="1" if spec.op == "spmv" else "pb->width")
+
+
+def _lines(*items: str | None) -> str:
+    """Join the lines that are present (None marks a line compiled only in other variants)."""
+    return "\n".join(item for item in items if item is not None)
+
+
+def _tree_sum(terms: list[str]) -> str:
+    """Pairwise sum expression: the partial sums' dependency chains stay short."""
+    while len(terms) > 1:
+        terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])] + \
+            ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
+
+
+_ROW_SIGNATURE = """static inline void row_kernel(double *restrict dst, const int64_t *restrict col,
+                              const double *restrict val, const double *restrict x,
+                              int64_t width, int64_t lo, int64_t hi)"""
+
+
+def _row_kernel(spec: KernelSpec) -> str:
+    """``row_kernel``: dst[0:width] = sum of val[k] * x[col[k], 0:width] over k in [lo, hi)."""
+    u = spec.unroll
+    if spec.op == "spmv":
+        sums = [f"s{i}" for i in range(u)]
+        loop = "for (; k < hi; ++k) {" if u == 1 else f"for (; k + {u} <= hi; k += {u}) {{"
+        return _lines(
+            f"/* Dot product of nonzeros [lo, hi) with x, {u} independent partial sum(s). */",
+            _ROW_SIGNATURE,
+            "{",
+            "    (void) width;",
+            f"    double {', '.join(s + ' = 0.0' for s in sums)};",
+            "    int64_t k = lo;",
+            f"    {loop}",
+            *(f"        s{i} += val[k + {i}] * x[col[k + {i}]];" for i in range(u)),
+            "    }",
+            "    for (; k < hi; ++k) s0 += val[k] * x[col[k]];" if u > 1 else None,
+            f"    *dst = {_tree_sum(sums)};",
+            "}")
+    loop = "for (; c < width; ++c) {" if u == 1 else f"for (; c + {u} <= width; c += {u}) {{"
+    return _lines(
+        f"/* dst[0:width] = sum over nonzeros [lo, hi) of val * X[col, 0:width], K loop {u}x. */",
+        _ROW_SIGNATURE,
+        "{",
+        "    for (int64_t c = 0; c < width; ++c) dst[c] = 0.0;",
+        "    for (int64_t k = lo; k < hi; ++k) {",
+        "        const double a = val[k];",
+        "        const double *restrict xr = x + col[k] * width;",
+        "        int64_t c = 0;",
+        f"        {loop}",
+        *(f"            dst[c + {i}] += a * xr[c + {i}];" for i in range(u)),
+        "        }",
+        "        for (; c < width; ++c) dst[c] += a * xr[c];" if u > 1 else None,
+        "    }",
+        "}")
+
+
+def _partition_kernel(spec: KernelSpec) -> str:
+    """``run_worker`` (one worker's segments) and ``kernel`` (all workers, then the fix-up)."""
+    count = spec.instrument
+    return _lines(
+        "/* Worker p walks its segments in order (the scheme is in the header comment). */",
+        "static void run_worker(const Problem *pb, int64_t p)",
+        "{",
+        "    const int64_t *restrict indptr = pb->indptr;",
+        f"    const int64_t w = {'1' if spec.op == 'spmv' else 'pb->width'};",
+        "    const double t0 = now();" if count else None,
+        "    int64_t rows = 0, nnz = 0;" if count else None,
+        "    for (int64_t s = pb->seg_ptr[p]; s < pb->seg_ptr[p + 1]; ++s) {",
+        "        const int64_t i1 = pb->i1[s], j1 = pb->j1[s];",
+        "        int64_t k = pb->j0[s];",
+        "        for (int64_t row = pb->i0[s]; row < i1; ++row) {  /* rows it finishes */",
+        "            const int64_t stop = indptr[row + 1];",
+        "            row_kernel(pb->y + row * w, pb->col, pb->val, pb->x, w, k, stop);",
+        "            rows += 1;" if count else None,
+        "            nnz += stop - k;" if count else None,
+        "            k = stop;",
+        "        }",
+        "        if (k < j1) {  /* stops inside row i1: carry its partial sum out */",
+        "            row_kernel(pb->carry_val + s * w, pb->col, pb->val, pb->x, w, k, j1);",
+        "            nnz += j1 - k;" if count else None,
+        "        }",
+        "        pb->carry_row[s] = k < j1 ? i1 : -1;",
+        "    }",
+        "    pb->rows_done[p] = rows;" if count else None,
+        "    pb->nnz_done[p] = nnz;" if count else None,
+        "    pb->span_start[p] = t0;" if count else None,
+        "    pb->span_end[p] = now();" if count else None,
+        "}",
+        "",
+        "/* All workers (or only `single` when >= 0), then the sequential carry fix-up. */",
+        "static void kernel(const Problem *pb, int threads, int64_t single)",
+        "{",
+        "    if (single >= 0) {",
+        "        run_worker(pb, single);",
+        "    } else {",
+        "#pragma omp parallel num_threads(threads)",
+        "        run_worker(pb, omp_get_thread_num());",
+        "    }",
+        f"    const int64_t w = {'1' if spec.op == 'spmv' else 'pb->width'};",
+        "    for (int64_t s = 0; s < pb->nseg; ++s) {",
+        "        const int64_t row = pb->carry_row[s];",
+        "        if (row < 0) continue;",
+        "        for (int64_t c = 0; c < w; ++c) pb->y[row * w + c] += pb->carry_val[s * w + c];",
+        "    }",
+        "}")
+
+
+def _schedule_kernel(spec: KernelSpec) -> str:
+    """``kernel`` as a plain OpenMP worksharing loop over the rows (partition ignored)."""
+    count = spec.instrument
+    clause = spec.schedule + ("" if spec.chunk is None else f", {spec.chunk}")
+    return _lines(
+        f"/* OpenMP schedule({clause}) over the rows; `single` does not apply here. */",
+        "static void kernel(const Problem *pb, int threads, int64_t single)",
+        "{",
+        "    (void) single;",
+        "    const int64_t *restrict indptr = pb->indptr;",
+        f"    const int64_t w = {'1' if spec.op == 'spmv' else 'pb->width'};",
+        "    const int64_t n = pb->nrows;",
+        "#pragma omp parallel num_threads(threads)",
+        "    {",
+        "        const double t0 = now();" if count else None,
+        "        int64_t rows = 0, nnz = 0;" if count else None,
+        f"#pragma omp for schedule({clause}) nowait",
+        "        for (int64_t row = 0; row < n; ++row) {",
+        "            row_kernel(pb->y + row * w, pb->col, pb->val, pb->x, w, indptr[row],",
+        "                       indptr[row + 1]);",
+        "            rows += 1;" if count else None,
+        "            nnz += indptr[row + 1] - indptr[row];" if count else None,
+        "        }",
+        "        const int p = omp_get_thread_num();" if count else None,
+        "        pb->rows_done[p] = rows;" if count else None,
+        "        pb->nnz_done[p] = nnz;" if count else None,
+        "        pb->span_start[p] = t0;" if count else None,
+        "        pb->span_end[p] = now();" if count else None,
+        "    }",
+        "}")
+
+
+_DRIVER = Template(r"""/* Generated by perfjax.kernels.c from $spec. Do not edit.
+ * Usage: prog INPUT OUTPUT THREADS (file layouts and the full story: perfjax/kernels/c/emit.py).
+ *
+ * Partition scheme (Merrill & Garland): the segment holding a row's end writes y[row] = its
+ * partial sum of the row; a segment stopping inside row i1 stores (i1, partial sum) in its carry
+ * slot; after the parallel region a sequential fix-up adds every carry into y. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { $header_enum, H_LEN };
+$hooks
+
+typedef struct {
+    int64_t nrows, ncols, nnz, width, nseg, workers;
+    const int64_t *indptr, *col;
+    const double *val, *x;
+    double *y;
+    const int64_t *seg_ptr, *i0, *j0, *i1, *j1;   /* segments grouped by worker */
+    int64_t *carry_row;                            /* per segment: row carried out, or -1 */
+    double *carry_val;                             /* per segment: width partial sums */
+    int64_t *rows_done, *nnz_done;                 /* per worker (instrumented) */
+    double *span_start, *span_end;                 /* per worker (instrumented) */
+} Problem;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
+static void fail(const char *what)
+{
+    fprintf(stderr, "%s\n", what);
+    exit(2);
+}
+
+/* Zeroed, 64-byte aligned, never NULL (count may be 0). */
+static void *alloc(int64_t count, size_t size)
+{
+    void *p = NULL;
+    const size_t bytes = count > 0 ? (size_t) count * size : 64;
+    if (posix_memalign(&p, 64, bytes) != 0) fail("out of memory");
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void *read_array(FILE *f, int64_t count, size_t size)
+{
+    void *p = alloc(count, size);
+    if (count > 0 && fread(p, size, (size_t) count, f) != (size_t) count)
+        fail("input file is truncated");
+    return p;
+}
+
+static void write_array(FILE *f, const void *p, int64_t count, size_t size)
+{
+    if (count > 0 && fwrite(p, size, (size_t) count, f) != (size_t) count)
+        fail("cannot write the output file");
+}
+
+$row_kernel
+
+$kernel
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) fail("usage: prog INPUT OUTPUT THREADS");
+    const int threads = atoi(argv[3]);
+    if (threads < 1) fail("THREADS must be a positive integer");
+    FILE *in = fopen(argv[1], "rb");
+    if (!in) fail("cannot open the input file");
+    int64_t h[H_LEN];
+    if (fread(h, sizeof h[0], H_LEN, in) != H_LEN) fail("input file is truncated");
+    if (h[H_MAGIC] != $input_magic || h[H_VERSION] != $version)
+        fail("not a perfjax kernel input file");
+    if (h[H_NROWS] < 1 || h[H_NCOLS] < 1 || h[H_NNZ] < 0 || h[H_WIDTH] < 1 || h[H_NSEG] < 0 ||
+        h[H_WORKERS] < 1 || h[H_WORKER] < -1 || h[H_WORKER] >= h[H_WORKERS] || h[H_REPEATS] < 1)
+        fail("input header holds an invalid size");
+
+    Problem prob = {0};
+    Problem *pb = &prob;
+    pb->nrows = h[H_NROWS];
+    pb->ncols = h[H_NCOLS];
+    pb->nnz = h[H_NNZ];
+    pb->width = h[H_WIDTH];
+    pb->nseg = h[H_NSEG];
+    pb->workers = h[H_WORKERS];
+    const int64_t single = h[H_WORKER], repeats = h[H_REPEATS], w = $width;
+    pb->indptr = read_array(in, pb->nrows + 1, sizeof(int64_t));
+    pb->col = read_array(in, pb->nnz, sizeof(int64_t));
+    pb->val = read_array(in, pb->nnz, sizeof(double));
+    pb->x = read_array(in, pb->ncols * w, sizeof(double));
+    pb->seg_ptr = read_array(in, pb->workers + 1, sizeof(int64_t));
+    pb->i0 = read_array(in, pb->nseg, sizeof(int64_t));
+    pb->j0 = read_array(in, pb->nseg, sizeof(int64_t));
+    pb->i1 = read_array(in, pb->nseg, sizeof(int64_t));
+    pb->j1 = read_array(in, pb->nseg, sizeof(int64_t));
+    fclose(in);
+    pb->y = alloc(pb->nrows * w, sizeof(double));
+    pb->carry_row = alloc(pb->nseg, sizeof(int64_t));
+    pb->carry_val = alloc(pb->nseg * w, sizeof(double));
+    pb->rows_done = alloc(pb->workers, sizeof(int64_t));
+    pb->nnz_done = alloc(pb->workers, sizeof(int64_t));
+    pb->span_start = alloc(pb->workers, sizeof(double));
+    pb->span_end = alloc(pb->workers, sizeof(double));
+    double *seconds = alloc(repeats, sizeof(double));
+    for (int64_t s = 0; s < pb->nseg; ++s) pb->carry_row[s] = -1;
+    if (single < 0)
+        for (int64_t r = 0; r < pb->nrows * w; ++r) pb->y[r] = NAN;
+
+    /* Start the thread team outside the timed region, and make sure it has the size asked for:
+     * a worker of the partition without a thread would silently leave its rows undone. */
+    omp_set_dynamic(0);
+    int team = 0;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp single
+        team = omp_get_num_threads();
+    }
+    if (team != threads) {
+        fprintf(stderr, "OpenMP started %d threads instead of %d\n", team, threads);
+        return 3;
+    }
+
+    switch (h[H_DEBUG]) {
+    case DEBUG_SEGV: raise(SIGSEGV); break;
+    case DEBUG_ABORT: abort();
+    case DEBUG_HANG: for (;;) sleep(1);
+    case DEBUG_EXIT: fprintf(stderr, "debug hook: exit 3\n"); return 3;
+    default: break;
+    }
+
+    for (int64_t rep = 0; rep < repeats; ++rep) {
+        if (single >= 0) memset(pb->y, 0, (size_t) (pb->nrows * w) * sizeof(double));
+        const double t0 = now();
+        kernel(pb, threads, single);
+        seconds[rep] = now() - t0;
+    }
+    if (h[H_DEBUG] == DEBUG_WRONG) pb->y[0] += 1.0;
+
+    double *worker_seconds = alloc(pb->workers, sizeof(double));
+    for (int64_t p = 0; p < pb->workers; ++p)
+        worker_seconds[p] = pb->span_end[p] - pb->span_start[p];
+    FILE *out = fopen(argv[2], "wb");
+    if (!out) fail("cannot open the output file");
+    const int64_t oh[$output_header_len] = {$output_magic, pb->nrows, w, pb->workers, repeats};
+    write_array(out, oh, $output_header_len, sizeof(int64_t));
+    write_array(out, pb->y, pb->nrows * w, sizeof(double));
+    write_array(out, seconds, repeats, sizeof(double));
+    write_array(out, pb->rows_done, pb->workers, sizeof(int64_t));
+    write_array(out, pb->nnz_done, pb->workers, sizeof(int64_t));
+    write_array(out, worker_seconds, pb->workers, sizeof(double));
+    if (fclose(out) != 0) fail("cannot write the output file");
+    return 0;
+}
+""")
