@@ -34,6 +34,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _choices_list(what: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or text!r} "
+                                             f"(known: {', '.join(allowed)})")
+        return values
+    return parse
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="perfjax", description="Differentiable performance models, search "
                      "spaces and autotuners in JAX.")
@@ -65,6 +86,26 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--prior", action="store_true",
                         help="draw from the parameters' priors instead of uniformly")
+
+    validate = commands.add_parser("validate", help="validate models against real kernels",
+                                   description="Validate perfjax's models against instrumented "
+                                   "generated kernels.")
+    validate_commands = validate.add_subparsers(dest="validate_command", metavar="SUBCOMMAND",
+                                                parser_class=_Parser)
+    vbalance = validate_commands.add_parser(
+        "balance", help="load-balance model vs instrumented C kernels on a directory of matrices",
+        description="For every matrix x kernel x strategy x worker count, run the instrumented "
+                    "generated kernel (each worker timed alone on one core) and compare with the "
+                    "load-balance model, whose costs are calibrated on generated matrices.")
+    vbalance.add_argument("--matrices", required=True, metavar="DIR",
+                          help="directory of MatrixMarket (.mtx) files to score")
+    vbalance.add_argument("--kernels", type=_choices_list("kernel", ("spmv", "spmm")),
+                          default=("spmv", "spmm"), help="comma-separated (default spmv,spmm)")
+    vbalance.add_argument("--workers", type=_int_list, default=(1, 2, 4, 8, 16, 32, 64),
+                          help="comma-separated worker counts (default 1,2,4,8,16,32,64)")
+    vbalance.add_argument("--repeats", type=_positive_int, default=5,
+                          help="kernel repetitions per configuration (default 5)")
+    vbalance.add_argument("--json", required=True, metavar="OUT", help="write the report here")
 
     demo = commands.add_parser("demo", help="an end-to-end tour on built-in workloads",
                                description="An end-to-end tour of perfjax on built-in workloads "
@@ -141,6 +182,31 @@ def _naming(scenario: str) -> Iterator[None]:
         raise SpaceError(f"scenario {scenario}: {exc}") from None
 
 
+def _validate_balance(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from perfjax.validate import balance
+
+    matrices = balance.load_matrices(args.matrices)
+    settings = balance.Settings(kernels=tuple(args.kernels), workers=tuple(sorted(args.workers)),
+                                repeats=args.repeats)
+    with tqdm(desc="validate balance", unit="config", file=sys.stderr, leave=False) as bar:
+        def progress(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update()
+        report = balance.validate(matrices, settings, progress=progress)
+    _write_json(args.json, report)
+    print(f"{'matrix':<26}{'spearman':>9}{'MAPE %':>9}  work exact  imbalance at P={max(args.workers)}")
+    for name, row in report["matrices"].items():
+        imbalance = " ".join(f"{k}={v:.2f}" for k, v in row["imbalance"].items())
+        print(f"{name:<26}{row['spearman']:9.3f}{row['mape']:9.1f}  {str(row['work_exact']):<10}  "
+              f"{imbalance}")
+    print(f"median spearman {report['median_spearman']:.3f}, median MAPE "
+          f"{report['median_mape']:.1f}% (costs calibrated on "
+          f"{', '.join(report['calibration']['matrices'])})")
+    return 0
+
+
 def _write_json(path: str, payload: dict) -> None:
     from perfjax.errors import PerfjaxError
     try:
@@ -163,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.space_command is None:
                 parser.parse_args(["space", "--help"])
             return {"check": _space_check, "sample": _space_sample}[args.space_command](args)
+        if args.command == "validate":
+            if args.validate_command is None:
+                parser.parse_args(["validate", "--help"])
+            return _validate_balance(args)
         if args.command == "demo":
             from perfjax.demo import run_demo
             return run_demo(seed=args.seed)

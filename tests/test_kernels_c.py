@@ -284,7 +284,7 @@ def test_bad_arguments_raise(small):
         (lambda: spmv(matrix, x, _corrupt(part, start=overlap)), "do not tile the merge path"),
         (lambda: spmv(matrix, x, _corrupt(part, owner=np.array([0, 2]))), "owner outside"),
         (lambda: spmv(matrix, x, part, schedule="static"), "either a partition or"),
-        (lambda: spmv(matrix, x, worker=0), "needs a partition"),
+        (lambda: spmv(matrix, x, worker=0), "need a partition"),
         (lambda: spmv(matrix, x, part, worker=2), "worker must be an integer in 0..1"),
         (lambda: spmv(matrix, x, part, threads=3), "threads=3 but the partition has 2"),
         (lambda: spmv(matrix, x, part, chunk=4), "chunk applies to schedule mode"),
@@ -329,3 +329,16 @@ def test_cache_is_reused_and_concurrent_builds_are_safe(tmp_path, monkeypatch):
     matrix = MATRICES["banded"]()
     m = spmv(matrix, _x(matrix), schedule="guided", chunk=5, threads=2, unroll=2)
     assert m.ok and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+@pytest.mark.parametrize("strategy", ["row_blocks", "merge_path", "dynamic_chunks"])
+def test_sequential_mode_runs_every_worker_alone_and_counts_exactly(strategy):
+    matrix = MATRICES["powerlaw"]()
+    part = partition(strategy, matrix, 8, 4)
+    result = spmv(matrix, _x(matrix), part, sequential=True, instrument=True, repeats=3)
+    assert result.ok, result.reason  # full A x, checked against scipy
+    assert (result.worker_rows == part.work()[:, 0]).all()
+    assert (result.worker_nnz == part.work()[:, 1]).all()
+    assert (np.asarray(result.worker_seconds) > 0).all()
+    with pytest.raises(KernelError, match="sequential"):
+        spmv(matrix, _x(matrix), part, sequential=True, worker=0)

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+SEQUENTIAL_WORKERS = -2  # header value of `worker` for sequential mode (SEQUENTIAL in the C)
+
 from perfjax.kernels.c.build import BuildError, build, source_hash
 from perfjax.kernels.c.emit import (
     DEBUG_HOOKS, FORMAT_VERSION, INPUT_HEADER, INPUT_MAGIC, OUTPUT_HEADER, OUTPUT_MAGIC,
@@ -61,31 +63,33 @@ class Measurement:
 def spmv(matrix, x, partition: Partition | None = None, *, threads: int | None = None,
          unroll: int = 1, schedule: str | None = None, chunk: int | None = None,
          repeats: int = 1, instrument: bool = False, worker: int | None = None,
-         timeout: float = 30.0, check: bool = True, rtol: float = 1e-10,
-         _debug: str | None = None) -> Measurement:
+         sequential: bool = False, timeout: float = 30.0, check: bool = True,
+         rtol: float = 1e-10, _debug: str | None = None) -> Measurement:
     """y = A x with a generated C/OpenMP program.
 
     With a ``partition`` its workers run as OpenMP threads (``threads`` defaults to, and must
     equal, ``partition.workers``), or only worker ``worker`` on one thread (single-worker mode:
-    the output is that worker's contribution, and ``check`` compares with exactly that).
-    Without one, the rows are scheduled by ``#pragma omp for schedule(schedule, chunk)``
+    the output is that worker's contribution, and ``check`` compares with exactly that), or,
+    with ``sequential=True``, every worker in turn on one thread: each worker's span is then
+    its time alone on a core, which is how P workers are validated on a machine with fewer
+    cores (``worker_seconds`` holds each worker's fastest span over the repetitions). Without one, the rows are scheduled by ``#pragma omp for schedule(schedule, chunk)``
     (``schedule`` defaults to "static", ``threads`` to 1). ``check`` compares with scipy: entry r
     must be within ``rtol * (|A| |x|)[r]`` of ``(A @ x)[r]`` (the bound on reordering a sum).
     ``_debug`` (tests only) makes the program misbehave: one of DEBUG_HOOKS.
     """
     return _measure("spmv", matrix, x, partition, threads, unroll, schedule, chunk, repeats,
-                    instrument, worker, timeout, check, rtol, _debug)
+                    instrument, worker, sequential, timeout, check, rtol, _debug)
 
 
 def spmm(matrix, X, partition: Partition | None = None, *, threads: int | None = None,
          unroll: int = 1, schedule: str | None = None, chunk: int | None = None,
          repeats: int = 1, instrument: bool = False, worker: int | None = None,
-         timeout: float = 30.0, check: bool = True, rtol: float = 1e-10,
-         _debug: str | None = None) -> Measurement:
+         sequential: bool = False, timeout: float = 30.0, check: bool = True,
+         rtol: float = 1e-10, _debug: str | None = None) -> Measurement:
     """Y = A X for a dense row-major X of shape [ncols, K]; otherwise exactly like ``spmv``
     (``unroll`` unrolls the K loop)."""
     return _measure("spmm", matrix, X, partition, threads, unroll, schedule, chunk, repeats,
-                    instrument, worker, timeout, check, rtol, _debug)
+                    instrument, worker, sequential, timeout, check, rtol, _debug)
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -184,7 +188,7 @@ def _segments(partition, indptr: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, repeats,
-             instrument, worker, timeout, check, rtol, debug) -> Measurement:
+             instrument, worker, sequential, timeout, check, rtol, debug) -> Measurement:
     """Validate everything (raising KernelError), then build, run and judge."""
     csr = _as_csr(matrix)
     operand = _as_operand(op, csr, operand)
@@ -199,16 +203,20 @@ def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, r
             raise KernelError("give either a partition or an OpenMP schedule, not both")
         segments = _segments(partition, indptr)
         workers = partition.workers
-        if threads is not None and _positive_int("threads", threads) != workers:
+        if sequential:
+            if worker is not None or threads not in (None, 1):
+                raise KernelError("sequential mode runs every worker on one thread: give neither "
+                                  "worker nor threads")
+        elif threads is not None and _positive_int("threads", threads) != workers:
             raise KernelError(f"threads={threads} but the partition has {workers} workers "
                               f"(one thread per worker)")
         if worker is not None and (isinstance(worker, bool) or not isinstance(
                 worker, (int, np.integer)) or not 0 <= worker < workers):
             raise KernelError(f"worker must be an integer in 0..{workers - 1}, got {worker!r}")
-        team = workers if worker is None else 1
+        team = 1 if sequential or worker is not None else workers
     else:
-        if worker is not None:
-            raise KernelError("worker (single-worker mode) needs a partition")
+        if worker is not None or sequential:
+            raise KernelError("single-worker and sequential modes need a partition")
         schedule = "static" if schedule is None else schedule
         team = workers = 1 if threads is None else _positive_int("threads", threads)
         segments = (np.zeros(workers + 1, np.int64), *[np.zeros(0, np.int64)] * 4)
@@ -222,7 +230,8 @@ def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, r
     width = 1 if op == "spmv" else operand.shape[1]
     header = dict(magic=INPUT_MAGIC, version=FORMAT_VERSION, nrows=csr.shape[0],
                   ncols=csr.shape[1], nnz=csr.nnz, width=width, nseg=len(segments[1]),
-                  workers=workers, worker=-1 if worker is None else int(worker),
+                  workers=workers,
+                  worker=SEQUENTIAL_WORKERS if sequential else -1 if worker is None else int(worker),
                   repeats=repeats, debug=DEBUG_HOOKS.get(debug, 0))
     inputs = (np.array([header[k] for k in INPUT_HEADER], np.int64), indptr,
               csr.indices.astype(np.int64), csr.data.astype(np.float64), operand, *segments)

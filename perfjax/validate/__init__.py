@@ -1,0 +1,1 @@
+"""The top floor: validation of models against real kernels and reference simulators."""

@@ -1,0 +1,191 @@
+"""Validate the load-balance model against instrumented generated kernels.
+
+For every matrix x kernel x strategy x worker count: partition the matrix, run the generated
+C kernel in *sequential* instrumented mode (each worker's segments timed alone on one core, so P
+workers are validated on a machine with fewer cores; the makespan is the slowest worker), and
+compare with the model: work counters must be equal, predicted and measured makespans are
+compared by Spearman rank correlation and MAPE per matrix. For P no larger than the machine's
+cores the kernel also runs truly in parallel and that wall time is reported beside.
+
+The model's cost terms are calibrated on generated matrices (``CALIBRATION``), never on the
+matrices being scored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from perfjax.errors import PerfjaxError, WorkloadError
+from perfjax.models import balance
+from perfjax.models.calibrate import fit_linear_cost, mape
+from perfjax.workloads import sparse
+
+KERNELS = ("spmv", "spmm")
+STRATEGIES = tuple(balance.STRATEGY_CODES)
+DEFAULT_WORKERS = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kernels: tuple[str, ...] = KERNELS
+    workers: tuple[int, ...] = DEFAULT_WORKERS
+    strategies: tuple[str, ...] = STRATEGIES
+    chunk: int = 16  # rows per chunk for static/dynamic chunking (TACO's default chunk size)
+    spmm_width: int = 16  # dense columns K of SpMM
+    repeats: int = 5
+    timeout: float = 60.0
+
+
+def calibration_matrices(seed: int = 0) -> dict:
+    """Generated matrices the costs are fitted on: skewed, graph-like, regular and random, each
+    small (cache-resident, where fixed per-worker costs dominate) and large."""
+    return {
+        "gen-powerlaw-s": sparse.powerlaw_rows(2_000, 2_000, 12_000, alpha=1.1, seed=seed),
+        "gen-powerlaw-l": sparse.powerlaw_rows(20_000, 20_000, 200_000, alpha=1.1, seed=seed),
+        "gen-rmat-s": sparse.rmat(10, 8, seed=seed),
+        "gen-rmat-l": sparse.rmat(14, 8, seed=seed),
+        "gen-banded-s": sparse.banded(1_500, 2, seed=seed),
+        "gen-banded-l": sparse.banded(30_000, 3, seed=seed),
+        "gen-uniform-s": sparse.uniform_random(3_000, 3_000, 1e-3, seed=seed),
+        "gen-uniform-l": sparse.uniform_random(10_000, 10_000, 8e-4, seed=seed),
+    }
+
+
+def _run_kernel(kernel: str, matrix, partition, settings: Settings, **mode):
+    from perfjax.kernels import c as ckernels  # the top floor: validation may use kernels
+
+    rng = np.random.default_rng(0)
+    if kernel == "spmv":
+        operand = rng.standard_normal(matrix.shape[1])
+        return ckernels.spmv(matrix, operand, partition, repeats=settings.repeats,
+                             timeout=settings.timeout, **mode)
+    operand = rng.standard_normal((matrix.shape[1], settings.spmm_width))
+    return ckernels.spmm(matrix, operand, partition, repeats=settings.repeats,
+                         timeout=settings.timeout, **mode)
+
+
+def measure_matrix(name: str, matrix, settings: Settings,
+                   progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Instrumented sequential runs of every (kernel, strategy, P) on one matrix."""
+    from perfjax.schedulers import partition as partitioner
+
+    stats = sparse.stats(matrix)
+    rows = []
+    cores = os.cpu_count() or 1
+    for kernel in settings.kernels:
+        for strategy in settings.strategies:
+            for workers in settings.workers:
+                try:
+                    part = partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
+                except WorkloadError:
+                    continue  # more workers than rows / nonzeros: nothing to validate
+                result = _run_kernel(kernel, matrix, part, settings, sequential=True,
+                                     instrument=True)
+                if not result.ok:
+                    raise PerfjaxError(f"matrix {name}: {kernel} {strategy} P={workers} failed: "
+                                       f"{result.reason}")
+                work = balance.worker_work_jit(stats.row_lengths, stats.n_rows,
+                                               jnp.asarray(balance.STRATEGY_CODES[strategy]),
+                                               workers, settings.chunk,
+                                               max_workers=max(settings.workers))
+                features = np.asarray(work.features())[:workers]
+                exact = bool((np.asarray(work.rows)[:workers] == result.worker_rows).all()
+                             and (np.asarray(work.nnz)[:workers] == result.worker_nnz).all()
+                             and (part.work()[:, 0] == result.worker_rows).all())
+                parallel = None
+                if workers <= cores and workers > 1:
+                    wall = _run_kernel(kernel, matrix, part, settings)
+                    parallel = wall.best if wall.ok else None
+                rows.append(dict(matrix=name, kernel=kernel, strategy=strategy, workers=workers,
+                                 features=features,
+                                 worker_seconds=np.asarray(result.worker_seconds, dtype=float),
+                                 work_exact=exact, imbalance=float(
+                                     (result.worker_rows + result.worker_nnz).max()
+                                     / (result.worker_rows + result.worker_nnz).mean()),
+                                 parallel_seconds=parallel))
+                if progress:
+                    progress(f"{name} {kernel} {strategy} P={workers}")
+    return rows
+
+
+def calibrate(rows: Iterable[dict]) -> dict[str, balance.BalanceCost]:
+    """One BalanceCost per kernel, fitted on every worker of every calibration run."""
+    costs = {}
+    rows = list(rows)
+    for kernel in {r["kernel"] for r in rows}:
+        mine = [r for r in rows if r["kernel"] == kernel]
+        features = np.concatenate([r["features"] for r in mine])
+        seconds = np.concatenate([r["worker_seconds"] for r in mine])
+        costs[kernel] = balance.BalanceCost.from_vector(fit_linear_cost(features, seconds))
+    return costs
+
+
+def score(rows: Sequence[dict], costs: dict[str, balance.BalanceCost]) -> dict:
+    """Per matrix: Spearman and MAPE of predicted vs measured makespan over its configurations,
+    exactness of the work counters, and measured imbalance per strategy at the largest P."""
+    report = {}
+    for name in dict.fromkeys(r["matrix"] for r in rows):
+        mine = [r for r in rows if r["matrix"] == name]
+        predicted = np.array([(r["features"] @ np.asarray(costs[r["kernel"]].vector())).max()
+                              for r in mine])
+        measured = np.array([r["worker_seconds"].max() for r in mine])
+        top = max(r["workers"] for r in mine)
+        report[name] = {
+            "spearman": float(scipy.stats.spearmanr(predicted, measured).statistic),
+            "mape": mape(predicted, measured),
+            "work_exact": all(r["work_exact"] for r in mine),
+            "imbalance": {r["strategy"]: r["imbalance"] for r in mine
+                          if r["workers"] == top and r["kernel"] == mine[0]["kernel"]},
+            "configs": len(mine),
+        }
+    return report
+
+
+def validate(matrices: dict, settings: Settings = Settings(),
+             calibration: dict | None = None,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """The whole validation: calibrate on ``calibration`` (generated by default), score
+    ``matrices``. Returns the JSON-able report of ``perfjax validate balance``."""
+    calibration = calibration_matrices() if calibration is None else calibration
+    overlap = set(calibration) & set(matrices)
+    if overlap:
+        raise PerfjaxError(f"calibration and scored matrices overlap: {sorted(overlap)}")
+    calib_rows = [r for name, m in calibration.items()
+                  for r in measure_matrix(name, m, settings, progress)]
+    costs = calibrate(calib_rows)
+    rows = [r for name, m in matrices.items() for r in measure_matrix(name, m, settings, progress)]
+    per_matrix = score(rows, costs)
+    parallel = [
+        {"matrix": r["matrix"], "kernel": r["kernel"], "strategy": r["strategy"],
+         "workers": r["workers"], "parallel_seconds": r["parallel_seconds"],
+         "sequential_makespan": float(r["worker_seconds"].max())}
+        for r in rows if r["parallel_seconds"] is not None]
+    return {
+        "matrices": per_matrix,
+        "median_spearman": float(np.median([v["spearman"] for v in per_matrix.values()])),
+        "median_mape": float(np.median([v["mape"] for v in per_matrix.values()])),
+        "calibration": {"matrices": sorted(calibration),
+                        "costs": {k: [float(x) for x in np.asarray(c.vector())]
+                                  for k, c in costs.items()},
+                        "cost_terms": ["per_nnz", "per_row", "per_segment", "per_search", "fixup",
+                                       "launch"]},
+        "parallel": parallel,
+    }
+
+
+def load_matrices(directory: str | Path) -> dict:
+    """Every ``*.mtx`` in a directory, by file stem (WorkloadError naming a bad file)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise WorkloadError(f"matrix directory {directory}: no such directory")
+    files = sorted(directory.glob("*.mtx"))
+    if not files:
+        raise WorkloadError(f"matrix directory {directory}: holds no .mtx file")
+    return {path.stem: sparse.read_matrix(path) for path in files}

@@ -1,0 +1,59 @@
+"""`perfjax validate balance` end to end on small generated matrices (real runs of the C kernels)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import scipy.io
+
+from perfjax.cli import main
+from perfjax.validate import balance
+from perfjax.workloads import sparse
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                reason="no C compiler on this machine")
+
+
+def test_validate_reports_exact_work_and_ranks_strategies(tmp_path, capsys):
+    for name, matrix in {"skewed": sparse.powerlaw_rows(3000, 3000, 30_000, alpha=1.2, seed=5),
+                         "regular": sparse.banded(3000, 3, seed=6)}.items():
+        scipy.io.mmwrite(tmp_path / f"{name}.mtx", matrix)
+    calibration = {k: v for k, v in balance.calibration_matrices().items() if k.endswith("-s")}
+    settings = balance.Settings(kernels=("spmv",), workers=(1, 4, 16), repeats=3)
+    report = balance.validate(balance.load_matrices(tmp_path), settings, calibration)
+    assert set(report["matrices"]) == {"skewed", "regular"}
+    for row in report["matrices"].values():
+        assert row["work_exact"] is True
+        assert row["imbalance"]["merge_path"] <= 1.01
+        assert -1.0 <= row["spearman"] <= 1.0 and row["mape"] >= 0
+    # On the skewed matrix row blocks leave some worker far more work than merge path does.
+    assert report["matrices"]["skewed"]["imbalance"]["row_blocks"] > 1.5
+    out = tmp_path / "report.json"
+    assert main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmv",
+                 "--workers", "1,2", "--repeats", "1", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert {"matrices", "median_spearman", "median_mape"} <= set(saved)
+    assert "median spearman" in capsys.readouterr().out
+
+
+def test_validate_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["validate", "balance", "--matrices", str(tmp_path / "nope"), "--json",
+                 str(tmp_path / "o.json")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["validate", "balance", "--matrices", str(tmp_path / "empty"), "--json",
+                 str(tmp_path / "o.json")]) == 2
+    assert "no .mtx file" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.mtx").write_text("not a matrix\n")
+    assert main(["validate", "balance", "--matrices", str(tmp_path / "bad"), "--json",
+                 str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "x.mtx" in err and "\n" not in err.strip()
+    assert not (tmp_path / "o.json").exists()  # nothing half-written
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmx",
+              "--json", "o.json"])
+    assert info.value.code == 2
