@@ -110,6 +110,29 @@ def section_balance(seed: int) -> None:
             cells.append(f"{part.imbalance():9.2f}")
         print(f"{strategy:<16}" + "".join(cells))
 
+    import shutil
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        print("no C compiler found: skipping the measured part of this section")
+        return
+    from perfjax.validate import balance as validation
+
+    settings = validation.Settings(kernels=("spmv",), workers=(1, 4, 16), repeats=5)
+    calibration = validation.calibration_matrices(seed + 1)  # other seeds than this matrix
+    costs = validation.calibrate(r for name, m in calibration.items()
+                                 for r in validation.measure_matrix(name, m, settings))
+    vector = np.asarray(costs["spmv"].vector())
+    print(f"generated C SpMV, each of 8 workers timed alone on one core; model costs calibrated on "
+          f"{', '.join(calibration)} (not this matrix):")
+    for strategy in ("row_blocks", "merge_path"):
+        rows = validation.measure_matrix("demo", matrix, validation.Settings(
+            kernels=("spmv",), workers=(8,), strategies=(strategy,), repeats=5))
+        row = rows[0]
+        predicted = row["features"] @ vector * 1e6
+        measured = row["worker_seconds"] * 1e6
+        print(f"  {strategy:<11} predicted us " + " ".join(f"{v:6.0f}" for v in predicted))
+        print(f"  {'':<11} measured  us " + " ".join(f"{v:6.0f}" for v in measured)
+              + f"   makespan {measured.max():.0f} us, work counters exact: {row['work_exact']}")
+
 
 SECTIONS = [("Search spaces: constraints, feasible sampling, encodings, study log", section_spaces),
             ("Load balance: partitioning a skewed matrix, the model's per-worker work",

@@ -1,0 +1,94 @@
+"""Generated C SpMV / SpMM vs scipy.sparse, side by side in one process, on real matrices.
+
+For each matrix: the generated kernel's best time over repetitions (timed inside the program,
+around the kernel only) and scipy's best time for ``A @ x`` (timed in Python around the call,
+which adds about a microsecond of call overhead to scipy). Printed ratio = scipy / perfjax:
+above 1 means the generated kernel is faster. Then, on the skewed matrices (max/mean row length
+>= 20), two threads with a merge-path partition vs scipy's single thread.
+
+Targets (issue "load-balanced sparse tensor algebra"): single-thread ratio >= 1 for SpMV and
+SpMM; two-thread merge path >= 1.6 on the skewed matrices.
+
+Usage: python benchmarks/sparse_kernels.py [--matrices DIR] [--k 16] [--repeats 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import perfjax  # noqa: F401  (JAX x64, errors)
+from perfjax.data import data_dir
+from perfjax.kernels import c as ckernels
+from perfjax.schedulers import partition
+from perfjax.workloads import sparse
+
+
+def scipy_best(matrix, operand, budget_s: float = 0.3, at_least: int = 20) -> float:
+    best, spent, count = np.inf, 0.0, 0
+    while spent < budget_s or count < at_least:
+        t0 = time.perf_counter()
+        matrix @ operand
+        dt = time.perf_counter() - t0
+        best, spent, count = min(best, dt), spent + dt, count + 1
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--matrices", default=None, help="directory of .mtx files "
+                        "(default: the real matrices in $PERFJAX_DATA or ../shared/data)")
+    parser.add_argument("--k", type=int, default=16, help="dense columns of SpMM")
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    directory = Path(args.matrices) if args.matrices else (data_dir() or Path("missing")) / "matrices"
+    if not directory.is_dir():
+        raise SystemExit(f"no matrix directory at {directory}; pass --matrices DIR")
+    files = sorted(directory.glob("*.mtx"))
+    rng = np.random.default_rng(0)
+    print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV 2t-mp':>11}"
+          f"{'SpMM 2t-mp':>11}   (ratio = scipy time / perfjax time; {os.cpu_count()} cores)")
+    single_spmv, single_spmm, skewed_2t = [], [], []
+    for path in files:
+        matrix = sparse.read_matrix(path)
+        lengths = np.diff(matrix.indptr)
+        skew = lengths.max() / max(lengths.mean(), 1e-12)
+        x = rng.standard_normal(matrix.shape[1])
+        X = rng.standard_normal((matrix.shape[1], args.k))
+        ratios = []
+        for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
+            ours = run(matrix, operand, repeats=args.repeats, unroll=4 if op == "spmm" else 1)
+            if not ours.ok:
+                raise SystemExit(f"{path.name} {op}: {ours.reason}")
+            ratios.append(scipy_best(matrix, operand) / ours.best)
+        single_spmv.append(ratios[0])
+        single_spmm.append(ratios[1])
+        cells = [f"{r:8.2f}" for r in ratios[:1]] + [f"{ratios[1]:9.2f}"]
+        if skew >= 20:
+            part = partition.merge_path(matrix, 2)
+            two = []
+            for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
+                ours = run(matrix, operand, part, repeats=args.repeats,
+                           unroll=4 if op == "spmm" else 1)
+                if not ours.ok:
+                    raise SystemExit(f"{path.name} {op} 2 threads: {ours.reason}")
+                two.append(scipy_best(matrix, operand) / ours.best)
+            skewed_2t.append(two)
+            cells += [f"{two[0]:11.2f}", f"{two[1]:11.2f}"]
+        else:
+            cells += [f"{'-':>11}", f"{'-':>11}"]
+        print(f"{path.stem:<24}{matrix.nnz:>9}{skew:>7.0f}  " + "".join(cells))
+    print(f"single thread: SpMV ratio min {min(single_spmv):.2f} median {np.median(single_spmv):.2f}; "
+          f"SpMM ratio min {min(single_spmm):.2f} median {np.median(single_spmm):.2f}")
+    if skewed_2t:
+        two = np.array(skewed_2t)
+        print(f"two threads, merge path, skewed matrices: SpMV min {two[:, 0].min():.2f}, "
+              f"SpMM min {two[:, 1].min():.2f} (target >= 1.6)")
+
+
+if __name__ == "__main__":
+    main()
