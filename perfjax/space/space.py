@@ -401,9 +401,8 @@ class Space:
     def _chunk_for(self, wanted: int) -> int:
         widest = max([len(d) for d in self._domain.values()] + [CANDIDATES] +
                      [p.n for p in self.params.values() if p.kind == "permutation"])
-        largest = int(np.clip((1 << 21) // widest, 1024, 32768))
-        return 256 if wanted <= 64 else (4096 if wanted <= 2048 else largest) if largest > 4096 \
-            else min(256 if wanted <= 64 else 4096, largest)
+        largest = int(np.clip((1 << 21) // widest, 1024, 32768))  # ~2M candidate cells a step
+        return min(256 if wanted <= 64 else 4096 if wanted <= 2048 else largest, largest)
 
     def _draw_rows(self, n: int, key: jax.Array, proposal: str) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
         """Yield (batch, ok, log_weight) chunks; chunk size grows when acceptance is low."""
@@ -437,7 +436,10 @@ class Space:
             tried += len(ok)
             if got >= n:
                 break
-            if tried >= MAX_ATTEMPTS and got * 1000 < tried:
+            # Almost nothing gets through: enumerate when the space is small enough (or prove
+            # it empty). A large space that yields points, however rarely, is drawn further.
+            if tried >= MAX_ATTEMPTS and got * 1000 < tried and (
+                    got == 0 or self.enumerable_size() <= ENUMERATION_LIMIT):
                 self._enumerate_or_fail(tried)
                 return self._sample_enumerated(n, seed, use_prior)
         return self._concat(parts, n)
