@@ -534,6 +534,9 @@ class Space:
             for pname in self.names:
                 if pname in self._domain:
                     p *= self._prior_mass[pname][np.searchsorted(self._domain[pname], table[pname])]
+            if not p.sum() > 0:
+                raise SpaceError(f"space {self.name!r}: the priors give probability 0 to every "
+                                 "feasible configuration; sample without use_prior")
             p = p / p.sum()
         rows = rng.choice(count, size=n, p=p)
         return {k: jnp.asarray(v[rows]) for k, v in table.items()}
