@@ -26,7 +26,9 @@ COMPILE_TIMEOUT = 300.0
 # (unreassociable) reduction, which measured 1.5x slower than scalar code on an AVX-512 EPYC;
 # the "very-cheap" model (GCC's -O2 default) leaves it scalar. SpMM's K loop is contiguous and
 # does gain from the default model, so it keeps it.
-OP_FLAGS = {"spmv": ("-fvect-cost-model=very-cheap",)}
+OP_FLAGS = {"spmv": ("-fvect-cost-model=very-cheap",),
+            "ttv": ("-fvect-cost-model=very-cheap",)}  # TTV's fiber loop is an SpMV dot
+CXX_FLAGS = ("-std=c++17", "-O2", "-Wno-unknown-pragmas")
 _PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 
 
@@ -87,26 +89,51 @@ def source_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
 
-def build(spec: KernelSpec) -> Path:
-    """Path of the compiled program for ``spec``, compiling it unless the cache has it."""
-    source = emit_source(spec)
-    used = flags(spec.op)
-    key = hashlib.sha256("\0".join([source, " ".join(used), compiler_version()]).encode())
+def build(spec) -> Path:
+    """Path of the compiled program for ``spec``, compiling it unless the cache has it.
+
+    ``spec`` is a ``KernelSpec`` (SpMV / SpMM) or any spec of the other generators
+    (``perfjax.kernels.c.ops.OpSpec``, ``perfjax.kernels.c.hls.HlsSpec``): an object with
+    ``name``, ``source()``, ``language`` ("c" or "c++") and ``flag_op``.
+    """
+    if isinstance(spec, KernelSpec):
+        return build_program(spec.name, emit_source(spec), flags(spec.op))
+    if spec.language == "c++":
+        include = Path(__file__).parent
+        return build_program(spec.name, spec.source(), cxx_flags(), language="c++",
+                             includes=(include,))
+    return build_program(spec.name, spec.source(), flags(spec.flag_op))
+
+
+def build_program(name: str, source: str, used: tuple[str, ...], *, language: str = "c",
+                  includes: tuple[Path, ...] = ()) -> Path:
+    """Compile ``source`` (C, or C++ with ``language="c++"``) with flags ``used`` into the cache.
+
+    The cache key covers the source, the flags, the compiler's version and the text of every
+    header in ``includes`` (the directories passed as -I), so editing a header rebuilds.
+    """
+    cc = compiler() if language == "c" else cxx_compiler()
+    version = compiler_version() if language == "c" else cxx_compiler_version()
+    headers = [path.read_text() for directory in includes
+               for path in sorted(Path(directory).glob("*.h"))]
+    key = hashlib.sha256("\0".join([source, " ".join(used), version, *headers]).encode())
     directory = cache_dir()
-    binary = directory / f"{spec.name}-{key.hexdigest()[:20]}"
+    binary = directory / f"{name}-{key.hexdigest()[:20]}"
     if binary.is_file():
         return binary
+    suffix = ".c" if language == "c" else ".cpp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / f"{binary.name}.c", source.encode())  # kept for reading
+        _atomic_write(directory / f"{binary.name}{suffix}", source.encode())  # kept for reading
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{binary.name}.", suffix=".tmp")
         os.close(fd)
     except OSError as exc:
         raise BuildError(f"cannot write to the kernel cache directory {directory}: {exc}") from None
     try:
-        run = _run([compiler(), *used, "-x", "c", "-", "-o", tmp], stdin=source)
+        include_flags = [f"-I{directory}" for directory in includes]
+        run = _run([cc, *used, *include_flags, "-x", language, "-", "-o", tmp], stdin=source)
         if run.returncode != 0:
-            raise BuildError(f"compiling {spec.name} failed ({compiler()} {' '.join(used)}): "
+            raise BuildError(f"compiling {name} failed ({cc} {' '.join(used)}): "
                              f"{run.stderr.strip()[-2000:]}")
         os.chmod(tmp, 0o755)  # mkstemp made it 0600; the linker may keep that mode
         os.replace(tmp, binary)
@@ -114,6 +141,35 @@ def build(spec: KernelSpec) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return binary
+
+
+@functools.cache
+def cxx_compiler() -> str:
+    """Path of the C++ compiler (C simulation of the HLS kernels): $CXX, else c++, else g++."""
+    for name in (os.environ.get("CXX"), "c++", "g++"):
+        path = shutil.which(name) if name else None
+        if path:
+            return path
+    raise BuildError("no C++ compiler found (looked for $CXX, c++ and g++ on PATH)")
+
+
+@functools.cache
+def cxx_compiler_version() -> str:
+    run = _run([cxx_compiler(), "--version"])
+    return (run.stdout.splitlines() or [""])[0].strip()
+
+
+@functools.cache
+def cxx_flags() -> tuple[str, ...]:
+    """Flags for the HLS C simulations: C++17, -O2, and HLS pragmas silently ignored."""
+    used = CXX_FLAGS
+    with tempfile.TemporaryDirectory(prefix="perfjax-probe-") as tmp:
+        run = _run([cxx_compiler(), *used, "-x", "c++", "-", "-o", str(Path(tmp) / "probe")],
+                   stdin="#include <deque>\nint main() { std::deque<int> q; return (int) q.size(); }\n")
+    if run.returncode != 0:
+        raise BuildError(f"{cxx_compiler()} cannot compile C++17 ({' '.join(used)}): "
+                         f"{run.stderr.strip()[-2000:]}")
+    return used
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

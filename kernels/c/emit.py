@@ -72,6 +72,9 @@ class KernelSpec:
 
     ``schedule`` None means partition mode; otherwise plain OpenMP scheduling of the rows, with
     ``chunk`` None leaving the chunk clause out (the runtime's default for that kind).
+    ``chunk_size`` (schedule mode only) splits the rows TACO-style: the worksharing loop runs
+    over chunks of ``chunk_size`` rows, an inner loop over the rows of a chunk (so
+    schedule(static, c) deals c * chunk_size rows at a time).
     """
 
     op: str = "spmv"
@@ -79,6 +82,7 @@ class KernelSpec:
     schedule: str | None = None
     chunk: int | None = None
     instrument: bool = False
+    chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -87,12 +91,15 @@ class KernelSpec:
             raise KernelError(f"unroll must be one of {UNROLLS}, got {self.unroll!r}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise KernelError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
-        if self.chunk is not None:
+        for knob in ("chunk", "chunk_size"):
+            value = getattr(self, knob)
+            if value is None:
+                continue
             if self.schedule is None:
-                raise KernelError("chunk applies to schedule mode only (a partition fixes its own "
-                                  "chunks); pass schedule= as well or leave chunk out")
-            if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
-                raise KernelError(f"chunk must be a positive integer, got {self.chunk!r}")
+                raise KernelError(f"{knob} applies to schedule mode only (a partition fixes its "
+                                  f"own chunks); pass schedule= as well or leave {knob} out")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KernelError(f"{knob} must be a positive integer, got {value!r}")
         if not isinstance(self.instrument, bool):
             raise KernelError(f"instrument must be a bool, got {self.instrument!r}")
 
@@ -100,7 +107,8 @@ class KernelSpec:
     def name(self) -> str:
         """Short readable name, the prefix of the cached binary's file name."""
         mode = "part" if self.schedule is None else \
-            self.schedule + ("" if self.chunk is None else str(self.chunk))
+            self.schedule + ("" if self.chunk is None else str(self.chunk)) + \
+            ("" if self.chunk_size is None else f"-cs{self.chunk_size}")
         return f"{self.op}-u{self.unroll}-{mode}" + ("-inst" if self.instrument else "")
 
 
@@ -229,28 +237,41 @@ def _partition_kernel(spec: KernelSpec) -> str:
 
 
 def _schedule_kernel(spec: KernelSpec) -> str:
-    """``kernel`` as a plain OpenMP worksharing loop over the rows (partition ignored)."""
+    """``kernel`` as a plain OpenMP worksharing loop over the rows (partition ignored), or over
+    chunks of ``chunk_size`` rows with an inner loop over a chunk's rows."""
     count = spec.instrument
     clause = spec.schedule + ("" if spec.chunk is None else f", {spec.chunk}")
+    cs = spec.chunk_size
+    pad = "" if cs is None else "    "
+    body = [
+        f"{pad}        for (int64_t row = {'0' if cs is None else 'lo'}; "
+        f"row < {'n' if cs is None else 'hi'}; ++row) {{",
+        f"{pad}            row_kernel(pb->y + row * w, pb->col, pb->val, pb->x, w, indptr[row],",
+        f"{pad}                       indptr[row + 1]);",
+        f"{pad}            rows += 1;" if count else None,
+        f"{pad}            nnz += indptr[row + 1] - indptr[row];" if count else None,
+        f"{pad}        }}"]
+    if cs is not None:
+        body = [f"        for (int64_t ch = 0; ch < nchunks; ++ch) {{  /* chunk_size {cs} */",
+                f"            const int64_t lo = ch * {cs}, hi = lo + {cs} < n ? lo + {cs} : n;",
+                *body,
+                "        }"]
     return _lines(
-        f"/* OpenMP schedule({clause}) over the rows; `single` does not apply here. */",
+        f"/* OpenMP schedule({clause}) over the "
+        + ("rows" if cs is None else f"chunks of {cs} rows") + "; `single` does not apply here. */",
         "static void kernel(const Problem *pb, int threads, int64_t single)",
         "{",
         "    (void) single;",
         "    const int64_t *restrict indptr = pb->indptr;",
         f"    const int64_t w = {'1' if spec.op == 'spmv' else 'pb->width'};",
         "    const int64_t n = pb->nrows;",
+        None if cs is None else f"    const int64_t nchunks = (n + {cs - 1}) / {cs};",
         "#pragma omp parallel num_threads(threads)",
         "    {",
         "        const double t0 = now();" if count else None,
         "        int64_t rows = 0, nnz = 0;" if count else None,
         f"#pragma omp for schedule({clause}) nowait",
-        "        for (int64_t row = 0; row < n; ++row) {",
-        "            row_kernel(pb->y + row * w, pb->col, pb->val, pb->x, w, indptr[row],",
-        "                       indptr[row + 1]);",
-        "            rows += 1;" if count else None,
-        "            nnz += indptr[row + 1] - indptr[row];" if count else None,
-        "        }",
+        *body,
         "        const int p = omp_get_thread_num();" if count else None,
         "        pb->rows_done[p] = rows;" if count else None,
         "        pb->nnz_done[p] = nnz;" if count else None,

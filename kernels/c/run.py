@@ -42,7 +42,9 @@ class Measurement:
     ``worker_rows`` / ``worker_nnz``: row ends and nonzeros each worker processed;
     ``worker_seconds``: each worker's time span in the last repetition (instrumented runs only;
     in single-worker mode the other workers' entries are 0). ``source_hash``: SHA-256 of the
-    generated C source.
+    generated C source. ``worker_work``: the instrumented counters of the kernels with more than
+    two path coordinates (``perfjax.kernels.c.ops``), [P, D] in the order of the partition's
+    path points, equal to ``Partition.work()``; None for SpMV / SpMM.
     """
 
     ok: bool
@@ -53,6 +55,7 @@ class Measurement:
     worker_nnz: np.ndarray | None = None
     worker_seconds: np.ndarray | None = None
     source_hash: str = ""
+    worker_work: np.ndarray | None = None
 
     @property
     def best(self) -> float:
@@ -64,7 +67,8 @@ def spmv(matrix, x, partition: Partition | None = None, *, threads: int | None =
          unroll: int = 1, schedule: str | None = None, chunk: int | None = None,
          repeats: int = 1, instrument: bool = False, worker: int | None = None,
          sequential: bool = False, timeout: float = 30.0, check: bool = True,
-         rtol: float = 1e-10, _debug: str | None = None) -> Measurement:
+         rtol: float = 1e-10, _debug: str | None = None,
+         chunk_size: int | None = None) -> Measurement:
     """y = A x with a generated C/OpenMP program.
 
     With a ``partition`` its workers run as OpenMP threads (``threads`` defaults to, and must
@@ -75,21 +79,24 @@ def spmv(matrix, x, partition: Partition | None = None, *, threads: int | None =
     cores (``worker_seconds`` holds each worker's fastest span over the repetitions). Without one, the rows are scheduled by ``#pragma omp for schedule(schedule, chunk)``
     (``schedule`` defaults to "static", ``threads`` to 1). ``check`` compares with scipy: entry r
     must be within ``rtol * (|A| |x|)[r]`` of ``(A @ x)[r]`` (the bound on reordering a sum).
-    ``_debug`` (tests only) makes the program misbehave: one of DEBUG_HOOKS.
+    ``_debug`` (tests only) makes the program misbehave: one of DEBUG_HOOKS. ``chunk_size``
+    (schedule mode only): TACO-style row split, the worksharing loop runs over chunks of that
+    many rows.
     """
     return _measure("spmv", matrix, x, partition, threads, unroll, schedule, chunk, repeats,
-                    instrument, worker, sequential, timeout, check, rtol, _debug)
+                    instrument, worker, sequential, timeout, check, rtol, _debug, chunk_size)
 
 
 def spmm(matrix, X, partition: Partition | None = None, *, threads: int | None = None,
          unroll: int = 1, schedule: str | None = None, chunk: int | None = None,
          repeats: int = 1, instrument: bool = False, worker: int | None = None,
          sequential: bool = False, timeout: float = 30.0, check: bool = True,
-         rtol: float = 1e-10, _debug: str | None = None) -> Measurement:
+         rtol: float = 1e-10, _debug: str | None = None,
+         chunk_size: int | None = None) -> Measurement:
     """Y = A X for a dense row-major X of shape [ncols, K]; otherwise exactly like ``spmv``
     (``unroll`` unrolls the K loop)."""
     return _measure("spmm", matrix, X, partition, threads, unroll, schedule, chunk, repeats,
-                    instrument, worker, sequential, timeout, check, rtol, _debug)
+                    instrument, worker, sequential, timeout, check, rtol, _debug, chunk_size)
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -188,7 +195,8 @@ def _segments(partition, indptr: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, repeats,
-             instrument, worker, sequential, timeout, check, rtol, debug) -> Measurement:
+             instrument, worker, sequential, timeout, check, rtol, debug,
+             chunk_size=None) -> Measurement:
     """Validate everything (raising KernelError), then build, run and judge."""
     csr = _as_csr(matrix)
     operand = _as_operand(op, csr, operand)
@@ -220,7 +228,7 @@ def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, r
         schedule = "static" if schedule is None else schedule
         team = workers = 1 if threads is None else _positive_int("threads", threads)
         segments = (np.zeros(workers + 1, np.int64), *[np.zeros(0, np.int64)] * 4)
-    spec = KernelSpec(op, unroll, schedule, chunk, instrument)
+    spec = KernelSpec(op, unroll, schedule, chunk, instrument, chunk_size)
 
     digest = source_hash(emit_source(spec))
     try:
