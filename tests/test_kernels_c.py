@@ -8,63 +8,28 @@ Outputs are compared with scipy here (not only through the runner's own ``check`
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from perfjax.errors import PerfjaxError, WorkloadError
+from kernels_c_common import (  # kernel_cache: autouse, a fresh kernel cache for this module
+    CRASH_HOOKS, EDGE_MATRICES, RTOL, assert_kernel_errors, corrupt, kernel_cache, needs_cc,  # noqa: F401
+    partition_grid)
 from perfjax.kernels import c as kc
 from perfjax.kernels.c import KernelError, KernelSpec, Measurement, build, emit_source, spmm, spmv
-from perfjax.schedulers.partition import STRATEGIES, Partition, partition, static_chunks
+from perfjax.schedulers.partition import STRATEGIES, partition, static_chunks
 from perfjax.workloads import banded, powerlaw_rows, rmat, uniform_random
 
-pytestmark = pytest.mark.skipif(
-    not any(shutil.which(name) for name in (os.environ.get("CC") or "cc", "gcc")),
-    reason="no C compiler (cc or gcc) on PATH: the C kernels cannot be built")
-
-RTOL = 1e-10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(tmp_path_factory):
-    """A fresh kernel cache for this module, so the tests never touch ~/.cache."""
-    old = os.environ.get("PERFJAX_CACHE")
-    os.environ["PERFJAX_CACHE"] = str(tmp_path_factory.mktemp("kernel-cache"))
-    yield
-    if old is None:
-        del os.environ["PERFJAX_CACHE"]
-    else:
-        os.environ["PERFJAX_CACHE"] = old
-
-
-def _empty_rows() -> sp.csr_array:
-    """Empty first and last rows, runs of empty rows, one long row."""
-    rng = np.random.default_rng(5)
-    dense = rng.standard_normal((60, 40)) * (rng.random((60, 40)) < 0.3)
-    dense[[0, 1, 2, 20, 21, 22, 23, 40, 58, 59]] = 0.0
-    dense[30] = rng.standard_normal(40)
-    return sp.csr_array(dense)
-
-
-def _single_dense_row() -> sp.csr_array:
-    """All nonzeros in one row among empty ones: every nonzero-splitting strategy cuts it."""
-    dense = np.zeros((25, 300))
-    dense[11] = np.random.default_rng(6).standard_normal(300)
-    return sp.csr_array(dense)
-
+pytestmark = needs_cc
 
 MATRICES = {
     "powerlaw": lambda: powerlaw_rows(300, 250, 4000, alpha=1.3, seed=1),
     "banded": lambda: banded(200, 3, seed=2),
     "uniform": lambda: uniform_random(150, 180, 0.05, seed=3),
     "rmat": lambda: rmat(8, 8, seed=4),
-    "empty-rows": _empty_rows,
-    "dense-row": _single_dense_row,
-    "1x1": lambda: sp.csr_array(np.array([[2.5]])),
-    "all-empty": lambda: sp.csr_array((30, 7)),
+    **EDGE_MATRICES,
 }
 
 
@@ -83,14 +48,7 @@ def assert_close(matrix, operand, output):
 
 def _partitions(matrix):
     """Every (strategy, P, chunk) of the grid that the strategy accepts for this matrix."""
-    for strategy in STRATEGIES:
-        chunks = (1, 7) if strategy in ("static_chunks", "dynamic_chunks") else (1,)
-        for workers in (1, 2, 3, 8):
-            for chunk in chunks:
-                try:
-                    yield partition(strategy, matrix, workers, chunk)
-                except WorkloadError:  # more workers than rows / nonzeros to split
-                    continue
+    return partition_grid(lambda s, p, c: partition(s, matrix, p, c), STRATEGIES, chunks=(1, 7))
 
 
 def test_nnz_split_covers_leading_empty_rows():
@@ -207,8 +165,7 @@ def small():
     return matrix, _x(matrix), partition("merge_path", matrix, 2)
 
 
-@pytest.mark.parametrize("hook, words", [("segv", "signal SIGSEGV"), ("abort", "signal SIGABRT"),
-                                         ("exit", "exited with status 3: debug hook")])
+@pytest.mark.parametrize("hook, words", CRASH_HOOKS)
 def test_crashes_become_failed_measurements(small, hook, words):
     matrix, x, part = small
     m = spmv(matrix, x, part, _debug=hook)
@@ -256,13 +213,6 @@ def test_build_failure_is_a_failed_measurement(small, monkeypatch):
 # ------------------------------------------------------------------------------ bad arguments
 
 
-def _corrupt(part: Partition, **changes) -> Partition:
-    fields = dict(strategy=part.strategy, workers=part.workers, start=part.start.copy(),
-                  end=part.end.copy(), owner=part.owner.copy())
-    fields.update(changes)
-    return Partition(**fields)
-
-
 def test_bad_arguments_raise(small):
     matrix, x, part = small
     other = partition("merge_path", uniform_random(300, 250, 0.02, seed=9), 2)
@@ -280,9 +230,9 @@ def test_bad_arguments_raise(small):
         (lambda: spmv(sp.coo_array(x), x), "matrix must be 2-D"),
         (lambda: spmv(matrix, x, other), "does not fit this matrix"),
         (lambda: spmv(matrix[:100], x, part), "does not fit this matrix"),
-        (lambda: spmv(matrix, x, _corrupt(part, end=out_of_bounds)), "not a point of its"),
-        (lambda: spmv(matrix, x, _corrupt(part, start=overlap)), "do not tile the merge path"),
-        (lambda: spmv(matrix, x, _corrupt(part, owner=np.array([0, 2]))), "owner outside"),
+        (lambda: spmv(matrix, x, corrupt(part, end=out_of_bounds)), "not a point of its"),
+        (lambda: spmv(matrix, x, corrupt(part, start=overlap)), "do not tile the merge path"),
+        (lambda: spmv(matrix, x, corrupt(part, owner=np.array([0, 2]))), "owner outside"),
         (lambda: spmv(matrix, x, part, schedule="static"), "either a partition or"),
         (lambda: spmv(matrix, x, worker=0), "need a partition"),
         (lambda: spmv(matrix, x, part, worker=2), "worker must be an integer in 0..1"),
@@ -296,10 +246,7 @@ def test_bad_arguments_raise(small):
         (lambda: spmv(matrix, x, part, timeout=-1), "timeout must be a positive"),
         (lambda: spmv(matrix, x, part, _debug="explode"), "_debug must be"),
     ]
-    for call, words in cases:
-        with pytest.raises(PerfjaxError) as info:
-            call()
-        assert isinstance(info.value, KernelError) and words in str(info.value), words
+    assert_kernel_errors(cases)
 
 
 # ------------------------------------------------------------------------------ source, cache

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from perfjax.errors import PerfjaxError, WorkloadError
+from kernels_c_common import (  # kernel_cache: autouse, a fresh kernel cache for this module
+    CRASH_HOOKS, EDGE_MATRICES, RTOL, assert_kernel_errors, corrupt, kernel_cache, needs_cc,  # noqa: F401
+    partition_grid)
 from perfjax.kernels import c as kc
 from perfjax.kernels.c import (
     COITERATION_STRATEGIES, CSF_STRATEGIES, HlsSpec, KernelError, Measurement, OpSpec,
@@ -25,54 +27,21 @@ from perfjax.kernels.c.hls import LATENCY, loops
 from perfjax.schedulers.partition import STRATEGIES, Partition, partition, static_chunks
 from perfjax.workloads import CSF, banded, coo3, powerlaw_rows, random_tensor3, uniform_random
 
-pytestmark = pytest.mark.skipif(
-    not any(shutil.which(name) for name in (os.environ.get("CC") or "cc", "gcc")),
-    reason="no C compiler (cc or gcc) on PATH: the C kernels cannot be built")
+pytestmark = needs_cc
 needs_cxx = pytest.mark.skipif(
     not any(shutil.which(name) for name in (os.environ.get("CXX") or "c++", "g++")),
     reason="no C++ compiler (c++ or g++) on PATH: the HLS C simulations cannot be built")
 
-RTOL = 1e-10
-WORKERS = (1, 2, 3, 8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(tmp_path_factory):
-    """A fresh kernel cache for this module, so the tests never touch ~/.cache."""
-    old = os.environ.get("PERFJAX_CACHE")
-    os.environ["PERFJAX_CACHE"] = str(tmp_path_factory.mktemp("kernel-cache"))
-    yield
-    if old is None:
-        del os.environ["PERFJAX_CACHE"]
-    else:
-        os.environ["PERFJAX_CACHE"] = old
 
 
 # ----------------------------------------------------------------------------------- inputs
-
-
-def _empty_rows() -> sp.csr_array:
-    rng = np.random.default_rng(5)
-    dense = rng.standard_normal((60, 40)) * (rng.random((60, 40)) < 0.3)
-    dense[[0, 1, 2, 20, 21, 22, 23, 40, 58, 59]] = 0.0
-    dense[30] = rng.standard_normal(40)
-    return sp.csr_array(dense)
-
-
-def _dense_row() -> sp.csr_array:
-    dense = np.zeros((25, 300))
-    dense[11] = np.random.default_rng(6).standard_normal(300)
-    return sp.csr_array(dense)
 
 
 MATRICES = {
     "skewed": lambda: powerlaw_rows(200, 150, 2500, alpha=1.3, seed=1),
     "banded": lambda: banded(120, 3, seed=2),
     "uniform": lambda: uniform_random(100, 120, 0.05, seed=3),
-    "empty-rows": _empty_rows,
-    "dense-row": _dense_row,
-    "1x1": lambda: sp.csr_array(np.array([[2.5]])),
-    "all-empty": lambda: sp.csr_array((30, 7)),
+    **EDGE_MATRICES,
 }
 
 
@@ -116,17 +85,6 @@ def _dense_tensor(csf: CSF) -> np.ndarray:
     return dense
 
 
-def _grid(make, strategies, chunked=("static_chunks", "dynamic_chunks")):
-    """Every (strategy, P, chunk) partition that ``make`` accepts (too many workers: skipped)."""
-    for strategy in strategies:
-        for workers in WORKERS:
-            for chunk in ((1, 5) if strategy in chunked else (1,)):
-                try:
-                    yield make(strategy, workers, chunk)
-                except WorkloadError:
-                    continue
-
-
 def _assert_counters(m: Measurement, part: Partition, label: str) -> None:
     work = part.work()
     np.testing.assert_array_equal(m.worker_work, work, err_msg=label)
@@ -159,7 +117,7 @@ def test_sddmm_every_partition_is_exact_and_counted(name):
     Y = rng.standard_normal((matrix.shape[1], 5))
     expected, bound = _sddmm_reference(matrix, X, Y)
     tried = 0
-    for part in _grid(lambda s, p, c: partition(s, matrix, p, c), STRATEGIES):
+    for part in partition_grid(lambda s, p, c: partition(s, matrix, p, c), STRATEGIES):
         unroll = (1, 2, 4, 8)[tried % 4]
         m = sddmm(matrix, X, Y, part, instrument=True, unroll=unroll, repeats=2)
         label = f"{name} {part.strategy} P={part.workers} u={unroll}"
@@ -225,7 +183,7 @@ def test_coiteration_every_partition_is_exact_and_counted(name):
              "spmul2": ([a, b], lambda part, **kw: spmul(a, b, part, **kw))}
     tried = 0
     for op, (operands, call) in calls.items():
-        for part in _grid(lambda s, p, k: coiteration_partition(s, operands, p, k),
+        for part in partition_grid(lambda s, p, k: coiteration_partition(s, operands, p, k),
                           COITERATION_STRATEGIES):
             m = call(part, instrument=True, repeats=2)
             label = f"{name} {op} {part.strategy} P={part.workers}"
@@ -307,7 +265,7 @@ def test_csf_every_partition_is_exact_and_counted(name):
     m_ref = np.einsum("ijk,jr,kr->ir", dense, B, C)
     m_bound = RTOL * np.einsum("ijk,jr,kr->ir", np.abs(dense), np.abs(B), np.abs(C)) + 1e-300
     tried = 0
-    for part in _grid(lambda s, p, k: csf_partition(s, csf, p, k), CSF_STRATEGIES):
+    for part in partition_grid(lambda s, p, k: csf_partition(s, csf, p, k), CSF_STRATEGIES):
         unroll = (1, 2, 4, 8)[tried % 4]
         label = f"{name} {part.strategy} P={part.workers} u={unroll}"
         m = ttv(csf, v, part, instrument=True, unroll=unroll)
@@ -489,8 +447,7 @@ def cases():
 @pytest.mark.parametrize("kernel", ["sddmm", "spadd", "spmul", "ttv", "mttkrp"])
 def test_failures_become_failed_measurements(cases, kernel, monkeypatch):
     call = cases[kernel]
-    for hook, words in (("segv", "signal SIGSEGV"), ("abort", "signal SIGABRT"),
-                        ("exit", "exited with status 3: debug hook")):
+    for hook, words in CRASH_HOOKS:
         m = call(_debug=hook)
         assert isinstance(m, Measurement) and not m.ok and words in m.reason
         assert m.output is None and m.seconds == []
@@ -520,13 +477,6 @@ def test_nan_inputs_are_reported():
     assert not m.ok and "output contains NaN in 1 of" in m.reason
 
 
-def _corrupt(part: Partition, **changes) -> Partition:
-    fields = dict(strategy=part.strategy, workers=part.workers, start=part.start.copy(),
-                  end=part.end.copy(), owner=part.owner.copy())
-    fields.update(changes)
-    return Partition(**fields)
-
-
 def test_bad_arguments_raise_kernel_errors():
     a, b, c = _operands("skewed")
     rng = np.random.default_rng(9)
@@ -544,7 +494,7 @@ def test_bad_arguments_raise_kernel_errors():
         skew[0, 1] -= 1
     else:
         skew[0, 1] += 1
-    not_joint = _corrupt(p2, end=skew, start=np.concatenate([p2.start[:1], skew[:-1]]))
+    not_joint = corrupt(p2, end=skew, start=np.concatenate([p2.start[:1], skew[:-1]]))
     fiber_cut = pt.end.copy()
     fiber_cut[0, 0] += 1  # claims a slice end the path has not reached
     overlap = pt.start.copy()
@@ -569,15 +519,15 @@ def test_bad_arguments_raise_kernel_errors():
         (lambda: spadd([a, b], sp_part), "points must have 3 coordinates"),
         (lambda: spadd([a, b], not_joint), "not a point of its path"),
         (lambda: spadd([a, c], p2), "does not fit"),
-        (lambda: spadd([a, b], _corrupt(p2, owner=np.array([0, 1, 3]))), "owner outside"),
+        (lambda: spadd([a, b], corrupt(p2, owner=np.array([0, 1, 3]))), "owner outside"),
         (lambda: spmul(a, b, p2, repeats=0), "repeats must be a positive integer"),
         (lambda: spmul(a, b, p2, sequential=True, worker=1), "sequential mode"),
         (lambda: spmul(a, b, p2, _debug="explode"), "_debug must be"),
         (lambda: coiteration_partition("nnz_split", [a, b], 2), "unknown co-iteration strategy"),
         (lambda: ttv(csf, v[:-1], pt), "v must have shape (25,)"),
         (lambda: ttv(a, v), "tensor must be a perfjax CSF"),
-        (lambda: ttv(csf, v, _corrupt(pt, end=fiber_cut)), "not a point of its path"),
-        (lambda: ttv(csf, v, _corrupt(pt, start=overlap)), "do not tile the path"),
+        (lambda: ttv(csf, v, corrupt(pt, end=fiber_cut)), "not a point of its path"),
+        (lambda: ttv(csf, v, corrupt(pt, start=overlap)), "do not tile the path"),
         (lambda: ttv(csf, v, partition("merge_path", a, 3)), "points must have 3 coordinates"),
         (lambda: mttkrp(csf, Bm, Cm[:, :1], pt), "C must have shape (K, R) = (25, 2)"),
         (lambda: mttkrp(csf, Bm[:-1], Cm, pt), "B must have shape (J, R) = (30, R)"),
@@ -587,11 +537,7 @@ def test_bad_arguments_raise_kernel_errors():
         (lambda: OpSpec("spgemm"), "op must be one of"),
         (lambda: OpSpec("spadd2", unroll=2), "unroll does not apply to spadd2"),
     ]
-    for call, words in cases:
-        with pytest.raises(PerfjaxError) as info:
-            call()
-        assert isinstance(info.value, KernelError) and words in str(info.value), \
-            (words, str(info.value))
+    assert_kernel_errors(cases)
 
 
 # ----------------------------------------------------------------------------------- sources, cache

@@ -17,8 +17,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from perfjax.kernels.c.emit import KernelSpec, emit_source
-
 BASE_FLAGS = ("-std=c11", "-O3", "-fopenmp")
 NATIVE_FLAG = "-march=native"
 COMPILE_TIMEOUT = 300.0
@@ -30,6 +28,7 @@ OP_FLAGS = {"spmv": ("-fvect-cost-model=very-cheap",),
             "ttv": ("-fvect-cost-model=very-cheap",)}  # TTV's fiber loop is an SpMV dot
 CXX_FLAGS = ("-std=c++17", "-O2", "-Wno-unknown-pragmas")
 _PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+_CXX_PROBE = "#include <deque>\nint main() { std::deque<int> q; return (int) q.size(); }\n"
 
 
 class BuildError(RuntimeError):
@@ -43,21 +42,41 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "perfjax" / "kernels"
 
 
-@functools.cache
-def compiler() -> str:
-    """Path of the C compiler: $CC if set, else ``cc``, else ``gcc``."""
-    for name in (os.environ.get("CC"), "cc", "gcc"):
+def _find_compiler(what: str, variable: str, names: tuple[str, ...]) -> str:
+    """Path of the first of $``variable`` and ``names`` found on PATH, else BuildError."""
+    for name in (os.environ.get(variable), *names):
         path = shutil.which(name) if name else None
         if path:
             return path
-    raise BuildError("no C compiler found (looked for $CC, cc and gcc on PATH)")
+    raise BuildError(f"no {what} compiler found (looked for ${variable}, "
+                     f"{' and '.join(names)} on PATH)")
+
+
+def _version(cc: str) -> str:
+    """First line of ``cc --version``: part of the cache key."""
+    run = _run([cc, "--version"])
+    return (run.stdout.splitlines() or [""])[0].strip()
+
+
+def _complaint(cc: str, used: tuple[str, ...], source: str, language: str) -> str | None:
+    """None if ``cc`` with flags ``used`` compiles and links the probe ``source``, else the
+    compiler's complaint."""
+    with tempfile.TemporaryDirectory(prefix="perfjax-probe-") as tmp:
+        run = _run([cc, *used, "-x", language, "-", "-o", str(Path(tmp) / "probe")],
+                   stdin=source)
+    return None if run.returncode == 0 else run.stderr.strip()[-2000:]
+
+
+@functools.cache
+def compiler() -> str:
+    """Path of the C compiler: $CC if set, else ``cc``, else ``gcc``."""
+    return _find_compiler("C", "CC", ("cc", "gcc"))
 
 
 @functools.cache
 def compiler_version() -> str:
     """First line of ``cc --version``: part of the cache key."""
-    run = _run([compiler(), "--version"])
-    return (run.stdout.splitlines() or [""])[0].strip()
+    return _version(compiler())
 
 
 @functools.cache
@@ -65,24 +84,18 @@ def flags(op: str) -> tuple[str, ...]:
     """Compiler flags for programs of ``op``: BASE_FLAGS, plus -march=native and the op's
     OP_FLAGS where the compiler accepts them (decided once per process by compiling a tiny
     OpenMP program)."""
-    with tempfile.TemporaryDirectory(prefix="perfjax-probe-") as tmp:
-        source = Path(tmp) / "probe.c"
-        source.write_text(_PROBE)
+    def compiles(candidate: tuple[str, ...]) -> str | None:
+        return _complaint(compiler(), candidate, _PROBE, "c")
 
-        def compiles(candidate: tuple[str, ...]) -> str | None:
-            """None if ``candidate`` builds the probe, else the compiler's complaint."""
-            run = _run([compiler(), *candidate, str(source), "-o", str(Path(tmp) / "probe")])
-            return None if run.returncode == 0 else run.stderr.strip()[-2000:]
-
-        common = (NATIVE_FLAG, *BASE_FLAGS)
-        if compiles(common) is not None:
-            common = BASE_FLAGS
-            error = compiles(common)
-            if error is not None:
-                raise BuildError(f"{compiler()} cannot compile C11 with OpenMP "
-                                 f"({' '.join(BASE_FLAGS)}): {error}")
-        extra = OP_FLAGS.get(op, ())
-        return common + extra if extra and compiles(common + extra) is None else common
+    common = (NATIVE_FLAG, *BASE_FLAGS)
+    if compiles(common) is not None:
+        common = BASE_FLAGS
+        error = compiles(common)
+        if error is not None:
+            raise BuildError(f"{compiler()} cannot compile C11 with OpenMP "
+                             f"({' '.join(BASE_FLAGS)}): {error}")
+    extra = OP_FLAGS.get(op, ())
+    return common + extra if extra and compiles(common + extra) is None else common
 
 
 def source_hash(source: str) -> str:
@@ -92,12 +105,11 @@ def source_hash(source: str) -> str:
 def build(spec) -> Path:
     """Path of the compiled program for ``spec``, compiling it unless the cache has it.
 
-    ``spec`` is a ``KernelSpec`` (SpMV / SpMM) or any spec of the other generators
-    (``perfjax.kernels.c.ops.OpSpec``, ``perfjax.kernels.c.hls.HlsSpec``): an object with
-    ``name``, ``source()``, ``language`` ("c" or "c++") and ``flag_op``.
+    ``spec`` is a spec of any generator (``perfjax.kernels.c.emit.KernelSpec``,
+    ``perfjax.kernels.c.ops.OpSpec``, ``perfjax.kernels.c.hls.HlsSpec``): an object with
+    ``name``, ``source()``, ``language`` ("c" or "c++") and ``flag_op``. C++ programs (the HLS
+    C simulations) get ``cxx_flags()`` and this directory (``hls_stream.h``) as -I.
     """
-    if isinstance(spec, KernelSpec):
-        return build_program(spec.name, emit_source(spec), flags(spec.op))
     if spec.language == "c++":
         include = Path(__file__).parent
         return build_program(spec.name, spec.source(), cxx_flags(), language="c++",
@@ -146,30 +158,23 @@ def build_program(name: str, source: str, used: tuple[str, ...], *, language: st
 @functools.cache
 def cxx_compiler() -> str:
     """Path of the C++ compiler (C simulation of the HLS kernels): $CXX, else c++, else g++."""
-    for name in (os.environ.get("CXX"), "c++", "g++"):
-        path = shutil.which(name) if name else None
-        if path:
-            return path
-    raise BuildError("no C++ compiler found (looked for $CXX, c++ and g++ on PATH)")
+    return _find_compiler("C++", "CXX", ("c++", "g++"))
 
 
 @functools.cache
 def cxx_compiler_version() -> str:
-    run = _run([cxx_compiler(), "--version"])
-    return (run.stdout.splitlines() or [""])[0].strip()
+    """First line of ``c++ --version``: part of the cache key of C++ programs."""
+    return _version(cxx_compiler())
 
 
 @functools.cache
 def cxx_flags() -> tuple[str, ...]:
     """Flags for the HLS C simulations: C++17, -O2, and HLS pragmas silently ignored."""
-    used = CXX_FLAGS
-    with tempfile.TemporaryDirectory(prefix="perfjax-probe-") as tmp:
-        run = _run([cxx_compiler(), *used, "-x", "c++", "-", "-o", str(Path(tmp) / "probe")],
-                   stdin="#include <deque>\nint main() { std::deque<int> q; return (int) q.size(); }\n")
-    if run.returncode != 0:
-        raise BuildError(f"{cxx_compiler()} cannot compile C++17 ({' '.join(used)}): "
-                         f"{run.stderr.strip()[-2000:]}")
-    return used
+    error = _complaint(cxx_compiler(), CXX_FLAGS, _CXX_PROBE, "c++")
+    if error is not None:
+        raise BuildError(f"{cxx_compiler()} cannot compile C++17 ({' '.join(CXX_FLAGS)}): "
+                         f"{error}")
+    return CXX_FLAGS
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from string import Template
+from typing import ClassVar
 
 from perfjax.errors import PerfjaxError
 
@@ -66,8 +67,53 @@ class KernelError(PerfjaxError, ValueError):
     """Bad arguments to a C kernel: a kernel spec, a matrix, an operand, a partition."""
 
 
+def check_unroll(unroll) -> None:
+    """KernelError unless ``unroll`` is one of UNROLLS (every generator's lane / unroll knob)."""
+    if isinstance(unroll, bool) or unroll not in UNROLLS:
+        raise KernelError(f"unroll must be one of {UNROLLS}, got {unroll!r}")
+
+
+class CSpec:
+    """What the specs of the C generators (``KernelSpec``, ``ops.OpSpec``) share beyond their
+    fields ``op``, ``unroll``, ``schedule``, ``chunk``, ``chunk_size``, ``instrument``: the
+    schedule knobs' checks, the name, and what ``build`` reads (``language``, ``flag_op``;
+    ``source()`` is each generator's)."""
+
+    language: ClassVar[str] = "c"
+
+    def _check_schedule_knobs(self) -> None:
+        """KernelError unless ``schedule``, ``chunk``, ``chunk_size`` and ``instrument`` are
+        valid together."""
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise KernelError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
+        for knob in ("chunk", "chunk_size"):
+            value = getattr(self, knob)
+            if value is None:
+                continue
+            if self.schedule is None:
+                raise KernelError(f"{knob} applies to schedule mode only (a partition fixes its "
+                                  f"own chunks); pass schedule= as well or leave {knob} out")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KernelError(f"{knob} must be a positive integer, got {value!r}")
+        if not isinstance(self.instrument, bool):
+            raise KernelError(f"instrument must be a bool, got {self.instrument!r}")
+
+    @property
+    def flag_op(self) -> str:
+        """The op whose compiler flags (``build.flags``) the program gets."""
+        return self.op
+
+    @property
+    def name(self) -> str:
+        """Short readable name, the prefix of the cached binary's file name."""
+        mode = "part" if self.schedule is None else \
+            self.schedule + ("" if self.chunk is None else str(self.chunk)) + \
+            ("" if self.chunk_size is None else f"-cs{self.chunk_size}")
+        return f"{self.op}-u{self.unroll}-{mode}" + ("-inst" if self.instrument else "")
+
+
 @dataclass(frozen=True)
-class KernelSpec:
+class KernelSpec(CSpec):
     """The compile-time knobs of one generated program (everything else is read at run time).
 
     ``schedule`` None means partition mode; otherwise plain OpenMP scheduling of the rows, with
@@ -87,29 +133,11 @@ class KernelSpec:
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise KernelError(f"op must be one of {OPS}, got {self.op!r}")
-        if isinstance(self.unroll, bool) or self.unroll not in UNROLLS:
-            raise KernelError(f"unroll must be one of {UNROLLS}, got {self.unroll!r}")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise KernelError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
-        for knob in ("chunk", "chunk_size"):
-            value = getattr(self, knob)
-            if value is None:
-                continue
-            if self.schedule is None:
-                raise KernelError(f"{knob} applies to schedule mode only (a partition fixes its "
-                                  f"own chunks); pass schedule= as well or leave {knob} out")
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise KernelError(f"{knob} must be a positive integer, got {value!r}")
-        if not isinstance(self.instrument, bool):
-            raise KernelError(f"instrument must be a bool, got {self.instrument!r}")
+        check_unroll(self.unroll)
+        self._check_schedule_knobs()
 
-    @property
-    def name(self) -> str:
-        """Short readable name, the prefix of the cached binary's file name."""
-        mode = "part" if self.schedule is None else \
-            self.schedule + ("" if self.chunk is None else str(self.chunk)) + \
-            ("" if self.chunk_size is None else f"-cs{self.chunk_size}")
-        return f"{self.op}-u{self.unroll}-{mode}" + ("-inst" if self.instrument else "")
+    def source(self) -> str:
+        return emit_source(self)
 
 
 def emit_source(spec: KernelSpec) -> str:
@@ -117,14 +145,22 @@ def emit_source(spec: KernelSpec) -> str:
     if not isinstance(spec, KernelSpec):
         raise KernelError(f"expected a KernelSpec, got {type(spec).__name__}")
     kernel = _partition_kernel(spec) if spec.schedule is None else _schedule_kernel(spec)
-    header_enum = ", ".join(f"H_{name.upper()}" for name in INPUT_HEADER)
-    hooks = "\n".join(f"#define DEBUG_{name.upper()} {code}" for name, code in DEBUG_HOOKS.items())
     return _DRIVER.substitute(
-        spec=repr(spec), header_enum=header_enum, hooks=hooks,
+        spec=repr(spec), header_enum=header_enum(INPUT_HEADER), **driver_parts(),
         input_magic=f"0x{INPUT_MAGIC:X}LL", output_magic=f"0x{OUTPUT_MAGIC:X}LL",
         version=FORMAT_VERSION, output_header_len=len(OUTPUT_HEADER),
         row_kernel=_row_kernel(spec), kernel=kernel,
         width="1" if spec.op == "spmv" else "pb->width")
+
+
+def header_enum(names) -> str:
+    """The C enum entries H_<NAME> of an input header's words (its fields, in file order)."""
+    return ", ".join(f"H_{name.upper()}" for name in names)
+
+
+def hook_defines() -> str:
+    """``#define DEBUG_<HOOK> code`` for every DEBUG_HOOKS entry (C and C++ programs)."""
+    return "\n".join(f"#define DEBUG_{name.upper()} {code}" for name, code in DEBUG_HOOKS.items())
 
 
 def _lines(*items: str | None) -> str:
@@ -287,16 +323,7 @@ _DRIVER = Template(r"""/* Generated by perfjax.kernels.c from $spec. Do not edit
  * Partition scheme (Merrill & Garland): the segment holding a row's end writes y[row] = its
  * partial sum of the row; a segment stopping inside row i1 stores (i1, partial sum) in its carry
  * slot; after the parallel region a sequential fix-up adds every carry into y. */
-#define _POSIX_C_SOURCE 200809L
-#include <math.h>
-#include <omp.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
+$includes
 
 enum { $header_enum, H_LEN };
 #define SEQUENTIAL (-2) /* header `worker`: run every worker in turn on one thread */
@@ -314,42 +341,7 @@ typedef struct {
     double *span_start, *span_end;                 /* per worker (instrumented) */
 } Problem;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
-}
-
-static void fail(const char *what)
-{
-    fprintf(stderr, "%s\n", what);
-    exit(2);
-}
-
-/* Zeroed, 64-byte aligned, never NULL (count may be 0). */
-static void *alloc(int64_t count, size_t size)
-{
-    void *p = NULL;
-    const size_t bytes = count > 0 ? (size_t) count * size : 64;
-    if (posix_memalign(&p, 64, bytes) != 0) fail("out of memory");
-    memset(p, 0, bytes);
-    return p;
-}
-
-static void *read_array(FILE *f, int64_t count, size_t size)
-{
-    void *p = alloc(count, size);
-    if (count > 0 && fread(p, size, (size_t) count, f) != (size_t) count)
-        fail("input file is truncated");
-    return p;
-}
-
-static void write_array(FILE *f, const void *p, int64_t count, size_t size)
-{
-    if (count > 0 && fwrite(p, size, (size_t) count, f) != (size_t) count)
-        fail("cannot write the output file");
-}
+$helpers
 
 $row_kernel
 
@@ -357,11 +349,7 @@ $kernel
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) fail("usage: prog INPUT OUTPUT THREADS");
-    const int threads = atoi(argv[3]);
-    if (threads < 1) fail("THREADS must be a positive integer");
-    FILE *in = fopen(argv[1], "rb");
-    if (!in) fail("cannot open the input file");
+$open_input
     int64_t h[H_LEN];
     if (fread(h, sizeof h[0], H_LEN, in) != H_LEN) fail("input file is truncated");
     if (h[H_MAGIC] != $input_magic || h[H_VERSION] != $version)
@@ -399,30 +387,9 @@ int main(int argc, char **argv)
     pb->span_end = alloc(pb->workers, sizeof(double));
     double *seconds = alloc(repeats, sizeof(double));
     for (int64_t s = 0; s < pb->nseg; ++s) pb->carry_row[s] = -1;
-    if (single < 0)
-        for (int64_t r = 0; r < pb->nrows * w; ++r) pb->y[r] = NAN;
+    if (single < 0) fill_nan(pb->y, pb->nrows * w);
 
-    /* Start the thread team outside the timed region, and make sure it has the size asked for:
-     * a worker of the partition without a thread would silently leave its rows undone. */
-    omp_set_dynamic(0);
-    int team = 0;
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp single
-        team = omp_get_num_threads();
-    }
-    if (team != threads) {
-        fprintf(stderr, "OpenMP started %d threads instead of %d\n", team, threads);
-        return 3;
-    }
-
-    switch (h[H_DEBUG]) {
-    case DEBUG_SEGV: raise(SIGSEGV); break;
-    case DEBUG_ABORT: abort();
-    case DEBUG_HANG: for (;;) sleep(1);
-    case DEBUG_EXIT: fprintf(stderr, "debug hook: exit 3\n"); return 3;
-    default: break;
-    }
+$start_team
 
     double *worker_seconds = alloc(pb->workers, sizeof(double));
     for (int64_t rep = 0; rep < repeats; ++rep) {
@@ -437,8 +404,7 @@ int main(int argc, char **argv)
         }
     }
     if (h[H_DEBUG] == DEBUG_WRONG) pb->y[0] += 1.0;
-    FILE *out = fopen(argv[2], "wb");
-    if (!out) fail("cannot open the output file");
+$open_output
     const int64_t oh[$output_header_len] = {$output_magic, pb->nrows, w, pb->workers, repeats};
     write_array(out, oh, $output_header_len, sizeof(int64_t));
     write_array(out, pb->y, pb->nrows * w, sizeof(double));
@@ -446,7 +412,124 @@ int main(int argc, char **argv)
     write_array(out, pb->rows_done, pb->workers, sizeof(int64_t));
     write_array(out, pb->nnz_done, pb->workers, sizeof(int64_t));
     write_array(out, worker_seconds, pb->workers, sizeof(double));
-    if (fclose(out) != 0) fail("cannot write the output file");
-    return 0;
+$close_output
 }
 """)
+
+
+# ------------------------------------------------------------------------------ shared driver
+# The C text of the driver that every generated C program shares (this module's SpMV / SpMM and
+# ``ops``'s kernels): the includes, the helpers, opening the input, starting and checking the
+# thread team, the debug hooks and writing the output. ``debug_switch`` and ``fail_function``
+# serve the C++ test benches of ``hls`` too (with ``std="std::"``).
+
+_INCLUDES = """#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>"""
+
+_HELPERS = Template(r"""static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
+$fail
+
+/* Zeroed, 64-byte aligned, never NULL (count may be 0). */
+static void *alloc(int64_t count, size_t size)
+{
+    void *p = NULL;
+    const size_t bytes = count > 0 ? (size_t) count * size : 64;
+    if (posix_memalign(&p, 64, bytes) != 0) fail("out of memory");
+    memset(p, 0, bytes);
+    return p;
+}
+
+/* NaN everywhere: an entry the kernel forgot to write cannot look plausible. */
+static void fill_nan(double *p, int64_t count)
+{
+    for (int64_t q = 0; q < count; ++q) p[q] = NAN;
+}
+
+static void *read_array(FILE *f, int64_t count, size_t size)
+{
+    void *p = alloc(count, size);
+    if (count > 0 && fread(p, size, (size_t) count, f) != (size_t) count)
+        fail("input file is truncated");
+    return p;
+}
+
+static void write_array(FILE *f, const void *p, int64_t count, size_t size)
+{
+    if (count > 0 && fwrite(p, size, (size_t) count, f) != (size_t) count)
+        fail("cannot write the output file");
+}""")
+
+_OPEN_INPUT = r"""    if (argc != 4) fail("usage: prog INPUT OUTPUT THREADS");
+    const int threads = atoi(argv[3]);
+    if (threads < 1) fail("THREADS must be a positive integer");
+    FILE *in = fopen(argv[1], "rb");
+    if (!in) fail("cannot open the input file");"""
+
+_START_TEAM = Template(r"""
+    /* Start the thread team outside the timed region, and make sure it has the size asked for:
+     * a worker of the partition without a thread would silently leave its work undone. */
+    omp_set_dynamic(0);
+    int team = 0;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp single
+        team = omp_get_num_threads();
+    }
+    if (team != threads) {
+        fprintf(stderr, "OpenMP started %d threads instead of %d\n", team, threads);
+        return 3;
+    }
+
+$debug_switch""".strip("\n"))
+
+_OPEN_OUTPUT = r"""    FILE *out = fopen(argv[2], "wb");
+    if (!out) fail("cannot open the output file");"""
+
+_CLOSE_OUTPUT = r"""    if (fclose(out) != 0) fail("cannot write the output file");
+    return 0;"""
+
+
+def fail_function(std: str = "") -> str:
+    """C (``std=""``) or C++ (``std="std::"``) ``fail(what)``: the message on stderr, exit 2."""
+    return _lines("static void fail(const char *what)",
+                  "{",
+                  f'    {std}fprintf(stderr, "%s\\n", what);',
+                  f"    {std}exit(2);",
+                  "}")
+
+
+def debug_switch(code: str, std: str = "") -> str:
+    """The program's reaction to the debug hook ``code`` (a C expression), before any work: the
+    misbehaviours of DEBUG_HOOKS ("wrong" acts after the work, in each driver)."""
+    return _lines(f"    switch ({code}) {{",
+                  f"    case DEBUG_SEGV: {std}raise(SIGSEGV); break;",
+                  f"    case DEBUG_ABORT: {std}abort();",
+                  "    case DEBUG_HANG: for (;;) sleep(1);",
+                  f'    case DEBUG_EXIT: {std}fprintf(stderr, "debug hook: exit 3\\n"); return 3;',
+                  "    default: break;",
+                  "    }")
+
+
+def driver_parts() -> dict[str, str]:
+    """The shared pieces of a C driver template, by placeholder name: ``includes``, ``hooks``,
+    ``helpers`` (now, fail, alloc, fill_nan, read_array, write_array), and in ``main``
+    ``open_input``, ``start_team`` (thread team check, then the debug hooks of header word
+    H_DEBUG), ``open_output`` and ``close_output``."""
+    return dict(includes=_INCLUDES, hooks=hook_defines(),
+                helpers=_HELPERS.substitute(fail=fail_function()), open_input=_OPEN_INPUT,
+                start_team=_START_TEAM.substitute(debug_switch=debug_switch("h[H_DEBUG]")),
+                open_output=_OPEN_OUTPUT, close_output=_CLOSE_OUTPUT)

@@ -48,10 +48,11 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from perfjax.kernels.c import run as _run
-from perfjax.kernels.c.build import BuildError, build, source_hash
-from perfjax.kernels.c.emit import DEBUG_HOOKS, UNROLLS, KernelError
-from perfjax.kernels.c.run import _as_csr, _as_operand, _positive_int, _positive_real
+from perfjax.kernels.c.build import build
+from perfjax.kernels.c.emit import (
+    DEBUG_HOOKS, KernelError, _tree_sum, check_unroll, debug_switch, fail_function, hook_defines)
+from perfjax.kernels.c.run import (
+    _as_csr, _as_operand, _build_and_run, _judge, _positive_int, _run_arguments)
 
 HLS_OPS = ("spmv", "spmm")
 ACC_LANES = 8          # interleaved partial sums of the SpMV accumulator (>= the adder latency)
@@ -115,8 +116,7 @@ class HlsSpec:
     def __post_init__(self) -> None:
         if self.op not in HLS_OPS:
             raise KernelError(f"op must be one of {HLS_OPS}, got {self.op!r}")
-        if isinstance(self.unroll, bool) or self.unroll not in UNROLLS:
-            raise KernelError(f"unroll must be one of {UNROLLS}, got {self.unroll!r}")
+        check_unroll(self.unroll)
         if isinstance(self.fifo_depth, bool) or not isinstance(self.fifo_depth, int) or \
                 self.fifo_depth < 2:
             raise KernelError(f"fifo_depth must be an integer >= 2, got {self.fifo_depth!r}")
@@ -212,13 +212,6 @@ def estimate_cycles(matrix, op: str = "spmv", *, unroll: int = 1, width: int = 1
 # ----------------------------------------------------------------------------------- source
 
 
-def _tree(terms: list[str]) -> str:
-    while len(terms) > 1:
-        terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])] + \
-            ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
-
-
 def emit_hls(spec: HlsSpec) -> str:
     """The complete C++ program (design + C-simulation test bench) for ``spec``."""
     if not isinstance(spec, HlsSpec):
@@ -226,8 +219,8 @@ def emit_hls(spec: HlsSpec) -> str:
     u = spec.unroll
     design = (_SPMV if spec.op == "spmv" else _SPMM).substitute(
         U=u, ACC=ACC_LANES, KMAX=KMAX, DEPTH=spec.fifo_depth,
-        lane_sum=_tree([f"p.v[{i}]" for i in range(u)]),
-        acc_sum=_tree([f"acc[{i}]" for i in range(ACC_LANES)]),
+        lane_sum=_tree_sum([f"p.v[{i}]" for i in range(u)]),
+        acc_sum=_tree_sum([f"acc[{i}]" for i in range(ACC_LANES)]),
         **{f"II_{lp.label.upper()}": lp.ii for lp in loops(spec.op, u)})
     names = loops(spec.op, u)
     enum = ", ".join(f"L_{lp.label.upper()}" for lp in names)
@@ -237,7 +230,8 @@ def emit_hls(spec: HlsSpec) -> str:
         stream_enum=", ".join(f"S_{s.upper()}" for s in streams), design=design,
         top=f"{spec.op}_top", input_magic=f"0x{INPUT_MAGIC:X}LL",
         output_magic=f"0x{OUTPUT_MAGIC:X}LL",
-        hooks="\n".join(f"#define DEBUG_{k.upper()} {v}" for k, v in DEBUG_HOOKS.items()))
+        hooks=hook_defines(), fail=fail_function("std::"),
+        debug_switch=debug_switch("h[7]", "std::"))
 
 
 _SPMV = Template(r"""constexpr int U = $U;            // lanes: nonzeros per beat
@@ -534,11 +528,7 @@ static long long sim_high_water[NSTREAMS];                 // highest occupancy 
 $design
 // ----------------------------------------------------------------------------------- test bench
 
-static void fail(const char *what)
-{
-    std::fprintf(stderr, "%s\n", what);
-    std::exit(2);
-}
+$fail
 
 template <typename T>
 static std::vector<T> read_vec(FILE *f, int64_t count)
@@ -575,13 +565,7 @@ int main(int argc, char **argv)
     std::vector<double> y((size_t) (nrows * width), NAN);
     std::vector<double> seconds((size_t) repeats);
 
-    switch (h[7]) {
-    case DEBUG_SEGV: std::raise(SIGSEGV); break;
-    case DEBUG_ABORT: std::abort();
-    case DEBUG_HANG: for (;;) sleep(1);
-    case DEBUG_EXIT: std::fprintf(stderr, "debug hook: exit 3\n"); return 3;
-    default: break;
-    }
+$debug_switch
     for (int64_t rep = 0; rep < repeats; ++rep) {
         std::memset(sim_trips, 0, sizeof sim_trips);
         std::memset(sim_calls, 0, sizeof sim_calls);
@@ -661,11 +645,7 @@ def hls_spmm(matrix, X, *, unroll: int = 1, fifo_depth: int = 64, repeats: int =
 def _simulate(op, matrix, operand, unroll, fifo_depth, repeats, timeout, check, rtol, debug):
     csr = _as_csr(matrix)
     operand = _as_operand(op, csr, operand)
-    repeats = _positive_int("repeats", repeats)
-    timeout = _positive_real("timeout", timeout)
-    rtol = _positive_real("rtol", rtol)
-    if debug is not None and debug not in DEBUG_HOOKS:
-        raise KernelError(f"_debug must be None or one of {sorted(DEBUG_HOOKS)}, got {debug!r}")
+    repeats, timeout, rtol = _run_arguments(repeats, timeout, rtol, debug)
     spec = HlsSpec(op, unroll, fifo_depth)
     width = 1 if op == "spmv" else operand.shape[1]
     if width > KMAX:
@@ -674,15 +654,11 @@ def _simulate(op, matrix, operand, unroll, fifo_depth, repeats, timeout, check, 
     csr.sort_indices()
     indptr = csr.indptr.astype(np.int64)
     estimate = _estimate(spec, _trips(op, spec.unroll, np.diff(indptr), width))
-    digest = source_hash(emit_hls(spec))
-    try:
-        program = build(spec)
-    except BuildError as exc:
-        return HlsMeasurement(False, f"build failed: {exc}", estimate=estimate, source_hash=digest)
     header = np.array([INPUT_MAGIC, csr.shape[0], csr.shape[1], csr.nnz, width, width, repeats,
                        DEBUG_HOOKS.get(debug, 0)], np.int64)
-    raw, failure = _run_program(program, (header, indptr, csr.indices.astype(np.int64),
-                                          csr.data, operand), timeout)
+    # a C simulation has no OpenMP: one thread
+    raw, failure, digest = _build_and_run(
+        spec, build, (header, indptr, csr.indices.astype(np.int64), csr.data, operand), 1, timeout)
     if raw is None:
         return HlsMeasurement(False, failure, estimate=estimate, source_hash=digest)
     nrows, nloops, streams = csr.shape[0], len(loops(op, spec.unroll)), STREAMS[op]
@@ -702,11 +678,6 @@ def _simulate(op, matrix, operand, unroll, fifo_depth, repeats, timeout, check, 
         output = output[:, 0]
     simulated = _estimate(spec, list(zip(part[2].tolist(), part[3].tolist())))
     high = dict(zip(streams, (int(v) for v in part[4])))
-    reason = _run._judge(csr, operand, output, None, None, check, rtol)
+    reason = _judge(csr, operand, output, None, None, check, rtol)
     return HlsMeasurement(not reason, reason, output, [float(s) for s in part[5]], estimate,
                           simulated, high, digest)
-
-
-def _run_program(program, inputs, timeout):
-    """Run a C simulation (no OpenMP: one thread) through the C kernels' runner."""
-    return _run._run_program(program, inputs, 1, timeout)

@@ -48,9 +48,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from string import Template
-from typing import ClassVar
 
-from perfjax.kernels.c.emit import DEBUG_HOOKS, SCHEDULES, UNROLLS, KernelError
+from perfjax.kernels.c.emit import (
+    CSpec, KernelError, _lines, _tree_sum, check_unroll, driver_parts, header_enum)
 
 OPS = ("sddmm", "spadd2", "spadd3", "spmul2", "ttv", "mttkrp")
 COITERATION = {"spadd2": ("add", 2), "spadd3": ("add", 3), "spmul2": ("mul", 2)}
@@ -109,7 +109,7 @@ def ndim(op: str) -> int:
 
 
 @dataclass(frozen=True)
-class OpSpec:
+class OpSpec(CSpec):
     """Compile-time knobs of one generated program of ``OPS``.
 
     ``schedule`` None is partition mode; otherwise OpenMP schedule(schedule, chunk) over the rows
@@ -124,58 +124,20 @@ class OpSpec:
     chunk_size: int | None = None
     instrument: bool = False
 
-    language: ClassVar[str] = "c"
-
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise KernelError(f"op must be one of {OPS}, got {self.op!r}")
-        if isinstance(self.unroll, bool) or self.unroll not in UNROLLS:
-            raise KernelError(f"unroll must be one of {UNROLLS}, got {self.unroll!r}")
+        check_unroll(self.unroll)
         if self.op in COITERATION and self.unroll != 1:
             raise KernelError(f"unroll does not apply to {self.op} (its merge loop has no dense "
                               f"inner loop to unroll); leave it at 1")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise KernelError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
-        for knob in ("chunk", "chunk_size"):
-            value = getattr(self, knob)
-            if value is None:
-                continue
-            if self.schedule is None:
-                raise KernelError(f"{knob} applies to schedule mode only (a partition fixes its "
-                                  f"own chunks); pass schedule= as well or leave {knob} out")
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise KernelError(f"{knob} must be a positive integer, got {value!r}")
-        if not isinstance(self.instrument, bool):
-            raise KernelError(f"instrument must be a bool, got {self.instrument!r}")
-
-    @property
-    def flag_op(self) -> str:
-        return self.op
-
-    @property
-    def name(self) -> str:
-        mode = "part" if self.schedule is None else \
-            self.schedule + ("" if self.chunk is None else str(self.chunk)) + \
-            ("" if self.chunk_size is None else f"-cs{self.chunk_size}")
-        return f"{self.op}-u{self.unroll}-{mode}" + ("-inst" if self.instrument else "")
+        self._check_schedule_knobs()
 
     def source(self) -> str:
         return emit_op_source(self)
 
 
-
 # ------------------------------------------------------------------------------------ helpers
-
-
-def _lines(*items: str | None) -> str:
-    return "\n".join(item for item in items if item is not None)
-
-
-def _tree_sum(terms: list[str]) -> str:
-    while len(terms) > 1:
-        terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])] + \
-            ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
 
 
 def c_count(expr: str) -> str:
@@ -230,6 +192,40 @@ def _indent(lines: list[str], by: str) -> list[str]:
     return [by + line for line in lines]
 
 
+def _dense_output(count: str, carry: str | None = None) -> dict:
+    """The driver parts (fields, alloc, init, reset, wrong) of a kernel whose output is one dense
+    array ``out`` of ``count`` doubles (a C expression of the Problem). With ``carry`` (a C
+    expression, the doubles one carry holds) every segment also gets a carry slot: the output
+    unit it carries out (``carry_unit``, -1 for none) and its partial sums (``carry_val``), added
+    in by ``_carry_fixup``."""
+    fields, alloc = "double *out;", [f"pb->out = alloc({count}, sizeof(double));"]
+    init = [f"fill_nan(pb->out, {count});"]
+    if carry is not None:
+        fields = "double *out, *carry_val;\n    int64_t *carry_unit;"
+        alloc += ["pb->carry_unit = alloc(pb->nseg, sizeof(int64_t));",
+                  f"pb->carry_val = alloc(pb->nseg * {carry}, sizeof(double));"]
+        init.append("for (int64_t s = 0; s < pb->nseg; ++s) pb->carry_unit[s] = -1;")
+    return dict(fields=fields, alloc="\n    ".join(alloc), init="\n    ".join(init),
+                reset=f"if (single >= 0) memset(pb->out, 0, (size_t) ({count}) * sizeof(double));",
+                wrong=f"if ({count} > 0) pb->out[0] += 1.0;")
+
+
+def _carry_fixup(what: str, width: str) -> str:
+    """``fixup``: add every segment's carry (``width`` doubles, a C expression) into the output
+    unit it carried out of (see ``_dense_output``)."""
+    return _lines(
+        f"/* Add every carried partial {what}. */",
+        "static void fixup(Problem *pb)",
+        "{",
+        f"    const int64_t W = {width};",
+        "    for (int64_t s = 0; s < pb->nseg; ++s) {",
+        "        const int64_t u = pb->carry_unit[s];",
+        "        if (u < 0) continue;",
+        "        for (int64_t c = 0; c < W; ++c) pb->out[u * W + c] += pb->carry_val[s * W + c];",
+        "    }",
+        "}")
+
+
 # ------------------------------------------------------------------------------------ SDDMM
 
 
@@ -253,48 +249,56 @@ def _sddmm(spec: OpSpec) -> dict:
         kernel = _lines(
             span, "",
             "static void fixup(Problem *pb) { (void) pb; }  /* no carries */", "",
-            "/* Worker p walks its segments (i0, j0) -> (i1, j1): rows i0 .. i1-1 end in it, then",
-            " * nonzeros up to j1 of row i1. Every nonzero has its own output slot: no carry. */",
-            "static void run_worker(Problem *pb, int64_t p)",
-            "{",
-            "    SPAN_BEGIN;",
-            "    int64_t cnt[D] = {0};",
-            "    const int64_t *restrict indptr = pb->indptr;",
-            "    for (int64_t s = pb->seg_ptr[p]; s < pb->seg_ptr[p + 1]; ++s) {",
-            "        const int64_t *a = pb->seg_start + s * D, *b = pb->seg_end + s * D;",
-            "        const int64_t i1 = b[0], j1 = b[1];",
-            "        int64_t k = a[1];",
-            "        for (int64_t row = a[0]; row < i1; ++row) {",
-            "            const int64_t stop = indptr[row + 1];",
-            "            sddmm_span(pb, row, k, stop);",
-            "            COUNT(0, 1);",
-            "            COUNT(1, stop - k);",
-            "            k = stop;",
-            "        }",
-            "        if (k < j1) {",
-            "            sddmm_span(pb, i1, k, j1);",
-            "            COUNT(1, j1 - k);",
-            "        }",
-            "    }",
-            "    (void) cnt;",
-            "    SPAN_END(p);",
-            "}",
-            "",
-            _PARTITION_KERNEL)
+            _partition_kernel(
+                "/* Worker p walks its segments (i0, j0) -> (i1, j1): rows i0 .. i1-1 end in it,\n"
+                " * then nonzeros up to j1 of row i1. Every nonzero has its own output slot: no\n"
+                " * carry. */",
+                ["const int64_t *restrict indptr = pb->indptr;"],
+                ["const int64_t i1 = b[0], j1 = b[1];",
+                 "int64_t k = a[1];",
+                 "for (int64_t row = a[0]; row < i1; ++row) {",
+                 "    const int64_t stop = indptr[row + 1];",
+                 "    sddmm_span(pb, row, k, stop);",
+                 "    COUNT(0, 1);",
+                 "    COUNT(1, stop - k);",
+                 "    k = stop;",
+                 "}",
+                 "if (k < j1) {",
+                 "    sddmm_span(pb, i1, k, j1);",
+                 "    COUNT(1, j1 - k);",
+                 "}"]))
     else:
         body = ["const int64_t lo = pb->indptr[row], hi = pb->indptr[row + 1];",
                 "sddmm_span(pb, row, lo, hi);",
                 "COUNT(0, 1);",
                 "COUNT(1, hi - lo);"]
         kernel = _lines(span, "", _schedule_kernel(spec, "pb->nrows", "row", body))
-    return dict(kernel=kernel, init="fill_nan(pb->out, pb->nnz);",
-                reset="if (single >= 0) memset(pb->out, 0, (size_t) pb->nnz * sizeof(double));",
-                wrong="if (pb->nnz > 0) pb->out[0] += 1.0;",
-                alloc="pb->out = alloc(pb->nnz, sizeof(double));",
-                fields="double *out;")
+    return dict(kernel=kernel, **_dense_output("pb->nnz"))
 
 
-# Partition mode of the single-pass kernels: every worker, then the carry fix-up (fixup()).
+def _partition_kernel(comment: str, setup: list[str], segment: list[str]) -> str:
+    """Partition mode of the single-pass kernels: ``run_worker`` (worker p's ``setup`` lines, then
+    ``segment`` for each of its segments s, whose start and end points are a[0:D] and b[0:D];
+    its counters and span recorded) after ``comment``, and ``_PARTITION_KERNEL``."""
+    return _lines(
+        comment,
+        "static void run_worker(Problem *pb, int64_t p)",
+        "{",
+        "    SPAN_BEGIN;",
+        "    int64_t cnt[D] = {0};",
+        *_indent(setup, "    "),
+        "    for (int64_t s = pb->seg_ptr[p]; s < pb->seg_ptr[p + 1]; ++s) {",
+        "        const int64_t *a = pb->seg_start + s * D, *b = pb->seg_end + s * D;",
+        *_indent(segment, "        "),
+        "    }",
+        "    (void) cnt;",
+        "    SPAN_END(p);",
+        "}",
+        "",
+        _PARTITION_KERNEL)
+
+
+# Every worker, then the carry fix-up (fixup()).
 _PARTITION_KERNEL = """/* All workers as threads (single == -1), only worker `single` (>= 0), or every worker
  * one after another on this thread (single == SEQUENTIAL); then the carry fix-up. */
 static void kernel(Problem *pb, int threads, int64_t single)
@@ -570,51 +574,34 @@ def _ttv(spec: OpSpec) -> dict:
         "    for (; k < hi; ++k) s0 += val[k] * v[kidx[k]];" if u > 1 else None,
         f"    return {_tree_sum(sums)};",
         "}")
-    fixup = _lines(
-        "/* Add every carried partial fiber sum into its fiber. */",
-        "static void fixup(Problem *pb)",
-        "{",
-        "    for (int64_t s = 0; s < pb->nseg; ++s)",
-        "        if (pb->carry_unit[s] >= 0) pb->out[pb->carry_unit[s]] += pb->carry_val[s];",
-        "}")
+    fixup = _carry_fixup("fiber sum into its fiber", "1")
     if spec.schedule is None:
         kernel = _lines(
             dot, "", fixup, "",
-            "/* Worker p walks its segments (s0, f0, k0) -> (s1, f1, k1): the fibers f0 .. f1-1 end",
-            " * in it (the first possibly started in an earlier segment), slices s0 .. s1-1 too; a",
-            " * segment stopping inside fiber f1 carries that fiber's partial sum. */",
-            "static void run_worker(Problem *pb, int64_t p)",
-            "{",
-            "    SPAN_BEGIN;",
-            "    int64_t cnt[D] = {0};",
-            "    const int64_t *restrict ptr0 = pb->ptr0, *restrict ptr1 = pb->ptr1;",
-            "    for (int64_t s = pb->seg_ptr[p]; s < pb->seg_ptr[p + 1]; ++s) {",
-            "        const int64_t *a = pb->seg_start + s * D, *b = pb->seg_end + s * D;",
-            "        const int64_t s1 = b[0], f1 = b[1], k1 = b[2];",
-            "        int64_t f = a[1], k = a[2];",
-            "        for (int64_t sl = a[0];; ++sl) {",
-            "            const int64_t fend = sl < s1 ? ptr0[sl + 1] : f1;",
-            "            for (; f < fend; ++f) {",
-            "                const int64_t stop = ptr1[f + 1];",
-            "                pb->out[f] = fiber_dot(pb, k, stop);",
-            "                COUNT(1, 1);",
-            "                COUNT(2, stop - k);",
-            "                k = stop;",
-            "            }",
-            "            if (sl >= s1) break;",
-            "            COUNT(0, 1);",
-            "        }",
-            "        pb->carry_unit[s] = k < k1 ? f1 : -1;",
-            "        if (k < k1) {",
-            "            pb->carry_val[s] = fiber_dot(pb, k, k1);",
-            "            COUNT(2, k1 - k);",
-            "        }",
-            "    }",
-            "    (void) cnt;",
-            "    SPAN_END(p);",
-            "}",
-            "",
-            _PARTITION_KERNEL)
+            _partition_kernel(
+                "/* Worker p walks its segments (s0, f0, k0) -> (s1, f1, k1): the fibers f0 .. f1-1\n"
+                " * end in it (the first possibly started in an earlier segment), slices s0 .. s1-1\n"
+                " * too; a segment stopping inside fiber f1 carries that fiber's partial sum. */",
+                ["const int64_t *restrict ptr0 = pb->ptr0, *restrict ptr1 = pb->ptr1;"],
+                ["const int64_t s1 = b[0], f1 = b[1], k1 = b[2];",
+                 "int64_t f = a[1], k = a[2];",
+                 "for (int64_t sl = a[0];; ++sl) {",
+                 "    const int64_t fend = sl < s1 ? ptr0[sl + 1] : f1;",
+                 "    for (; f < fend; ++f) {",
+                 "        const int64_t stop = ptr1[f + 1];",
+                 "        pb->out[f] = fiber_dot(pb, k, stop);",
+                 "        COUNT(1, 1);",
+                 "        COUNT(2, stop - k);",
+                 "        k = stop;",
+                 "    }",
+                 "    if (sl >= s1) break;",
+                 "    COUNT(0, 1);",
+                 "}",
+                 "pb->carry_unit[s] = k < k1 ? f1 : -1;",
+                 "if (k < k1) {",
+                 "    pb->carry_val[s] = fiber_dot(pb, k, k1);",
+                 "    COUNT(2, k1 - k);",
+                 "}"]))
     else:
         body = ["for (int64_t f = pb->ptr0[sl]; f < pb->ptr0[sl + 1]; ++f) {",
                 "    const int64_t lo = pb->ptr1[f], hi = pb->ptr1[f + 1];",
@@ -624,16 +611,7 @@ def _ttv(spec: OpSpec) -> dict:
                 "}",
                 "COUNT(0, 1);"]
         kernel = _lines(dot, "", _schedule_kernel(spec, "pb->nslices", "sl", body))
-    return dict(
-        kernel=kernel,
-        fields="double *out, *carry_val;\n    int64_t *carry_unit;",
-        alloc="pb->out = alloc(pb->nfibers, sizeof(double));\n"
-              "    pb->carry_unit = alloc(pb->nseg, sizeof(int64_t));\n"
-              "    pb->carry_val = alloc(pb->nseg, sizeof(double));",
-        init="fill_nan(pb->out, pb->nfibers);\n"
-             "    for (int64_t s = 0; s < pb->nseg; ++s) pb->carry_unit[s] = -1;",
-        reset="if (single >= 0) memset(pb->out, 0, (size_t) pb->nfibers * sizeof(double));",
-        wrong="if (pb->nfibers > 0) pb->out[0] += 1.0;")
+    return dict(kernel=kernel, **_dense_output("pb->nfibers", carry="1"))
 
 
 def _mttkrp(spec: OpSpec) -> dict:
@@ -659,63 +637,43 @@ def _mttkrp(spec: OpSpec) -> dict:
         "    const double *restrict br = pb->B + j * R;",
         "    for (int64_t r = 0; r < R; ++r) acc[r] += br[r] * t[r];",
         "}")
-    fixup = _lines(
-        "/* Add every carried partial slice row into its slice's row. */",
-        "static void fixup(Problem *pb)",
-        "{",
-        "    const int64_t R = pb->rank;",
-        "    for (int64_t s = 0; s < pb->nseg; ++s) {",
-        "        const int64_t sl = pb->carry_unit[s];",
-        "        if (sl < 0) continue;",
-        "        for (int64_t r = 0; r < R; ++r) pb->out[sl * R + r] += pb->carry_val[s * R + r];",
-        "    }",
-        "}")
+    fixup = _carry_fixup("slice row into its slice's row", "pb->rank")
     if spec.schedule is None:
         kernel = _lines(
             fiber, "", fixup, "",
-            "/* Worker p walks its segments (s0, f0, k0) -> (s1, f1, k1): the slices s0 .. s1-1 end",
-            " * in it and get their row written (the first possibly begun in an earlier segment); the",
-            " * part of slice s1 it holds (whole fibers, then nonzeros of fiber f1) is carried. */",
-            "static void run_worker(Problem *pb, int64_t p)",
-            "{",
-            "    SPAN_BEGIN;",
-            "    int64_t cnt[D] = {0};",
-            "    const int64_t *restrict ptr0 = pb->ptr0, *restrict ptr1 = pb->ptr1;",
-            "    const int64_t R = pb->rank;",
-            "    double *restrict t = pb->scratch + p * R;",
-            "    for (int64_t s = pb->seg_ptr[p]; s < pb->seg_ptr[p + 1]; ++s) {",
-            "        const int64_t *a = pb->seg_start + s * D, *b = pb->seg_end + s * D;",
-            "        const int64_t s1 = b[0], f1 = b[1], k1 = b[2];",
-            "        int64_t f = a[1], k = a[2];",
-            "        pb->carry_unit[s] = -1;",
-            "        for (int64_t sl = a[0];; ++sl) {",
-            "            const int64_t fend = sl < s1 ? ptr0[sl + 1] : f1;",
-            "            if (sl == s1 && f == fend && k == k1) break;  /* nothing of slice s1 here */",
-            "            double *restrict acc = sl < s1 ? pb->out + sl * R : pb->carry_val + s * R;",
-            "            for (int64_t r = 0; r < R; ++r) acc[r] = 0.0;",
-            "            for (; f < fend; ++f) {",
-            "                const int64_t stop = ptr1[f + 1];",
-            "                fiber_mttkrp(pb, acc, t, pb->jidx[f], k, stop);",
-            "                COUNT(1, 1);",
-            "                COUNT(2, stop - k);",
-            "                k = stop;",
-            "            }",
-            "            if (sl == s1) {",
-            "                if (k < k1) {",
-            "                    fiber_mttkrp(pb, acc, t, pb->jidx[f1], k, k1);",
-            "                    COUNT(2, k1 - k);",
-            "                }",
-            "                pb->carry_unit[s] = s1;",
-            "                break;",
-            "            }",
-            "            COUNT(0, 1);",
-            "        }",
-            "    }",
-            "    (void) cnt;",
-            "    SPAN_END(p);",
-            "}",
-            "",
-            _PARTITION_KERNEL)
+            _partition_kernel(
+                "/* Worker p walks its segments (s0, f0, k0) -> (s1, f1, k1): the slices s0 .. s1-1\n"
+                " * end in it and get their row written (the first possibly begun in an earlier\n"
+                " * segment); the part of slice s1 it holds (whole fibers, then nonzeros of fiber f1)\n"
+                " * is carried. */",
+                ["const int64_t *restrict ptr0 = pb->ptr0, *restrict ptr1 = pb->ptr1;",
+                 "const int64_t R = pb->rank;",
+                 "double *restrict t = pb->scratch + p * R;"],
+                ["const int64_t s1 = b[0], f1 = b[1], k1 = b[2];",
+                 "int64_t f = a[1], k = a[2];",
+                 "pb->carry_unit[s] = -1;",
+                 "for (int64_t sl = a[0];; ++sl) {",
+                 "    const int64_t fend = sl < s1 ? ptr0[sl + 1] : f1;",
+                 "    if (sl == s1 && f == fend && k == k1) break;  /* nothing of slice s1 here */",
+                 "    double *restrict acc = sl < s1 ? pb->out + sl * R : pb->carry_val + s * R;",
+                 "    for (int64_t r = 0; r < R; ++r) acc[r] = 0.0;",
+                 "    for (; f < fend; ++f) {",
+                 "        const int64_t stop = ptr1[f + 1];",
+                 "        fiber_mttkrp(pb, acc, t, pb->jidx[f], k, stop);",
+                 "        COUNT(1, 1);",
+                 "        COUNT(2, stop - k);",
+                 "        k = stop;",
+                 "    }",
+                 "    if (sl == s1) {",
+                 "        if (k < k1) {",
+                 "            fiber_mttkrp(pb, acc, t, pb->jidx[f1], k, k1);",
+                 "            COUNT(2, k1 - k);",
+                 "        }",
+                 "        pb->carry_unit[s] = s1;",
+                 "        break;",
+                 "    }",
+                 "    COUNT(0, 1);",
+                 "}"]))
     else:
         body = ["const int64_t R = pb->rank;",
                 "double *restrict acc = pb->out + sl * R;",
@@ -728,17 +686,8 @@ def _mttkrp(spec: OpSpec) -> dict:
                 "}",
                 "COUNT(0, 1);"]
         kernel = _lines(fiber, "", _schedule_kernel(spec, "pb->nslices", "sl", body))
-    return dict(
-        kernel=kernel,
-        fields="double *out, *carry_val;\n    int64_t *carry_unit;",
-        alloc="pb->out = alloc(pb->nslices * pb->rank, sizeof(double));\n"
-              "    pb->carry_unit = alloc(pb->nseg, sizeof(int64_t));\n"
-              "    pb->carry_val = alloc(pb->nseg * pb->rank, sizeof(double));\n"
-              "    pb->scratch_width = pb->rank;",
-        init="fill_nan(pb->out, pb->nslices * pb->rank);\n"
-             "    for (int64_t s = 0; s < pb->nseg; ++s) pb->carry_unit[s] = -1;",
-        reset="if (single >= 0) memset(pb->out, 0, (size_t) (pb->nslices * pb->rank) * sizeof(double));",
-        wrong="if (pb->nslices * pb->rank > 0) pb->out[0] += 1.0;")
+    parts = _dense_output("pb->nslices * pb->rank", carry="pb->rank")
+    return dict(parts, kernel=kernel, alloc=parts["alloc"] + "\n    pb->scratch_width = pb->rank;")
 
 
 # ------------------------------------------------------------------------------------ program
@@ -760,10 +709,9 @@ def emit_op_source(spec: OpSpec) -> str:
     writes = "\n".join(
         f"    write_block(out, pb->{name}, {c_count(count)}, {KINDS[kind]}, sizeof({_ctype(kind)}));"
         for name, kind, count in outputs)
-    header_enum = ", ".join(f"H_{name.upper()}" for name in INPUT_HEADER)
-    hooks = "\n".join(f"#define DEBUG_{name.upper()} {code}" for name, code in DEBUG_HOOKS.items())
     return _DRIVER.substitute(
-        spec=repr(spec), header_enum=header_enum, hooks=hooks, ndim=d, ndims=NDIMS,
+        spec=repr(spec), header_enum=header_enum(INPUT_HEADER), **driver_parts(), ndim=d,
+        ndims=NDIMS,
         opcode=OPS.index(op), input_magic=f"0x{INPUT_MAGIC:X}LL",
         output_magic=f"0x{OUTPUT_MAGIC:X}LL", version=FORMAT_VERSION,
         instrumented=int(spec.instrument),
@@ -776,16 +724,7 @@ def emit_op_source(spec: OpSpec) -> str:
 
 _DRIVER = Template(r"""/* Generated by perfjax.kernels.c.ops from $spec. Do not edit.
  * Usage: prog INPUT OUTPUT THREADS (file layouts and the full story: perfjax/kernels/c/ops.py). */
-#define _POSIX_C_SOURCE 200809L
-#include <math.h>
-#include <omp.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
+$includes
 
 enum { $header_enum, H_LEN };
 #define NDIMS $ndims
@@ -817,47 +756,7 @@ $input_fields
     double *span;               /* per worker: seconds of its loops (instrumented) */
 } Problem;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
-}
-
-static void fail(const char *what)
-{
-    fprintf(stderr, "%s\n", what);
-    exit(2);
-}
-
-/* Zeroed, 64-byte aligned, never NULL (count may be 0). */
-static void *alloc(int64_t count, size_t size)
-{
-    void *p = NULL;
-    const size_t bytes = count > 0 ? (size_t) count * size : 64;
-    if (posix_memalign(&p, 64, bytes) != 0) fail("out of memory");
-    memset(p, 0, bytes);
-    return p;
-}
-
-static void fill_nan(double *p, int64_t count)
-{
-    for (int64_t q = 0; q < count; ++q) p[q] = NAN;
-}
-
-static void *read_array(FILE *f, int64_t count, size_t size)
-{
-    void *p = alloc(count, size);
-    if (count > 0 && fread(p, size, (size_t) count, f) != (size_t) count)
-        fail("input file is truncated");
-    return p;
-}
-
-static void write_array(FILE *f, const void *p, int64_t count, size_t size)
-{
-    if (count > 0 && fwrite(p, size, (size_t) count, f) != (size_t) count)
-        fail("cannot write the output file");
-}
+$helpers
 
 /* One output array: its element count and kind (0 int64, 1 double), then the data. */
 static void write_block(FILE *f, const void *p, int64_t count, int64_t kind, size_t size)
@@ -871,11 +770,7 @@ $kernel
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) fail("usage: prog INPUT OUTPUT THREADS");
-    const int threads = atoi(argv[3]);
-    if (threads < 1) fail("THREADS must be a positive integer");
-    FILE *in = fopen(argv[1], "rb");
-    if (!in) fail("cannot open the input file");
+$open_input
     int64_t h[H_LEN + NDIMS];
     if (fread(h, sizeof h[0], H_LEN + NDIMS, in) != H_LEN + NDIMS) fail("input file is truncated");
     if (h[H_MAGIC] != $input_magic || h[H_VERSION] != $version || h[H_OPCODE] != $opcode ||
@@ -908,26 +803,7 @@ $reads
         $init
     }
 
-    /* Start the thread team outside the timed region, and make sure it has the size asked for. */
-    omp_set_dynamic(0);
-    int team = 0;
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp single
-        team = omp_get_num_threads();
-    }
-    if (team != threads) {
-        fprintf(stderr, "OpenMP started %d threads instead of %d\n", team, threads);
-        return 3;
-    }
-
-    switch (h[H_DEBUG]) {
-    case DEBUG_SEGV: raise(SIGSEGV); break;
-    case DEBUG_ABORT: abort();
-    case DEBUG_HANG: for (;;) sleep(1);
-    case DEBUG_EXIT: fprintf(stderr, "debug hook: exit 3\n"); return 3;
-    default: break;
-    }
+$start_team
 
     double *worker_seconds = alloc(pb->workers, sizeof(double));
     for (int64_t rep = 0; rep < repeats; ++rep) {
@@ -942,15 +818,13 @@ $reads
     if (h[H_DEBUG] == DEBUG_WRONG) {
         $wrong
     }
-    FILE *out = fopen(argv[2], "wb");
-    if (!out) fail("cannot open the output file");
+$open_output
     const int64_t oh[5] = {$output_magic, pb->workers, D, repeats, $noutputs};
     write_array(out, oh, 5, sizeof(int64_t));
 $writes
     write_array(out, seconds, repeats, sizeof(double));
     write_array(out, pb->work, pb->workers * D, sizeof(int64_t));
     write_array(out, worker_seconds, pb->workers, sizeof(double));
-    if (fclose(out) != 0) fail("cannot write the output file");
-    return 0;
+$close_output
 }
 """)

@@ -28,13 +28,14 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from perfjax.kernels.c import run as _run
-from perfjax.kernels.c.build import BuildError, build, source_hash
+from perfjax.kernels.c.build import build
 from perfjax.kernels.c.emit import DEBUG_HOOKS, KernelError
 from perfjax.kernels.c.ops import (
     COITERATION, DIMS, INPUT_HEADER, INPUT_MAGIC, INPUTS, KINDS, NDIMS, OPS, OUTPUT_MAGIC,
     OUTPUTS, FORMAT_VERSION, OpSpec, ndim)
-from perfjax.kernels.c.run import Measurement, _as_csr, _positive_int, _positive_real
+from perfjax.kernels.c.run import (
+    Measurement, _as_csr, _build_and_run, _csr_path, _dense, _grouped, _layout, _run_arguments,
+    _share, _verdict)
 from perfjax.schedulers import partition as _partition
 from perfjax.schedulers.partition import Partition
 from perfjax.workloads.sparse import COO3, CSF
@@ -131,7 +132,7 @@ def sddmm(matrix, X, Y, partition: Partition | None = None, *, threads: int | No
         xr, yc = X[rows], Y[csr.indices]
         expected = val * np.einsum("ij,ij->i", xr, yc)
         bound = rtol * np.abs(val) * np.einsum("ij,ij->i", np.abs(xr), np.abs(yc))
-        return outputs["out"], _compare(outputs["out"], expected, bound, check)
+        return outputs["out"], _verdict(outputs["out"], check, lambda: (expected, bound))
 
     return _measure("sddmm", dims, arrays, lambda p: _csr_segments(p, indptr), judge, partition,
                     threads, unroll, schedule, chunk, chunk_size, repeats, instrument, worker,
@@ -198,7 +199,7 @@ def ttv(tensor, v, partition: Partition | None = None, *, threads: int | None = 
                                                             minlength=csf.shape[0]))])
         matrix = sp.csr_array((z, np.asarray(csf.ids[1], np.int64), indptr),
                               shape=csf.shape[:2])
-        return matrix, _compare(z, expected, bound, check)
+        return matrix, _verdict(z, check, lambda: (expected, bound))
 
     return _measure("ttv", dims, arrays, lambda p: _csf_segments(p, ptr0, ptr1), judge,
                     partition, threads, unroll, schedule, chunk, chunk_size, repeats, instrument,
@@ -234,7 +235,7 @@ def mttkrp(tensor, B, C, partition: Partition | None = None, *, threads: int | N
         rows = outputs["out"].reshape(nslices, rank)
         dense = np.zeros((csf.shape[0], rank))
         dense[np.asarray(csf.ids[0], np.int64)] = rows
-        return dense, _compare(rows, expected, rtol * bound, check)
+        return dense, _verdict(rows, check, lambda: (expected, rtol * bound))
 
     return _measure("mttkrp", dims, arrays, lambda p: _csf_segments(p, ptr0, ptr1), judge,
                     partition, threads, unroll, schedule, chunk, chunk_size, repeats, instrument,
@@ -278,7 +279,7 @@ def _coiterate(op, operands, partition, threads, schedule, chunk, chunk_size, re
                          " (an entry the kernel never wrote?)"
         matrix = sp.csr_array((out_val, out_col, out_ptr), shape=(nrows, ncols))
         if not check:
-            return matrix, _compare(out_val, out_val, np.zeros(len(out_val)), False)
+            return matrix, _verdict(out_val, False, None)
         if not np.array_equal(out_ptr, ptr):
             row = int(np.argmax(np.diff(out_ptr) != np.diff(ptr)))
             return matrix, f"wrong pattern: row {row} has {int(out_ptr[row + 1] - out_ptr[row])} " \
@@ -288,7 +289,7 @@ def _coiterate(op, operands, partition, threads, schedule, chunk, chunk_size, re
             q = int(np.argmax(out_col != col))
             return matrix, f"wrong pattern: entry {q} has column {int(out_col[q])}, expected " \
                            f"{int(col[q])}"
-        return matrix, _compare(out_val, val, rtol * bound, True)
+        return matrix, _verdict(out_val, True, lambda: (val, rtol * bound))
 
     return _measure(op, dims, arrays, lambda p: _nway_segments(p, ptrs, cols), judge, partition,
                     threads, 1, schedule, chunk, chunk_size, repeats, instrument, worker,
@@ -322,63 +323,9 @@ def _as_csf(tensor) -> CSF:
     return tensor
 
 
-def _dense(name: str, operand, ndim_: int, shape: tuple, expected: str) -> np.ndarray:
-    if np.iscomplexobj(operand):
-        raise KernelError(f"{name} has complex values; the C kernels compute in double")
-    try:
-        array = np.ascontiguousarray(operand, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise KernelError(f"{name} is not a numeric array: {exc}") from None
-    if array.ndim != ndim_ or array.size == 0 or \
-            any(want is not None and got != want for got, want in zip(array.shape, shape)):
-        raise KernelError(f"{name} must have shape {expected}, got shape {array.shape}")
-    return array
-
-
-def _grouped(partition, width: int, on_path, last: tuple, what: str) -> tuple[np.ndarray, ...]:
-    """Check that ``partition`` tiles a path of points with ``width`` coordinates; return
-    (seg_ptr, start, end, order): segments grouped by worker, ``order`` their path order."""
-    if not isinstance(partition, Partition):
-        raise KernelError(f"partition must be a perfjax Partition, got {type(partition).__name__}")
-    start, end, owner = (np.asarray(a) for a in (partition.start, partition.end, partition.owner))
-    if start.ndim != 2 or start.shape[1] != width or end.shape != start.shape or \
-            len(start) == 0 or owner.shape != (len(start),):
-        raise KernelError(f"partition ({partition.strategy}) is not a partition of {what}: start "
-                          f"{start.shape}, end {end.shape}, owner {owner.shape} (points must have "
-                          f"{width} coordinates)")
-    workers = _positive_int("partition.workers", partition.workers)
-    if owner.min() < 0 or owner.max() >= workers:
-        raise KernelError(f"partition ({partition.strategy}) has an owner outside 0..{workers - 1}")
-    start, end, owner = start.astype(np.int64), end.astype(np.int64), owner.astype(np.int64)
-    where = f"partition ({partition.strategy}, P={workers}) does not fit {what}"
-    for points, name in ((start, "starts"), (end, "ends")):
-        ok = on_path(points)
-        if not ok.all():
-            s = int(np.argmin(ok))
-            raise KernelError(f"{where}: segment {s} {name} at {tuple(int(c) for c in points[s])},"
-                              f" which is not a point of its path")
-    order = np.lexsort((end.sum(axis=1), start.sum(axis=1)))
-    first, final = start[order], end[order]
-    if (end < start).any() or first[0].any() or (final[-1] != np.asarray(last)).any() or \
-            (final[:-1] != first[1:]).any():
-        raise KernelError(f"{where}: its segments do not tile the path from the origin to "
-                          f"{tuple(last)} exactly once")
-    grouped = np.argsort(owner, kind="stable")
-    position = np.empty_like(grouped)
-    position[grouped] = np.arange(len(grouped))
-    seg_ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=workers))])
-    return (seg_ptr.astype(np.int64), start[grouped], end[grouped],
-            position[order].astype(np.int64))
-
-
 def _csr_segments(partition, indptr):
-    n, nnz = len(indptr) - 1, int(indptr[-1])
-
-    def on_path(points):
-        i, j = points[:, 0], points[:, 1]
-        return (i >= 0) & (i <= n) & (j >= indptr[np.clip(i, 0, n)]) & \
-            (j <= indptr[np.clip(i + 1, 0, n)])
-    return _grouped(partition, 2, on_path, (n, nnz), f"this matrix ({n} rows, {nnz} nonzeros)")
+    """SDDMM's points (i, j): the CSR merge path of SpMV (``run._csr_path``)."""
+    return _grouped(partition, *_csr_path(indptr))
 
 
 def _nway_segments(partition, ptrs, cols):
@@ -428,15 +375,12 @@ def _csf_segments(partition, ptr0, ptr1):
 
 
 def _mask(count: int, segments, single, column: int) -> np.ndarray:
-    """1 for the nonzeros single-worker mode runs (those in the worker's segments), else all 1."""
+    """1 for the nonzeros single-worker mode runs (those in the worker's segments, coordinate
+    ``column`` of their points), else all 1."""
     if single is None:
         return np.ones(count)
     seg_ptr, start, end, _ = segments
-    mine = slice(seg_ptr[single], seg_ptr[single + 1])
-    delta = np.zeros(count + 1, np.int64)
-    np.add.at(delta, start[mine, column], 1)
-    np.add.at(delta, end[mine, column], -1)
-    return (np.cumsum(delta[:-1]) > 0).astype(np.float64)
+    return _share(count, seg_ptr, start[:, column], end[:, column], single)
 
 
 def _structural(kind: str, csrs) -> tuple[np.ndarray, ...]:
@@ -484,70 +428,23 @@ def _before(kind: str, point, ref_ptr, ptrs, cols) -> int:
     return int(ref_ptr[i]) + inside
 
 
-def _compare(output, expected, bound, check) -> str:
-    nan = np.isnan(output)
-    if nan.any():
-        first = np.unravel_index(int(np.argmax(nan)), output.shape)
-        return f"output contains NaN in {int(nan.sum())} of {output.size} entries " \
-               f"(first at {tuple(int(i) for i in first)})"
-    if not check:
-        return ""
-    error = np.abs(output - expected)
-    if ((error <= bound) | (output == expected)).all():
-        return ""
-    worst = np.unravel_index(int(np.argmax(error - bound)), output.shape)
-    return f"wrong answer at {tuple(int(i) for i in worst)}: got {output[worst]!r}, the " \
-           f"reference gives {expected[worst]!r} (|error| {error[worst]:.3g} > bound " \
-           f"{bound[worst]:.3g})"
-
-
 # ----------------------------------------------------------------------------------- running
 
 
 def _measure(op, dims, arrays, segments_of, judge, partition, threads, unroll, schedule, chunk,
              chunk_size, repeats, instrument, worker, sequential, timeout, rtol, debug):
-    """Validate everything (KernelError), then build, run and judge."""
-    repeats = _positive_int("repeats", repeats)
-    timeout = _positive_real("timeout", timeout)
-    _positive_real("rtol", rtol)
-    if debug is not None and debug not in DEBUG_HOOKS:
-        raise KernelError(f"_debug must be None or one of {sorted(DEBUG_HOOKS)}, got {debug!r}")
+    """Validate everything (KernelError), then build, run and judge (``judge(outputs, segments,
+    single)`` gives the output and why it is unacceptable)."""
+    repeats, timeout, rtol = _run_arguments(repeats, timeout, rtol, debug)
     d = ndim(op)
-    if partition is not None:
-        if schedule is not None:
-            raise KernelError("give either a partition or an OpenMP schedule, not both")
-        segments = segments_of(partition)
-        workers = partition.workers
-        if sequential:
-            if worker is not None or threads not in (None, 1):
-                raise KernelError("sequential mode runs every worker on one thread: give neither "
-                                  "worker nor threads")
-        elif threads is not None and _positive_int("threads", threads) != workers:
-            raise KernelError(f"threads={threads} but the partition has {workers} workers "
-                              f"(one thread per worker)")
-        if worker is not None and (isinstance(worker, bool) or not isinstance(
-                worker, (int, np.integer)) or not 0 <= worker < workers):
-            raise KernelError(f"worker must be an integer in 0..{workers - 1}, got {worker!r}")
-        team = 1 if sequential or worker is not None else workers
-    else:
-        if worker is not None or sequential:
-            raise KernelError("single-worker and sequential modes need a partition")
-        schedule = "static" if schedule is None else schedule
-        team = workers = 1 if threads is None else _positive_int("threads", threads)
-        segments = (np.zeros(workers + 1, np.int64), np.zeros((0, d), np.int64),
-                    np.zeros((0, d), np.int64), np.zeros(0, np.int64))
-    spec = OpSpec(op, unroll, schedule, chunk, chunk_size, instrument)
-    digest = source_hash(spec.source())
-    try:
-        program = build(spec)
-    except BuildError as exc:
-        return Measurement(False, f"build failed: {exc}", source_hash=digest)
-
+    layout = _layout(partition, schedule, threads, worker, sequential, segments_of,
+                     lambda workers: (np.zeros(workers + 1, np.int64), np.zeros((0, d), np.int64),
+                                      np.zeros((0, d), np.int64), np.zeros(0, np.int64)))
+    segments, workers = layout.segments, layout.workers
+    spec = OpSpec(op, unroll, layout.schedule, chunk, chunk_size, instrument)
     header = dict(magic=INPUT_MAGIC, version=FORMAT_VERSION, opcode=OPS.index(op),
-                  workers=workers,
-                  worker=-2 if sequential else -1 if worker is None else int(worker),
-                  repeats=repeats, debug=DEBUG_HOOKS.get(debug, 0), nseg=len(segments[1]),
-                  ndim=d)
+                  workers=workers, worker=layout.worker, repeats=repeats,
+                  debug=DEBUG_HOOKS.get(debug, 0), nseg=len(segments[1]), ndim=d)
     dim_values = [dims[name] for name in DIMS[op]] + [0] * (NDIMS - len(DIMS[op]))
     inputs = [np.array([header[k] for k in INPUT_HEADER] + dim_values, np.int64), segments[0],
               segments[1].reshape(-1), segments[2].reshape(-1), segments[3]]
@@ -555,7 +452,7 @@ def _measure(op, dims, arrays, segments_of, judge, partition, threads, unroll, s
         array = np.ascontiguousarray(arrays[name], np.int64 if kind == "i64" else np.float64)
         assert array.size == eval(count, {}, dict(dims)), (op, name)  # a runner bug otherwise
         inputs.append(array.reshape(-1))
-    raw, failure = _run._run_program(program, tuple(inputs), team, timeout)
+    raw, failure, digest = _build_and_run(spec, build, tuple(inputs), layout.team, timeout)
     if raw is None:
         return Measurement(False, failure, source_hash=digest)
     parsed, reason = _read(op, raw, dims, workers, repeats, d)

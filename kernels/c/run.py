@@ -25,7 +25,7 @@ SEQUENTIAL_WORKERS = -2  # header value of `worker` for sequential mode (SEQUENT
 from perfjax.kernels.c.build import BuildError, build, source_hash
 from perfjax.kernels.c.emit import (
     DEBUG_HOOKS, FORMAT_VERSION, INPUT_HEADER, INPUT_MAGIC, OUTPUT_HEADER, OUTPUT_MAGIC,
-    KernelError, KernelSpec, emit_source)
+    KernelError, KernelSpec)
 from perfjax.schedulers.partition import Partition
 
 STDERR_TAIL = 600  # characters of the program's stderr quoted in a failure reason
@@ -131,85 +131,132 @@ def _as_csr(matrix) -> sp.csr_array:
     return csr
 
 
-def _as_operand(op: str, csr: sp.csr_array, operand) -> np.ndarray:
-    name, want = ("x", 1) if op == "spmv" else ("X", 2)
+def _dense(name: str, operand, ndim: int, shape: tuple, expected: str) -> np.ndarray:
+    """``operand`` as a C-contiguous float64 array of ``ndim`` dimensions, non-empty and of
+    ``shape`` (None: any length), or KernelError saying it must have shape ``expected``."""
     if np.iscomplexobj(operand):
         raise KernelError(f"{name} has complex values; the C kernels compute in double")
     try:
         array = np.ascontiguousarray(operand, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise KernelError(f"{name} is not a numeric array: {exc}") from None
-    ncols = csr.shape[1]
-    expected = f"({ncols},)" if op == "spmv" else f"({ncols}, K) with K >= 1"
-    if array.ndim != want or array.shape[0] != ncols or array.size == 0:
-        raise KernelError(f"{name} must have shape {expected} to multiply the {csr.shape} "
-                          f"matrix, got shape {array.shape}")
+    if array.ndim != ndim or array.size == 0 or \
+            any(want is not None and got != want for got, want in zip(array.shape, shape)):
+        raise KernelError(f"{name} must have shape {expected}, got shape {array.shape}")
     return array
 
 
-def _segments(partition, indptr: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Check that ``partition`` tiles this matrix's merge path; its segments grouped by worker.
+def _as_operand(op: str, csr: sp.csr_array, operand) -> np.ndarray:
+    ncols = csr.shape[1]
+    if op == "spmv":
+        return _dense("x", operand, 1, (ncols,), f"({ncols},) to multiply the {csr.shape} matrix")
+    return _dense("X", operand, 2, (ncols, None),
+                  f"({ncols}, K) with K >= 1 to multiply the {csr.shape} matrix")
+
+
+def _csr_path(indptr: np.ndarray) -> tuple:
+    """The merge path of a CSR matrix, as ``_grouped`` takes it: (2, on_path, last, what).
 
     A path point (i, j) lies on the path iff 0 <= i <= n and indptr[i] <= j <= indptr[i + 1]
     (with indptr[n + 1] read as nnz): i row ends before it means all their nonzeros are too, and
-    row i's end is not, so neither are nonzeros after it. Sorted by position i + j, the segments
-    must run from (0, 0) to (n, nnz), each ending where the next starts.
+    row i's end is not, so neither are nonzeros after it. It runs from (0, 0) to (n, nnz).
+    """
+    n, nnz = len(indptr) - 1, int(indptr[-1])
+
+    def on_path(points):
+        i, j = points[:, 0], points[:, 1]
+        return (i >= 0) & (i <= n) & (j >= indptr[np.clip(i, 0, n)]) & \
+            (j <= indptr[np.clip(i + 1, 0, n)])
+    return 2, on_path, (n, nnz), f"this matrix ({n} rows, {nnz} nonzeros)"
+
+
+def _grouped(partition, width: int, on_path, last: tuple, what: str, *,
+             merge_path: bool = False) -> tuple[np.ndarray, ...]:
+    """Check that ``partition`` tiles a path of points with ``width`` coordinates from the origin
+    to ``last`` (``on_path`` says which points lie on it; ``what`` names the operands); return
+    (seg_ptr, start, end, order): segments grouped by worker (each worker keeps its segments'
+    given order), ``order`` their positions in path order (by i + j + ...).
+
+    ``merge_path`` words the messages as SpMV / SpMM always have (a CSR merge path).
     """
     if not isinstance(partition, Partition):
         raise KernelError(f"partition must be a perfjax Partition, got {type(partition).__name__}")
-    start = np.asarray(partition.start)
-    end = np.asarray(partition.end)
-    owner = np.asarray(partition.owner)
-    if start.ndim != 2 or start.shape[1] != 2 or end.shape != start.shape or len(start) == 0 \
-            or owner.shape != (len(start),):
-        raise KernelError(f"partition ({partition.strategy}) is not a CSR merge-path partition: "
-                          f"start {start.shape}, end {end.shape}, owner {owner.shape}")
+    start, end, owner = (np.asarray(a) for a in (partition.start, partition.end, partition.owner))
+    if start.ndim != 2 or start.shape[1] != width or end.shape != start.shape or \
+            len(start) == 0 or owner.shape != (len(start),):
+        layout = f"start {start.shape}, end {end.shape}, owner {owner.shape}"
+        raise KernelError(
+            f"partition ({partition.strategy}) is not a CSR merge-path partition: {layout}"
+            if merge_path else f"partition ({partition.strategy}) is not a partition of {what}: "
+            f"{layout} (points must have {width} coordinates)")
     workers = _positive_int("partition.workers", partition.workers)
     if owner.min() < 0 or owner.max() >= workers:
         raise KernelError(f"partition ({partition.strategy}) has an owner outside 0..{workers - 1}")
     start, end, owner = start.astype(np.int64), end.astype(np.int64), owner.astype(np.int64)
-    n, nnz = len(indptr) - 1, int(indptr[-1])
-    where = f"partition ({partition.strategy}, P={workers}) does not fit this matrix " \
-            f"({n} rows, {nnz} nonzeros)"
-    for points, what in ((start, "starts"), (end, "ends")):
-        i, j = points[:, 0], points[:, 1]
-        on_path = (i >= 0) & (i <= n) & (j >= indptr[np.clip(i, 0, n)]) & \
-            (j <= indptr[np.clip(i + 1, 0, n)])
-        if not on_path.all():
-            s = int(np.argmin(on_path))
-            raise KernelError(f"{where}: segment {s} {what} at ({i[s]}, {j[s]}), which is not a "
-                              f"point of its merge path")
+    where = f"partition ({partition.strategy}, P={workers}) does not fit {what}"
+    path, origin = ("merge path", f"{(0,) * width}") if merge_path else ("path", "the origin")
+    for points, name in ((start, "starts"), (end, "ends")):
+        ok = on_path(points)
+        if not ok.all():
+            s = int(np.argmin(ok))
+            raise KernelError(f"{where}: segment {s} {name} at {tuple(int(c) for c in points[s])},"
+                              f" which is not a point of its {path}")
     order = np.lexsort((end.sum(axis=1), start.sum(axis=1)))
-    first, last = start[order], end[order]
-    if (end < start).any() or first[0].any() or (last[-1] != (n, nnz)).any() or \
-            (last[:-1] != first[1:]).any():
-        raise KernelError(f"{where}: its segments do not tile the merge path from (0, 0) to "
-                          f"({n}, {nnz}) exactly once")
-    grouped = np.argsort(owner, kind="stable")  # each worker keeps its segments' given order
+    first, final = start[order], end[order]
+    if (end < start).any() or first[0].any() or (final[-1] != np.asarray(last)).any() or \
+            (final[:-1] != first[1:]).any():
+        raise KernelError(f"{where}: its segments do not tile the {path} from {origin} to "
+                          f"{tuple(last)} exactly once")
+    grouped = np.argsort(owner, kind="stable")
+    position = np.empty_like(grouped)
+    position[grouped] = np.arange(len(grouped))
     seg_ptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=workers))])
-    return (seg_ptr.astype(np.int64), *(a[grouped] for a in (start[:, 0], start[:, 1],
-                                                               end[:, 0], end[:, 1])))
+    return (seg_ptr.astype(np.int64), start[grouped], end[grouped],
+            position[order].astype(np.int64))
 
 
-# ------------------------------------------------------------------------------------- running
+def _segments(partition, indptr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Check that ``partition`` tiles this matrix's merge path (``_csr_path``); its segments
+    grouped by worker, as the SpMV / SpMM input file holds them: (seg_ptr, i0, j0, i1, j1)."""
+    seg_ptr, start, end, _ = _grouped(partition, *_csr_path(indptr), merge_path=True)
+    return seg_ptr, start[:, 0], start[:, 1], end[:, 0], end[:, 1]
 
 
-def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, repeats,
-             instrument, worker, sequential, timeout, check, rtol, debug,
-             chunk_size=None) -> Measurement:
-    """Validate everything (raising KernelError), then build, run and judge."""
-    csr = _as_csr(matrix)
-    operand = _as_operand(op, csr, operand)
-    indptr = csr.indptr.astype(np.int64)
+def _run_arguments(repeats, timeout, rtol, debug) -> tuple[int, float, float]:
+    """(repeats, timeout, rtol) checked, and ``debug`` one of DEBUG_HOOKS or None; else
+    KernelError. Every runner (C kernels and HLS C simulations) starts here."""
     repeats = _positive_int("repeats", repeats)
     timeout = _positive_real("timeout", timeout)
     rtol = _positive_real("rtol", rtol)
     if debug is not None and debug not in DEBUG_HOOKS:
         raise KernelError(f"_debug must be None or one of {sorted(DEBUG_HOOKS)}, got {debug!r}")
+    return repeats, timeout, rtol
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a C kernel runs: its OpenMP ``schedule`` (None in partition mode), the ``workers`` the
+    output file reports on, the ``team`` of threads started, the ``segments`` in the input file
+    and the header's ``worker`` word (a worker, -1 for all of them, SEQUENTIAL_WORKERS)."""
+
+    schedule: str | None
+    workers: int
+    team: int
+    segments: tuple
+    worker: int
+
+
+def _layout(partition, schedule, threads, worker, sequential, segments_of,
+            no_segments) -> _Layout:
+    """Check the mode arguments (KernelError) shared by every C kernel: a ``partition``
+    (``segments_of(partition)`` checks it against the operands and gives its segments) run by
+    all its workers as threads, by one ``worker`` or ``sequential``-ly; or else an OpenMP
+    ``schedule`` (default "static") on ``threads`` threads (default 1), with
+    ``no_segments(workers)`` for segments."""
     if partition is not None:
         if schedule is not None:
             raise KernelError("give either a partition or an OpenMP schedule, not both")
-        segments = _segments(partition, indptr)
+        segments = segments_of(partition)
         workers = partition.workers
         if sequential:
             if worker is not None or threads not in (None, 1):
@@ -227,23 +274,35 @@ def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, r
             raise KernelError("single-worker and sequential modes need a partition")
         schedule = "static" if schedule is None else schedule
         team = workers = 1 if threads is None else _positive_int("threads", threads)
-        segments = (np.zeros(workers + 1, np.int64), *[np.zeros(0, np.int64)] * 4)
-    spec = KernelSpec(op, unroll, schedule, chunk, instrument, chunk_size)
+        segments = no_segments(workers)
+    code = SEQUENTIAL_WORKERS if sequential else -1 if worker is None else int(worker)
+    return _Layout(schedule, workers, team, segments, code)
 
-    digest = source_hash(emit_source(spec))
-    try:
-        program = build(spec)
-    except BuildError as exc:
-        return Measurement(False, f"build failed: {exc}", source_hash=digest)
+
+# ------------------------------------------------------------------------------------- running
+
+
+def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, repeats,
+             instrument, worker, sequential, timeout, check, rtol, debug,
+             chunk_size=None) -> Measurement:
+    """Validate everything (raising KernelError), then build, run and judge."""
+    csr = _as_csr(matrix)
+    operand = _as_operand(op, csr, operand)
+    indptr = csr.indptr.astype(np.int64)
+    repeats, timeout, rtol = _run_arguments(repeats, timeout, rtol, debug)
+    layout = _layout(
+        partition, schedule, threads, worker, sequential, lambda p: _segments(p, indptr),
+        lambda workers: (np.zeros(workers + 1, np.int64), *[np.zeros(0, np.int64)] * 4))
+    segments, workers = layout.segments, layout.workers
+    spec = KernelSpec(op, unroll, layout.schedule, chunk, instrument, chunk_size)
     width = 1 if op == "spmv" else operand.shape[1]
     header = dict(magic=INPUT_MAGIC, version=FORMAT_VERSION, nrows=csr.shape[0],
                   ncols=csr.shape[1], nnz=csr.nnz, width=width, nseg=len(segments[1]),
-                  workers=workers,
-                  worker=SEQUENTIAL_WORKERS if sequential else -1 if worker is None else int(worker),
-                  repeats=repeats, debug=DEBUG_HOOKS.get(debug, 0))
+                  workers=workers, worker=layout.worker, repeats=repeats,
+                  debug=DEBUG_HOOKS.get(debug, 0))
     inputs = (np.array([header[k] for k in INPUT_HEADER], np.int64), indptr,
               csr.indices.astype(np.int64), csr.data.astype(np.float64), operand, *segments)
-    raw, failure = _run_program(program, inputs, team, timeout)
+    raw, failure, digest = _build_and_run(spec, build, inputs, layout.team, timeout)
     if raw is None:
         return Measurement(False, failure, source_hash=digest)
     result = _read_output(raw, csr.shape[0], width, workers, repeats, instrument, digest)
@@ -253,6 +312,20 @@ def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, r
         result = replace(result, output=result.output[:, 0])
     reason = _judge(csr, operand, result.output, segments, worker, check, rtol)
     return replace(result, ok=False, reason=reason) if reason else result
+
+
+def _build_and_run(spec, build, inputs: tuple[np.ndarray, ...], team: int,
+                   timeout: float) -> tuple[np.ndarray | None, str, str]:
+    """Build ``spec`` with ``build`` (the calling runner module's own ``build``) and run it on
+    ``inputs``: (output file bytes or None, why there are none, SHA-256 of the source). A build
+    failure is a reason like any other, never an exception."""
+    digest = source_hash(spec.source())
+    try:
+        program = build(spec)
+    except BuildError as exc:
+        return None, f"build failed: {exc}", digest
+    raw, failure = _run_program(program, inputs, team, timeout)
+    return raw, failure, digest
 
 
 def _run_program(program: Path, inputs: tuple[np.ndarray, ...], team: int,
@@ -309,10 +382,35 @@ def _read_output(raw: np.ndarray, nrows: int, width: int, workers: int, repeats:
 
 
 def _judge(csr, operand, output, segments, worker, check, rtol) -> str:
-    """Why the output is unacceptable ("" if it is): NaN always, a wrong answer if ``check``.
+    """Why the SpMV / SpMM output is unacceptable ("" if it is): ``_verdict`` against scipy.
 
     In single-worker mode the reference is A restricted to that worker's nonzeros.
     """
+    def reference():
+        data = csr.data.astype(np.float64)
+        if worker is not None:
+            seg_ptr, _, j0, _, j1 = segments
+            data = data * _share(csr.nnz, seg_ptr, j0, j1, worker)
+        matrix = sp.csr_array((data, csr.indices, csr.indptr), shape=csr.shape)
+        return matrix @ operand, rtol * (abs(matrix) @ np.abs(operand))
+    return _verdict(output, check, reference, "scipy")
+
+
+def _share(count: int, seg_ptr, lo, hi, worker: int) -> np.ndarray:
+    """1.0 for the items (nonzeros) in [lo[s], hi[s]) of ``worker``'s segments s, else 0.0: what
+    single-worker mode runs of ``count`` items."""
+    mine = slice(seg_ptr[worker], seg_ptr[worker + 1])
+    delta = np.zeros(count + 1, np.int64)
+    np.add.at(delta, lo[mine], 1)
+    np.add.at(delta, hi[mine], -1)
+    return (np.cumsum(delta[:-1]) > 0).astype(np.float64)
+
+
+def _verdict(output: np.ndarray, check: bool, reference, source: str = "the reference") -> str:
+    """Why ``output`` is unacceptable ("" if it is): NaN always; with ``check``, an entry farther
+    from the expected value than its bound (equal values pass: infinities that agree).
+    ``reference()`` gives (expected, bound), computed only when checking a NaN-free output;
+    ``source`` names it in the reason."""
     nan = np.isnan(output)
     if nan.any():
         first = np.unravel_index(int(np.argmax(nan)), output.shape)
@@ -320,20 +418,10 @@ def _judge(csr, operand, output, segments, worker, check, rtol) -> str:
                f"(first at {tuple(int(i) for i in first)})"
     if not check:
         return ""
-    data = csr.data.astype(np.float64)
-    if worker is not None:
-        seg_ptr, _, j0, _, j1 = segments
-        mine = slice(seg_ptr[worker], seg_ptr[worker + 1])
-        delta = np.zeros(csr.nnz + 1, np.int64)
-        np.add.at(delta, j0[mine], 1)
-        np.add.at(delta, j1[mine], -1)
-        data = data * (np.cumsum(delta[:-1]) > 0)
-    reference = sp.csr_array((data, csr.indices, csr.indptr), shape=csr.shape)
-    expected = reference @ operand
-    bound = rtol * (abs(reference) @ np.abs(operand))
+    expected, bound = reference()
     error = np.abs(output - expected)
-    if ((error <= bound) | (output == expected)).all():  # equality: infinities that agree
+    if ((error <= bound) | (output == expected)).all():
         return ""
     worst = np.unravel_index(int(np.argmax(error - bound)), output.shape)
-    return f"wrong answer at {tuple(int(i) for i in worst)}: got {output[worst]!r}, scipy gives " \
-           f"{expected[worst]!r} (|error| {error[worst]:.3g} > bound {bound[worst]:.3g})"
+    return f"wrong answer at {tuple(int(i) for i in worst)}: got {output[worst]!r}, {source} " \
+           f"gives {expected[worst]!r} (|error| {error[worst]:.3g} > bound {bound[worst]:.3g})"
