@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-SEQUENTIAL_WORKERS = -2  # header value of `worker` for sequential mode (SEQUENTIAL in the C)
-
 from perfjax.kernels.c.build import BuildError, build, source_hash
 from perfjax.kernels.c.emit import (
     DEBUG_HOOKS, FORMAT_VERSION, INPUT_HEADER, INPUT_MAGIC, OUTPUT_HEADER, OUTPUT_MAGIC,
@@ -29,6 +27,7 @@ from perfjax.kernels.c.emit import (
 from perfjax.schedulers.partition import Partition
 
 STDERR_TAIL = 600  # characters of the program's stderr quoted in a failure reason
+SEQUENTIAL_WORKERS = -2  # header value of `worker` for sequential mode (SEQUENTIAL in the C)
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,8 @@ class Measurement:
     finished, even if its answer was then found wrong, so a failure can be inspected.
     ``seconds``: wall time of the kernel region (parallel phase + fix-up) of each repetition.
     ``worker_rows`` / ``worker_nnz``: row ends and nonzeros each worker processed;
-    ``worker_seconds``: each worker's time span in the last repetition (instrumented runs only;
-    in single-worker mode the other workers' entries are 0). ``source_hash``: SHA-256 of the
+    ``worker_seconds``: each worker's fastest time span over the repetitions (instrumented runs
+    only; in single-worker mode the other workers' entries are 0). ``source_hash``: SHA-256 of the
     generated C source. ``worker_work``: the instrumented counters of the kernels with more than
     two path coordinates (``perfjax.kernels.c.ops``), [P, D] in the order of the partition's
     path points, equal to ``Partition.work()``; None for SpMV / SpMM.
@@ -76,7 +75,8 @@ def spmv(matrix, x, partition: Partition | None = None, *, threads: int | None =
     the output is that worker's contribution, and ``check`` compares with exactly that), or,
     with ``sequential=True``, every worker in turn on one thread: each worker's span is then
     its time alone on a core, which is how P workers are validated on a machine with fewer
-    cores (``worker_seconds`` holds each worker's fastest span over the repetitions). Without one, the rows are scheduled by ``#pragma omp for schedule(schedule, chunk)``
+    cores (``worker_seconds`` holds each worker's fastest span over the repetitions). Without
+    one, the rows are scheduled by ``#pragma omp for schedule(schedule, chunk)``
     (``schedule`` defaults to "static", ``threads`` to 1). ``check`` compares with scipy: entry r
     must be within ``rtol * (|A| |x|)[r]`` of ``(A @ x)[r]`` (the bound on reordering a sum).
     ``_debug`` (tests only) makes the program misbehave: one of DEBUG_HOOKS. ``chunk_size``
