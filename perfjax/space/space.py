@@ -17,7 +17,6 @@ the space that is feasible, even where that fraction is 1e-20.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
