@@ -262,6 +262,48 @@ def test_sources_differ_by_knob_and_are_deterministic():
     assert "rows += 1" in emit_source(KernelSpec("spmv", instrument=True))
 
 
+def test_column_indices_are_int32_unless_asked_for_int64():
+    for op in ("spmv", "spmm"):
+        assert "typedef int32_t col_t;" in emit_source(KernelSpec(op))
+        assert "const col_t *restrict col" in emit_source(KernelSpec(op))
+        assert "typedef int64_t col_t;" in emit_source(KernelSpec(op, col_bits=64))
+    assert KernelSpec("spmv").name == "spmv-u1-part"
+    assert KernelSpec("spmv", col_bits=64).name == "spmv-u1-part-c64"
+    for bad in (16, 0, True, "32", None):
+        with pytest.raises(KernelError, match="col_bits"):
+            KernelSpec("spmv", col_bits=bad)
+
+
+@pytest.mark.parametrize("op", ["spmv", "spmm"])
+def test_int64_column_fallback_gives_the_same_answer(op, monkeypatch):
+    """Matrices too wide for int32 columns (>= 2^31, too large to test) take the int64 programs:
+    force that path with a lower limit and check both against scipy and each other."""
+    from perfjax.kernels.c import run as kc_run
+    matrix = MATRICES["powerlaw"]()
+    operand = _x(matrix, None if op == "spmv" else 3)
+    part = partition("merge_path", matrix, 3)
+    runner = spmv if op == "spmv" else spmm
+    narrow = runner(matrix, operand, part, instrument=True)
+    monkeypatch.setattr(kc_run, "COL_INT32_MAX_NCOLS", matrix.shape[1] - 1)
+    wide = runner(matrix, operand, part, instrument=True)
+    assert narrow.ok and wide.ok, (narrow.reason, wide.reason)
+    assert narrow.source_hash != wide.source_hash and "int64_t col_t" not in \
+        emit_source(KernelSpec(op))
+    np.testing.assert_array_equal(narrow.output, wide.output)
+    np.testing.assert_array_equal(narrow.worker_nnz, wide.worker_nnz)
+
+
+def test_program_rejects_input_with_other_column_width(monkeypatch):
+    """The header's col_bytes must match the program's col_t: a mismatch fails cleanly instead
+    of reading the arrays misaligned."""
+    from perfjax.kernels.c import run as kc_run
+    real = kc_run.KernelSpec
+    monkeypatch.setattr(kc_run, "KernelSpec", lambda *a: real(*a[:-1], 96 - a[-1]))
+    matrix = MATRICES["banded"]()
+    m = spmv(matrix, _x(matrix))
+    assert not m.ok and "col_bits" in m.reason, m.reason
+
+
 def test_cache_is_reused_and_concurrent_builds_are_safe(tmp_path, monkeypatch):
     monkeypatch.setenv("PERFJAX_CACHE", str(tmp_path / "cache"))
     spec = KernelSpec("spmv", 2, "guided", 5)

@@ -22,8 +22,8 @@ import scipy.sparse as sp
 
 from perfjax.kernels.c.build import BuildError, build, source_hash
 from perfjax.kernels.c.emit import (
-    DEBUG_HOOKS, FORMAT_VERSION, INPUT_HEADER, INPUT_MAGIC, OUTPUT_HEADER, OUTPUT_MAGIC,
-    KernelError, KernelSpec)
+    COL_INT32_MAX_NCOLS, DEBUG_HOOKS, FORMAT_VERSION, INPUT_HEADER, INPUT_MAGIC, OUTPUT_HEADER,
+    OUTPUT_MAGIC, KernelError, KernelSpec)
 from perfjax.schedulers.partition import Partition
 
 STDERR_TAIL = 600  # characters of the program's stderr quoted in a failure reason
@@ -294,14 +294,19 @@ def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, r
         partition, schedule, threads, worker, sequential, lambda p: _segments(p, indptr),
         lambda workers: (np.zeros(workers + 1, np.int64), *[np.zeros(0, np.int64)] * 4))
     segments, workers = layout.segments, layout.workers
-    spec = KernelSpec(op, unroll, layout.schedule, chunk, instrument, chunk_size)
+    # Column indices as scipy keeps them, int32 (12 bytes a nonzero with the value, not 16),
+    # unless a column number might not fit.
+    col_dtype = np.int32 if csr.shape[1] <= COL_INT32_MAX_NCOLS else np.int64
+    spec = KernelSpec(op, unroll, layout.schedule, chunk, instrument, chunk_size,
+                      8 * np.dtype(col_dtype).itemsize)
     width = 1 if op == "spmv" else operand.shape[1]
     header = dict(magic=INPUT_MAGIC, version=FORMAT_VERSION, nrows=csr.shape[0],
                   ncols=csr.shape[1], nnz=csr.nnz, width=width, nseg=len(segments[1]),
                   workers=workers, worker=layout.worker, repeats=repeats,
-                  debug=DEBUG_HOOKS.get(debug, 0))
+                  debug=DEBUG_HOOKS.get(debug, 0), col_bytes=np.dtype(col_dtype).itemsize)
     inputs = (np.array([header[k] for k in INPUT_HEADER], np.int64), indptr,
-              csr.indices.astype(np.int64), csr.data.astype(np.float64), operand, *segments)
+              csr.indices.astype(col_dtype, copy=False), csr.data.astype(np.float64), operand,
+              *segments)
     raw, failure, digest = _build_and_run(spec, build, inputs, layout.team, timeout)
     if raw is None:
         return Measurement(False, failure, source_hash=digest)
