@@ -222,14 +222,18 @@ class Space:
             return inverse[v.param][..., v.index]
         return lookup
 
+    def _inverse_permutations(self, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """Position of every item, per permutation column (what NAME_ik constraints read)."""
+        return {p: positions(columns[p]) for p, param in self.params.items()
+                if param.kind == "permutation"}
+
     def _feasible_impl(self, batch: Batch) -> jax.Array:
         columns = {k: jnp.asarray(v) for k, v in batch.items()}
         n = columns[self.names[0]].shape[0]
         ok = jnp.ones(n, dtype=bool)
         for pname, param in self.params.items():
             ok &= jnp.broadcast_to(param.contains(columns[pname]), (n,))
-        inverse = {p: positions(columns[p]) for p, param in self.params.items()
-                   if param.kind == "permutation"}
+        inverse = self._inverse_permutations(columns)
         for c in self.constraints:
             ok &= jnp.broadcast_to(expr.evaluate(c, self._exact_lookup(c, columns, inverse)), (n,))
         return ok
@@ -248,8 +252,7 @@ class Space:
         """The texts of the constraints one plain-dict configuration violates."""
         batch = self.from_dicts([config])
         columns = {k: jnp.asarray(v) for k, v in batch.items()}
-        inverse = {p: positions(columns[p]) for p, param in self.params.items()
-                   if param.kind == "permutation"}
+        inverse = self._inverse_permutations(columns)
         return [c.text for c in self.constraints
                 if not bool(np.all(expr.evaluate(c, self._exact_lookup(c, columns, inverse))))]
 
