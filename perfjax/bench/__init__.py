@@ -1,0 +1,1 @@
+"""Benchmark harnesses that sit on top of models, schedulers and kernels."""

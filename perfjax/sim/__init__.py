@@ -1,0 +1,1 @@
+"""Reference simulators: slow, explicit, and independent of the models they check."""
