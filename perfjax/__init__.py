@@ -18,4 +18,12 @@ __version__ = "0.1.0"
 
 __all__ = ["Space", "Batch", "Parameter", "Real", "Integer", "Ordinal", "Categorical",
            "Permutation", "PerfjaxError", "PerfjaxWarning", "SpaceError", "StudyError",
-           "StudyWarning", "WorkloadError", "__version__"]
+           "StudyWarning", "WorkloadError", "__version__", "tune"]
+
+
+def __getattr__(name: str):
+    # perfjax.tune loads the tuner (and its surrogates) only when first used.
+    if name == "tune":
+        from perfjax.tuning import tune
+        return tune
+    raise AttributeError(f"module 'perfjax' has no attribute {name!r}")

@@ -1,0 +1,183 @@
+"""``perfjax.tune``: the evaluation loop every strategy runs in, writing a resumable study.
+
+Every evaluation is appended (fsync'ed) to the study before the next one starts, so a killed run
+loses nothing: rerunning with the same study replays its records into the strategy and goes on
+until the budget is spent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from perfjax.errors import PerfjaxError, SpaceError
+from perfjax.study import Record, Study
+
+
+@dataclass(frozen=True)
+class TuneProgress:
+    """What ``callback`` sees after each evaluation (``evaluation`` counts from 1, replays included)."""
+
+    evaluation: int
+    budget: int
+    config: dict
+    value: float
+    valid: bool
+    error: str | None
+    best_value: float
+    best_config: dict | None
+    seconds: float
+    suggest_seconds: float
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The best valid configuration found (None/nan if no evaluation was valid) and every record."""
+
+    best_config: dict | None
+    best_value: float
+    records: list[Record]
+    study_path: str | None
+
+
+def _evaluate(objective: Callable, config: dict) -> tuple[float, bool, str | None, dict, dict]:
+    """Run the objective once; never raises for the objective's own failures.
+
+    Returns (value, valid, error, extra numeric values, extra metadata).
+    """
+    try:
+        out = objective(dict(config))
+    except Exception as exc:  # a crashing objective is a failed evaluation, not a failed run
+        return math.nan, False, f"{type(exc).__name__}: {exc}", {}, {}
+    extra_values: dict[str, float] = {}
+    metadata: dict[str, Any] = {}
+    valid = True
+    error = None
+    if isinstance(out, Mapping):
+        if "value" not in out:
+            return math.nan, False, f"objective returned a dict without 'value': {sorted(out)}", {}, {}
+        valid = bool(out.get("valid", True))
+        if out.get("error") is not None:
+            error = str(out["error"])
+        for key, item in out.items():
+            if key in ("value", "valid", "error"):
+                continue
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                extra_values[str(key)] = float(item)
+            else:
+                metadata[str(key)] = item if isinstance(item, (str, bool, type(None))) else repr(item)
+        out = out["value"]
+    try:
+        value = float(out)
+    except (TypeError, ValueError):
+        return math.nan, False, f"objective returned {type(out).__name__}, not a number", {}, {}
+    if not math.isfinite(value):
+        if valid:
+            error = f"objective returned {value}"
+        valid = False
+    if not valid and error is None:
+        error = "objective marked the evaluation invalid"
+    return value, valid, error, extra_values, metadata
+
+
+def _open_study(study: Any, space) -> tuple[Study | None, bool]:
+    """(study, owned): a Study object is used as given; a path is opened (and closed by tune)."""
+    if study is None:
+        return None, False
+    if isinstance(study, Study):
+        return study, False
+    if isinstance(study, (str, os.PathLike)):
+        return Study(study, space=space.to_baco_json(), metadata={"space_name": space.name}), True
+    raise PerfjaxError(f"study must be None, a path or a perfjax.study.Study, got {type(study).__name__}")
+
+
+def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budget: int,
+         study: Any = None, seed: int = 0, batch: int = 1, minimize: bool = True,
+         callback: Callable[[TuneProgress], None] | None = None,
+         **strategy_options: Any) -> TuneResult:
+    """Search ``space`` for the configuration that minimizes (or maximizes) ``objective``.
+
+    ``strategy`` is a name ("bo", "random", "exhaustive") or any object with ``ask``/``tell``.
+    ``budget`` counts evaluations, including those replayed from an existing ``study``.
+    ``batch`` configurations are asked at a time (evaluated in order). The objective returns a
+    float or ``{"value": float, "valid": bool, ...}``; an exception, NaN or inf is a failed
+    evaluation whose message is recorded, and the run goes on.
+    """
+    from perfjax.schedulers.base import check_tell, plain_config
+    from perfjax.schedulers.search import make_strategy
+
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise SpaceError(f"tune: budget must be a non-negative integer, got {budget!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise SpaceError(f"tune: batch must be a positive integer, got {batch!r}")
+    if isinstance(strategy, str):
+        strategy = make_strategy(strategy, space, seed=seed, **strategy_options)
+    elif strategy_options:
+        raise SpaceError(f"tune: options {sorted(strategy_options)} need a strategy name, "
+                         "not a strategy object")
+    elif not (hasattr(strategy, "ask") and hasattr(strategy, "tell")):
+        raise SpaceError(f"tune: strategy must be a name or have ask/tell, got {type(strategy).__name__}")
+    sign = 1.0 if minimize else -1.0
+    log, owned = _open_study(study, space)
+    records: list[Record] = []
+    best_value, best_config = math.nan, None
+
+    def consider(config: dict, value: float, valid: bool) -> None:
+        nonlocal best_value, best_config
+        if valid and (best_config is None or sign * value < sign * best_value):
+            best_value, best_config = value, config
+
+    try:
+        if log is not None and len(log):
+            configs, results = [], []
+            for record in log.records:
+                try:
+                    config = plain_config(space, record.config)
+                except (KeyError, TypeError, ValueError):
+                    raise SpaceError(f"{log.path}: record {record.id} has configuration "
+                                     f"{record.config!r}, not one of this space") from None
+                value = record.values.get("value", math.nan)
+                valid = record.valid and math.isfinite(value)
+                configs.append(config)
+                results.append({"value": sign * value if valid else math.nan, "valid": valid})
+                records.append(record)
+                consider(config, value, valid)
+            check_tell(configs, results)
+            strategy.tell(configs, results)
+        while len(records) < budget:
+            started = time.perf_counter()
+            configs = strategy.ask(min(batch, budget - len(records)))
+            suggest_seconds = (time.perf_counter() - started) / max(len(configs), 1)
+            if not configs:  # an exhausted strategy (exhaustive search over a small space)
+                break
+            configs = [plain_config(space, c) for c in configs]
+            results = []
+            for config in configs:
+                t0 = time.perf_counter()
+                value, valid, error, extra, metadata = _evaluate(objective, config)
+                seconds = time.perf_counter() - t0
+                values = {"value": value, **{k: v for k, v in extra.items() if k != "value"}}
+                if log is not None:
+                    record = log.append(config, values, valid=valid, error=error,
+                                        wall_time=seconds, metadata=metadata)
+                else:
+                    record = Record(id=len(records), config=dict(config), values=values, valid=valid,
+                                    error=error, wall_time=seconds, metadata=metadata,
+                                    timestamp=time.time())
+                records.append(record)
+                consider(config, value, valid)
+                results.append({"value": sign * value if valid else math.nan, "valid": valid})
+                if callback is not None:
+                    callback(TuneProgress(len(records), budget, config, value, valid, error,
+                                          best_value, best_config, seconds, suggest_seconds))
+            strategy.tell(configs, results)
+    finally:
+        if owned:
+            log.close()
+    return TuneResult(best_config, best_value, records, None if log is None else str(log.path))
+
+
+__all__ = ["tune", "TuneResult", "TuneProgress"]

@@ -1,0 +1,74 @@
+"""The one interface every search strategy speaks: ``ask(n)`` configurations, ``tell`` results.
+
+Configurations are plain dicts keyed by parameter name (permutations as tuples of ints), results
+are ``{"value": float, "valid": bool}`` with value nan when invalid. Strategies always minimize;
+``perfjax.tune`` negates values for maximization.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from perfjax.errors import SpaceError
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """A search strategy: proposes configurations and learns from their results."""
+
+    def ask(self, n: int) -> list[dict]:
+        """``n`` configurations to evaluate next (dicts keyed by parameter name)."""
+        ...
+
+    def tell(self, configs: list[dict], results: list[dict]) -> None:
+        """Results of evaluated configurations: ``{"value": float, "valid": bool}`` each."""
+        ...
+
+
+def plain_config(space, config: Mapping[str, Any]) -> dict:
+    """A configuration with plain Python values: permutations as tuples of ints, numbers as
+    int/float (numpy scalars and lists from JSON normalized)."""
+    out = {}
+    for name, param in space.params.items():
+        value = config[name]
+        if param.kind == "permutation":
+            out[name] = tuple(int(v) for v in value)
+        elif hasattr(value, "item"):
+            out[name] = value.item()
+        else:
+            out[name] = value
+    return out
+
+
+def config_key(space, config: Mapping[str, Any]) -> tuple:
+    """A hashable identity of a configuration (for de-duplication)."""
+    return tuple(tuple(int(v) for v in config[n]) if space.params[n].kind == "permutation"
+                 else config[n] for n in space.names)
+
+
+def batch_to_configs(space, batch: Mapping[str, Any]) -> list[dict]:
+    """A struct-of-arrays batch as a list of plain configuration dicts."""
+    return [plain_config(space, c) for c in space.to_dicts(batch)]
+
+
+def check_tell(configs: Sequence[Mapping], results: Sequence[Mapping]) -> list[tuple[float, bool]]:
+    """Validate ``tell`` arguments; return (value, valid) pairs with invalid values as nan."""
+    if len(configs) != len(results):
+        raise SpaceError(f"tell: {len(configs)} configurations but {len(results)} results")
+    out = []
+    for i, result in enumerate(results):
+        if not isinstance(result, Mapping) or "value" not in result:
+            raise SpaceError(f"tell: result {i} must be a dict with a 'value', got {result!r}")
+        value = float(result["value"])
+        valid = bool(result.get("valid", True)) and math.isfinite(value)
+        out.append((value if valid else math.nan, valid))
+    return out
+
+
+def check_count(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SpaceError(f"ask: the number of configurations must be a positive integer, got {n!r}")
+    return int(n)

@@ -1,0 +1,162 @@
+"""perfjax.tune and the model-free strategies, against brute force over small spaces."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import perfjax
+from perfjax import Categorical, Integer, Permutation, Space, SpaceError
+from perfjax.errors import StudyError
+from perfjax.schedulers import Strategy, make_strategy
+from perfjax.study import Study
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import tune_kill_worker  # noqa: E402
+
+
+def small_space() -> Space:
+    return tune_kill_worker.space()
+
+
+def brute_force(space: Space, objective) -> tuple[float, int]:
+    """Minimum of the objective and the number of feasible configurations, by plain Python."""
+    best, count = math.inf, 0
+    for tile, unroll, order in itertools.product(space.params["tile"].values,
+                                                 space.params["unroll"].values,
+                                                 itertools.permutations(range(3))):
+        if unroll <= tile:
+            count += 1
+            best = min(best, objective({"tile": tile, "unroll": unroll, "order": order}))
+    return best, count
+
+
+def test_exhaustive_visits_every_feasible_config_once_and_finds_brute_force_best():
+    space = small_space()
+    best, count = brute_force(space, tune_kill_worker.objective)
+    result = perfjax.tune(space, tune_kill_worker.objective, strategy="exhaustive", budget=count + 5)
+    keys = {(r.config["tile"], r.config["unroll"], tuple(r.config["order"])) for r in result.records}
+    assert len(result.records) == count == len(keys)  # stops when the space is exhausted
+    assert all(u <= t for t, u, _ in keys)
+    assert result.best_value == best
+    assert tune_kill_worker.objective(result.best_config) == best
+
+
+def test_exhaustive_refuses_a_large_space_naming_its_size():
+    space = Space({"order": Permutation(12), "x": Integer(1, 10)})
+    with pytest.raises(SpaceError, match=r"4\.79e\+09 configurations"):
+        make_strategy("exhaustive", space)
+
+
+def test_random_search_is_feasible_does_not_repeat_and_speaks_the_protocol():
+    space = small_space()
+    strategy = make_strategy("random", space, seed=3)
+    assert isinstance(strategy, Strategy)
+    configs = strategy.ask(40)
+    keys = {(c["tile"], c["unroll"], c["order"]) for c in configs}
+    assert len(keys) == 40
+    assert all(isinstance(c["order"], tuple) and sorted(c["order"]) == [0, 1, 2] for c in configs)
+    assert all(c["unroll"] <= c["tile"] for c in configs)
+    strategy.tell(configs, [{"value": 1.0, "valid": True}] * 40)
+    more = strategy.ask(20)
+    assert not keys & {(c["tile"], c["unroll"], c["order"]) for c in more}
+
+
+def test_unknown_strategy_and_options_are_named():
+    with pytest.raises(SpaceError, match="unknown strategy 'annealing'"):
+        make_strategy("annealing", small_space())
+    with pytest.raises(SpaceError, match=r"unknown options \['temperature'\]"):
+        make_strategy("random", small_space(), temperature=3)
+
+
+def test_failed_evaluations_are_recorded_with_their_message_and_the_run_goes_on(tmp_path):
+    space = Space({"x": Integer(0, 9), "kind": Categorical(["a", "b"])})
+    calls = []
+
+    def objective(config):
+        calls.append(config)
+        i = len(calls)
+        if i % 5 == 1:
+            raise RuntimeError(f"crash at call {i}")
+        if i % 5 == 2:
+            return math.nan
+        if i % 5 == 3:
+            return {"value": math.inf, "valid": True}
+        if i % 5 == 4:
+            return {"value": 2.0, "valid": False, "error": "wrong result", "checksum": 7}
+        return {"value": float(config["x"]), "runs": 3}
+
+    seen = []
+    result = perfjax.tune(space, objective, strategy="random", budget=15, study=tmp_path / "s.jsonl",
+                          callback=seen.append)
+    assert len(calls) == 15 and [p.evaluation for p in seen] == list(range(1, 16))
+    stored = Study(tmp_path / "s.jsonl", read_only=True).records
+    assert len(stored) == 15
+    for i, record in enumerate(stored):
+        kind = (i + 1) % 5
+        assert record.valid == (kind == 0)
+        if kind == 1:
+            assert record.error == f"RuntimeError: crash at call {i + 1}"
+        elif kind in (2, 3):
+            assert record.error == f"objective returned {'nan' if kind == 2 else 'inf'}"
+        elif kind == 4:
+            assert record.error == "wrong result" and record.values["checksum"] == 7.0
+        else:
+            assert record.error is None and record.values == {"value": record.config["x"], "runs": 3.0}
+    valid_values = [r.values["value"] for r in stored if r.valid]
+    assert result.best_value == min(valid_values)
+    assert seen[-1].best_value == min(valid_values)
+
+
+def test_maximize_and_callback_progress():
+    space = small_space()
+    seen = []
+    result = perfjax.tune(space, tune_kill_worker.objective, strategy="exhaustive", budget=1000,
+                          minimize=False, callback=seen.append)
+    values = [r.values["value"] for r in result.records]
+    assert result.best_value == max(values)
+    running = np.maximum.accumulate(values)
+    assert [p.best_value for p in seen] == list(running)
+    assert all(p.seconds >= 0 and p.suggest_seconds >= 0 and p.budget == 1000 for p in seen)
+
+
+def test_a_study_of_another_space_is_refused(tmp_path):
+    path = tmp_path / "s.jsonl"
+    perfjax.tune(small_space(), tune_kill_worker.objective, strategy="random", budget=2, study=path)
+    other = Space({"x": Integer(0, 3)})
+    with pytest.raises(StudyError, match="differs from the space stored"):
+        perfjax.tune(other, lambda c: 1.0, strategy="random", budget=4, study=path)
+
+
+def test_a_killed_run_resumes_from_its_study_with_nothing_lost_or_repeated(tmp_path):
+    path = tmp_path / "study.jsonl"
+    budget = 30
+    worker = subprocess.Popen([sys.executable, str(HERE / "tune_kill_worker.py"), str(path),
+                               str(budget)], stdout=subprocess.PIPE, text=True)
+    confirmed = []
+    for line in worker.stdout:
+        confirmed.append(int(line))
+        if len(confirmed) == 7:
+            worker.kill()
+            break
+    worker.wait()
+    before = Study(path, read_only=True).records
+    assert len(before) >= 7 and len(before) < budget  # killed mid-run
+    resumed_calls = []
+    result = perfjax.tune(small_space(), lambda c: resumed_calls.append(c) or
+                          tune_kill_worker.objective(c), strategy="random", budget=budget,
+                          study=path, seed=1)
+    after = Study(path, read_only=True).records
+    assert [r.id for r in after] == list(range(budget))
+    assert after[:len(before)] == before  # nothing lost
+    assert len(resumed_calls) == budget - len(before)  # finished ones are not rerun
+    keys = [(r.config["tile"], r.config["unroll"], tuple(r.config["order"])) for r in after]
+    assert len(set(keys)) == budget  # the replayed strategy does not repeat them either
+    assert result.best_value == min(tune_kill_worker.objective(r.config) for r in after)
