@@ -30,3 +30,7 @@ class StudyWarning(PerfjaxWarning):
 
 class WorkloadError(PerfjaxError, ValueError):
     """A workload (matrix or tensor file, generator argument, routing trace) is invalid."""
+
+
+class HardwareError(PerfjaxError, ValueError):
+    """A hardware specification (a rate, size or device name) is invalid."""

@@ -1,0 +1,195 @@
+"""Step-time model of one MoE layer on D GPUs with attached HBM-PIM, in pure JAX.
+
+Inputs: a ``System`` pytree (``perfjax.hardware``), a static ``MoEConfig``, per-device per-slot
+token counts ``counts`` [D, M] (``perfjax.workloads.moe.device_counts``: E/D routed experts then
+the shared ones) and an assignment ``pim`` [D, M] in [0, 1] (1: the expert runs on PIM, 0: on the
+GPU; fractions are the relaxation gradients flow through). Per device:
+
+* GPU: a roofline per expert (compute at the achievable FLOP/s, weights plus activations at the
+  achievable HBM bandwidth) and two grouped-GEMM launches (gate+up, then down);
+* PIM: one weight sweep per ``tokens_per_pass`` tokens, each limited by the in-bank bandwidth or
+  the processing units' MAC rate, plus a command overhead per sweep;
+* GPU-PIM operand and result transfers;
+* overlap: ``serial`` runs the GPU, then every PIM expert with its transfers one after another;
+  ``overlapped`` runs the GPU and the PIM side concurrently, except that with ``bank_conflict``
+  the HBM serves either GPU streaming or PIM execution at any one time.
+
+Expert parallelism adds an all-to-all dispatch before and a combine after; the critical path is
+dispatch + the slowest device + combine. Everything jits and vmaps over leading batch axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from perfjax.hardware import GPUSpec, LinkSpec, PIMSpec, System
+from perfjax.workloads.moe import MoEConfig, slot_ffn
+
+__all__ = ["MODES", "GROUPED_GEMM_LAUNCHES", "gpu_expert_time", "gpu_expert_memory_time",
+           "pim_expert_time", "LayerTimes", "layer_times", "batched_layer_times",
+           "device_objective", "step_metrics"]
+
+MODES = ("serial", "overlapped")
+# A grouped-GEMM MoE layer is two kernels: the fused gate+up projection and the down projection.
+GROUPED_GEMM_LAUNCHES = 2
+
+
+def _ffn(cfg: MoEConfig, ffn: Any) -> Any:
+    return cfg.expert_ffn if ffn is None else ffn
+
+
+def _expert_flops(cfg: MoEConfig, tokens: Any, ffn: Any) -> Any:
+    return 2.0 * cfg.matrices * cfg.hidden * ffn * tokens
+
+
+def _expert_bytes(cfg: MoEConfig, tokens: Any, ffn: Any) -> Any:
+    """Weights once plus activations: read x, write gate/up outputs, read them, write y."""
+    weights = cfg.matrices * cfg.hidden * ffn * cfg.weight_bytes
+    activations = tokens * (2.0 * cfg.hidden + 3.0 * ffn) * cfg.act_bytes
+    return weights + activations
+
+
+def gpu_expert_time(hw: GPUSpec, cfg: MoEConfig, tokens: Any, ffn: Any = None) -> jax.Array:
+    """Seconds the GPU spends on each expert given its token count (0 tokens: 0 s).
+
+    ``tokens`` is any array of counts; ``ffn`` the experts' intermediate size (default the
+    routed expert's). Launch overhead is per layer, not per expert (see ``layer_times``).
+    """
+    tokens = jnp.asarray(tokens, dtype=float)
+    ffn = _ffn(cfg, ffn)
+    compute = _expert_flops(cfg, tokens, ffn) / (hw.peak_flops * hw.flops_efficiency)
+    memory = _expert_bytes(cfg, tokens, ffn) / (hw.hbm_bandwidth * hw.bandwidth_efficiency)
+    return jnp.where(tokens > 0, jnp.maximum(compute, memory), 0.0)
+
+
+def gpu_expert_memory_time(hw: GPUSpec, cfg: MoEConfig, tokens: Any, ffn: Any = None
+                           ) -> jax.Array:
+    """Seconds of each GPU expert during which its HBM traffic occupies the banks."""
+    tokens = jnp.asarray(tokens, dtype=float)
+    memory = _expert_bytes(cfg, tokens, _ffn(cfg, ffn)) / (hw.hbm_bandwidth *
+                                                           hw.bandwidth_efficiency)
+    return jnp.where(tokens > 0, memory, 0.0)
+
+
+def pim_expert_time(pim: PIMSpec, cfg: MoEConfig, tokens: Any, ffn: Any = None) -> jax.Array:
+    """Seconds the PIM stacks spend on each expert: weight sweeps plus command overhead."""
+    tokens = jnp.asarray(tokens, dtype=float)
+    ffn = _ffn(cfg, ffn)
+    sweeps = jnp.ceil(tokens / pim.tokens_per_pass)
+    weight_bytes = cfg.matrices * cfg.hidden * ffn * cfg.weight_bytes
+    per_sweep_stream = weight_bytes / pim.internal_bandwidth
+    per_sweep_compute = _expert_flops(cfg, pim.tokens_per_pass, ffn) / pim.peak_flops
+    per_sweep = jnp.maximum(per_sweep_stream, per_sweep_compute) + pim.command_overhead
+    return jnp.where(tokens > 0, sweeps * per_sweep, 0.0)
+
+
+def _pim_bytes(cfg: MoEConfig, tokens: Any) -> Any:
+    """Operands to PIM plus results back: one hidden vector each way per token."""
+    return 2.0 * tokens * cfg.hidden * cfg.act_bytes
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class LayerTimes:
+    """Seconds for one MoE layer; [..., D] per device, [...] for the layer."""
+
+    gpu: Any        # GPU busy time (launches + experts)
+    pim: Any        # PIM execution time
+    transfer: Any   # GPU-PIM transfer time on the PIM side's path
+    device: Any     # the device's expert phase, overlap and contention included
+    dispatch: Any   # all-to-all before the experts
+    combine: Any    # all-to-all after
+    critical: Any   # dispatch + slowest device + combine
+
+
+def _device_parts(hw: System, cfg: MoEConfig, counts: jax.Array, pim: jax.Array,
+                  ffn: np.ndarray) -> tuple[Any, ...]:
+    active = (counts > 0).astype(float)
+    on_gpu = (1.0 - pim) * active
+    on_pim = pim * active
+    g = gpu_expert_time(hw.gpu, cfg, counts, ffn)
+    g_mem = gpu_expert_memory_time(hw.gpu, cfg, counts, ffn)
+    p = pim_expert_time(hw.pim, cfg, counts, ffn)
+    launches = GROUPED_GEMM_LAUNCHES * hw.gpu.kernel_launch * jnp.max(on_gpu, axis=-1)
+    gpu = launches + jnp.sum(on_gpu * g, axis=-1)
+    gpu_memory = jnp.sum(on_gpu * g_mem, axis=-1)
+    pim_time = jnp.sum(on_pim * p, axis=-1)
+    bytes_time = jnp.sum(on_pim * _pim_bytes(cfg, counts), axis=-1) / hw.link.gpu_pim_bandwidth
+    any_pim = jnp.max(on_pim, axis=-1)
+    n_pim = jnp.sum(on_pim, axis=-1)
+    return gpu, gpu_memory, pim_time, bytes_time, any_pim, n_pim
+
+
+def device_objective(hw: System, cfg: MoEConfig, counts: jax.Array, pim: jax.Array,
+                     mode: str = "overlapped", ffn: Any = None) -> jax.Array:
+    """Expert-phase seconds of each device ([..., D]); what a placement changes."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    counts = jnp.asarray(counts, dtype=float)
+    pim = jnp.asarray(pim, dtype=float)
+    if ffn is None:
+        ffn = slot_ffn(cfg, counts.shape[-2]) if counts.ndim >= 2 else cfg.expert_ffn
+    gpu, gpu_memory, pim_time, bytes_time, any_pim, n_pim = _device_parts(hw, cfg, counts, pim,
+                                                                          ffn)
+    latency = hw.link.gpu_pim_latency
+    if mode == "serial":
+        # every PIM expert waits for its operands, runs, and returns its results in turn
+        return gpu + pim_time + bytes_time + 2.0 * latency * n_pim
+    # transfers pipeline behind PIM execution: only the first operands and last results show
+    pim_side = pim_time + bytes_time + 2.0 * latency * any_pim
+    contended = hw.pim.bank_conflict * (gpu_memory + pim_time)
+    return jnp.maximum(jnp.maximum(gpu, pim_side), contended)
+
+
+def _all_to_all(hw: System, cfg: MoEConfig, counts: jax.Array) -> jax.Array:
+    """Seconds of one all-to-all: tokens spread evenly over D sources, so (D-1)/D of every
+    expert's tokens cross NVLink; a device's port sends and receives at the per-direction rate."""
+    devices = counts.shape[-2]
+    if devices == 1:
+        return jnp.zeros(counts.shape[:-2])
+    routed = counts[..., : cfg.experts // devices]
+    remote = (devices - 1) / devices
+    received = jnp.sum(routed, axis=-1) * remote
+    sent = jnp.sum(routed, axis=(-1, -2))[..., None] / devices * remote
+    port_bytes = jnp.maximum(received, sent) * cfg.hidden * cfg.act_bytes
+    return jnp.max(port_bytes, axis=-1) / hw.link.nvlink_bandwidth + hw.link.nvlink_latency
+
+
+def layer_times(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
+                mode: str = "overlapped") -> LayerTimes:
+    """Times of one MoE layer; ``counts`` and ``pim`` are [..., D, E/D + shared]."""
+    counts = jnp.asarray(counts, dtype=float)
+    pim = jnp.broadcast_to(jnp.asarray(pim, dtype=float), counts.shape)
+    ffn = slot_ffn(cfg, counts.shape[-2])
+    gpu, _, pim_time, bytes_time, any_pim, n_pim = _device_parts(hw, cfg, counts, pim, ffn)
+    device = device_objective(hw, cfg, counts, pim, mode, ffn)
+    transfer = bytes_time + 2.0 * hw.link.gpu_pim_latency * (n_pim if mode == "serial"
+                                                             else any_pim)
+    exchange = _all_to_all(hw, cfg, counts)
+    critical = exchange + jnp.max(device, axis=-1) + exchange
+    return LayerTimes(gpu=gpu, pim=pim_time, transfer=transfer, device=device,
+                      dispatch=exchange, combine=exchange, critical=critical)
+
+
+@partial(jax.jit, static_argnames=("cfg", "mode"))
+def batched_layer_times(hw: System, cfg: MoEConfig, counts: jax.Array, pim: jax.Array,
+                        mode: str = "overlapped") -> LayerTimes:
+    """``layer_times`` compiled once per (cfg, mode, shape); leading axes broadcast."""
+    return layer_times(hw, cfg, counts, pim, mode)
+
+
+def step_metrics(critical_per_layer: Any, cfg: MoEConfig, tokens_per_step: int
+                 ) -> dict[str, float]:
+    """Tokens/s and time per output token from the critical paths of sampled layers.
+
+    The sampled layers stand for all ``cfg.layers`` MoE layers (mean critical path x layers).
+    Only the MoE layers are counted: attention and the rest are the same for every placement.
+    """
+    step = float(np.mean(np.asarray(critical_per_layer))) * cfg.layers
+    return {"tokens_per_s": tokens_per_step / step, "time_per_token_ms": step * 1e3}
