@@ -87,6 +87,16 @@ class CSpec:
 
     language: ClassVar[str] = "c"
 
+    def _check_loop_order(self) -> None:
+        """Normalize ``loop_order`` to a tuple, or KernelError if the op or the order is wrong."""
+        if self.loop_order is None:
+            return
+        from perfjax.kernels.c.loop_order import LOOP_ORDER_OPS, check_loop_order
+        if self.op not in LOOP_ORDER_OPS:
+            raise KernelError(f"loop_order applies to {', '.join(LOOP_ORDER_OPS)}, not {self.op}")
+        order = check_loop_order(self.loop_order, partition_mode=self.schedule is None)
+        object.__setattr__(self, "loop_order", order)
+
     def _check_schedule_knobs(self) -> None:
         """KernelError unless ``schedule``, ``chunk``, ``chunk_size`` and ``instrument`` are
         valid together."""
@@ -115,7 +125,9 @@ class CSpec:
         mode = "part" if self.schedule is None else \
             self.schedule + ("" if self.chunk is None else str(self.chunk)) + \
             ("" if self.chunk_size is None else f"-cs{self.chunk_size}")
-        return f"{self.op}-u{self.unroll}-{mode}" + ("-inst" if self.instrument else "")
+        order = getattr(self, "loop_order", None)
+        return f"{self.op}-u{self.unroll}-{mode}" + ("-inst" if self.instrument else "") + \
+            ("" if order is None else "-o" + "".join(map(str, order)))
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,8 @@ class KernelSpec(CSpec):
     over chunks of ``chunk_size`` rows, an inner loop over the rows of a chunk (so
     schedule(static, c) deals c * chunk_size rows at a time). ``col_bits``: the width of the
     column indices (32 or 64); the runner uses 32 unless the matrix has 2^31 columns or more.
+    ``loop_order`` (SpMM only): a legal order of the loops (i0, i1, k, j0, j1), see
+    ``perfjax.kernels.c.loop_order``; None keeps the default nest.
     """
 
     op: str = "spmv"
@@ -137,12 +151,14 @@ class KernelSpec(CSpec):
     instrument: bool = False
     chunk_size: int | None = None
     col_bits: int = 32
+    loop_order: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise KernelError(f"op must be one of {OPS}, got {self.op!r}")
         check_unroll(self.unroll)
         self._check_schedule_knobs()
+        self._check_loop_order()
         if isinstance(self.col_bits, bool) or self.col_bits not in COL_BITS:
             raise KernelError(f"col_bits must be one of {COL_BITS}, got {self.col_bits!r}")
 
@@ -158,12 +174,16 @@ def emit_source(spec: KernelSpec) -> str:
     """The complete C program for ``spec``."""
     if not isinstance(spec, KernelSpec):
         raise KernelError(f"expected a KernelSpec, got {type(spec).__name__}")
-    kernel = _partition_kernel(spec) if spec.schedule is None else _schedule_kernel(spec)
+    from perfjax.kernels.c import loop_order
+    ordered = spec.loop_order is not None
+    kernel = _partition_kernel(spec) if spec.schedule is None else \
+        loop_order.spmm_schedule_kernel(spec) if ordered else _schedule_kernel(spec)
     return _DRIVER.substitute(
         spec=repr(spec), header_enum=header_enum(INPUT_HEADER), **driver_parts(),
         input_magic=f"0x{INPUT_MAGIC:X}LL", output_magic=f"0x{OUTPUT_MAGIC:X}LL",
         version=FORMAT_VERSION, output_header_len=len(OUTPUT_HEADER),
-        row_kernel=_row_kernel(spec), kernel=kernel, col_bits=spec.col_bits,
+        row_kernel=loop_order.spmm_row_kernel(spec) if ordered else _row_kernel(spec),
+        kernel=kernel, col_bits=spec.col_bits,
         width="1" if spec.op == "spmv" else "pb->width")
 
 

@@ -115,6 +115,8 @@ class OpSpec(CSpec):
     ``schedule`` None is partition mode; otherwise OpenMP schedule(schedule, chunk) over the rows
     (CSF: slices), split into ``chunk_size``-row chunks when given (TACO's split + parallelize of
     the outer loop: the worksharing loop runs over chunks). ``unroll``: see the module doc.
+    ``loop_order`` (SDDMM only): a legal order of the loops (i0, i1, k, j0, j1), see
+    ``perfjax.kernels.c.loop_order``; None keeps the default nest.
     """
 
     op: str
@@ -123,6 +125,7 @@ class OpSpec(CSpec):
     chunk: int | None = None
     chunk_size: int | None = None
     instrument: bool = False
+    loop_order: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -132,6 +135,7 @@ class OpSpec(CSpec):
             raise KernelError(f"unroll does not apply to {self.op} (its merge loop has no dense "
                               f"inner loop to unroll); leave it at 1")
         self._check_schedule_knobs()
+        self._check_loop_order()
 
     def source(self) -> str:
         return emit_op_source(self)
@@ -245,6 +249,9 @@ def _sddmm(spec: OpSpec) -> dict:
         "        pb->out[k] = pb->val[k] * dot;",
         "    }",
         "}")
+    if spec.loop_order is not None:  # the nest in the order asked for (loop_order's generators)
+        from perfjax.kernels.c import loop_order
+        span = loop_order.sddmm_span(spec)
     if spec.schedule is None:
         kernel = _lines(
             span, "",
@@ -267,6 +274,8 @@ def _sddmm(spec: OpSpec) -> dict:
                  "    sddmm_span(pb, i1, k, j1);",
                  "    COUNT(1, j1 - k);",
                  "}"]))
+    elif spec.loop_order is not None:
+        kernel = _lines(span, "", loop_order.sddmm_schedule_kernel(spec))
     else:
         body = ["const int64_t lo = pb->indptr[row], hi = pb->indptr[row + 1];",
                 "sddmm_span(pb, row, lo, hi);",

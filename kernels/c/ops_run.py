@@ -110,13 +110,15 @@ def sddmm(matrix, X, Y, partition: Partition | None = None, *, threads: int | No
           unroll: int = 1, schedule: str | None = None, chunk: int | None = None,
           chunk_size: int | None = None, repeats: int = 1, instrument: bool = False,
           worker: int | None = None, sequential: bool = False, timeout: float = 30.0,
-          check: bool = True, rtol: float = 1e-10, _debug: str | None = None) -> Measurement:
+          check: bool = True, rtol: float = 1e-10, _debug: str | None = None,
+          loop_order: tuple[int, ...] | None = None) -> Measurement:
     """out = A .* (X @ Y.T) on A's pattern: ``output`` is the [nnz] values array in A's CSR order.
 
     ``partition``: an SpMV partition of A (rows, nonzeros); modes (partition / single worker /
     sequential / OpenMP schedule with ``chunk_size`` row chunks) as ``perfjax.kernels.c.spmv``.
     ``unroll`` unrolls the K loop of the dot products. Single-worker mode: the nonzeros of other
-    workers are 0.
+    workers are 0. ``loop_order``: an order of the loops (i0, i1, k, j0, j1) with j the K loop
+    (``perfjax.kernels.c.loop_order``); None is the default i0 i1 k j0 j1 nest.
     """
     csr = _canonical(matrix, "matrix")
     m, n = csr.shape
@@ -136,7 +138,7 @@ def sddmm(matrix, X, Y, partition: Partition | None = None, *, threads: int | No
 
     return _measure("sddmm", dims, arrays, lambda p: _csr_segments(p, indptr), judge, partition,
                     threads, unroll, schedule, chunk, chunk_size, repeats, instrument, worker,
-                    sequential, timeout, rtol, _debug)
+                    sequential, timeout, rtol, _debug, loop_order)
 
 
 def spadd(operands: Sequence, partition: Partition | None = None, *, threads: int | None = None,
@@ -432,7 +434,8 @@ def _before(kind: str, point, ref_ptr, ptrs, cols) -> int:
 
 
 def _measure(op, dims, arrays, segments_of, judge, partition, threads, unroll, schedule, chunk,
-             chunk_size, repeats, instrument, worker, sequential, timeout, rtol, debug):
+             chunk_size, repeats, instrument, worker, sequential, timeout, rtol, debug,
+             loop_order=None):
     """Validate everything (KernelError), then build, run and judge (``judge(outputs, segments,
     single)`` gives the output and why it is unacceptable)."""
     repeats, timeout, rtol = _run_arguments(repeats, timeout, rtol, debug)
@@ -441,7 +444,7 @@ def _measure(op, dims, arrays, segments_of, judge, partition, threads, unroll, s
                      lambda workers: (np.zeros(workers + 1, np.int64), np.zeros((0, d), np.int64),
                                       np.zeros((0, d), np.int64), np.zeros(0, np.int64)))
     segments, workers = layout.segments, layout.workers
-    spec = OpSpec(op, unroll, layout.schedule, chunk, chunk_size, instrument)
+    spec = OpSpec(op, unroll, layout.schedule, chunk, chunk_size, instrument, loop_order)
     header = dict(magic=INPUT_MAGIC, version=FORMAT_VERSION, opcode=OPS.index(op),
                   workers=workers, worker=layout.worker, repeats=repeats,
                   debug=DEBUG_HOOKS.get(debug, 0), nseg=len(segments[1]), ndim=d)
