@@ -175,18 +175,37 @@ def test_model_time_is_linear_in_costs_and_differentiable():
                               starts_mid_row[slowest], 1.0])
 
 
-def test_grid_matches_single_evaluations():
-    mats = [MATRICES["banded"], MATRICES["rmat"]]
+def test_grid_matches_partitioners_and_single_evaluations():
+    mats = [MATRICES["banded"], MATRICES["rmat"], MATRICES["skewed+empty"]]
     stacked = sparse.stack_stats([sparse.stats(m) for m in mats])
-    cost = balance.BalanceCost(per_nnz=1.0, per_row=1.0)
-    grid = balance.evaluate_grid(stacked, ["row_blocks", "merge_path"], [1, 4], [1, 3], cost, 4)
-    assert grid["makespan"].shape == (2, 2, 2, 2)
+    cost = balance.BalanceCost(per_nnz=1.3, per_row=0.7, per_segment=2.0, per_search=0.5,
+                               fixup=3.0, launch=5.0)
+    strategies, workers, chunks = list(balance.STRATEGY_CODES), [1, 3, 4, 7], [1, 5]
+    grid = balance.evaluate_grid(stacked, strategies, workers, chunks, cost, 8)
+    assert grid["makespan"].shape == (3, 5, 4, 2) and grid["times"].shape == (3, 5, 4, 2, 8)
+    again = balance.evaluate_grid(balance.prepare(stacked), strategies, workers, chunks, cost, 8)
+    assert np.array_equal(grid["times"], again["times"])
     for m, matrix in enumerate(mats):
-        for s, strategy in enumerate(["row_blocks", "merge_path"]):
-            for w, workers in enumerate([1, 4]):
-                items = partition.partition(strategy, matrix, workers).items()
-                assert float(grid["makespan"][m, s, w, 0]) == items.max()
-                assert np.isclose(float(grid["imbalance"][m, s, w, 1]), items.max() / items.mean())
+        stats = sparse.stats(matrix)
+        for s, strategy in enumerate(strategies):
+            for w, count in enumerate(workers):
+                for c, chunk in enumerate(chunks):
+                    items = partition.partition(strategy, matrix, count, chunk=chunk).items()
+                    assert np.isclose(float(grid["imbalance"][m, s, w, c]), items.max() / items.mean())
+                    single = balance.predict(cost, balance.worker_work(
+                        stats.row_lengths, stats.n_rows, s, count, chunk, 8))
+                    assert np.allclose(grid["times"][m, s, w, c], single["times"], rtol=1e-12)
+
+
+def test_grid_rejects_bad_arguments():
+    stacked = sparse.stack_stats([sparse.stats(MATRICES["banded"])])
+    cost = balance.BalanceCost()
+    for strategies, workers, chunks, match in ((["zigzag"], [2], [1], "unknown strategies"),
+                                               (["row_blocks"], [0], [1], "worker counts"),
+                                               (["row_blocks"], [9], [1], "max_workers"),
+                                               (["static_chunks"], [2], [0], "chunk sizes")):
+        with pytest.raises(WorkloadError, match=match):
+            balance.evaluate_grid(stacked, strategies, workers, chunks, cost, 8)
 
 
 def test_relaxed_work_is_exact_at_row_ends_and_differentiable():

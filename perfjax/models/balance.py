@@ -15,11 +15,13 @@ work out, for gradient search over split points.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 STRATEGY_CODES = {"row_blocks": 0, "static_chunks": 1, "dynamic_chunks": 2, "nnz_split": 3,
                   "merge_path": 4}
@@ -191,40 +193,150 @@ evaluate_batch = jax.jit(
 """``evaluate`` over a batch of (row_lengths, n_rows, strategy, workers, chunk) rows."""
 
 
+class GridInput(NamedTuple):
+    """Per-matrix prefix sums the grid evaluation reads (``prepare``): computed once per matrix
+    set and reused by every strategy, worker count, chunk and cost vector evaluated on it."""
+
+    indptr: jax.Array  # int64 [matrices, padded rows + 1]
+    n_rows: jax.Array  # int64 [matrices]
+
+
+def prepare(stats) -> GridInput:
+    """Prefix sums of a (batched or single) SparseStats' row lengths, for ``evaluate_grid``."""
+    lengths = np.asarray(stats.row_lengths, dtype=np.int64)
+    lengths = lengths[None] if lengths.ndim == 1 else lengths
+    indptr = np.zeros((lengths.shape[0], lengths.shape[1] + 1), dtype=np.int64)
+    np.cumsum(lengths, axis=1, out=indptr[:, 1:])
+    return GridInput(jnp.asarray(indptr), jnp.asarray(np.atleast_1d(np.asarray(stats.n_rows, np.int64))))
+
+
 def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_workers: int = 64) -> dict:
     """Every (matrix, strategy, worker count, chunk) combination at once.
 
-    ``stats`` is a batched SparseStats (``perfjax.workloads.stack_stats``); ``strategies`` names
-    from STRATEGY_CODES; ``workers`` and ``chunks`` integer arrays. Returns arrays shaped
-    [matrices, strategies, workers, chunks]: ``makespan``, ``imbalance``, and ``times`` with a
-    trailing [max_workers] axis. Each strategy compiles once; the per-matrix prefix sums are
-    shared by every worker count and chunk.
+    ``stats`` is a batched SparseStats (``perfjax.workloads.stack_stats``) or its ``prepare``d
+    prefix sums (pass those when evaluating the same matrices many times); ``strategies`` names
+    from STRATEGY_CODES; ``workers`` and ``chunks`` integers (compile-time constants: one
+    compiled program per distinct tuple). Returns arrays shaped [matrices, strategies, workers,
+    chunks]: ``makespan``, ``imbalance``, and ``times`` with a trailing [max_workers] axis. The
+    counters equal ``worker_work``'s exactly; the computation is organized for throughput: the
+    split diagonals of all worker counts go through one binary search per matrix, static chunks
+    are a strided sum per worker count, and dynamic chunks one greedy scan for all worker counts.
     """
+    from perfjax.errors import WorkloadError
     names = list(strategies)
     unknown = [n for n in names if n not in STRATEGY_CODES]
     if unknown:
-        from perfjax.errors import WorkloadError
         raise WorkloadError(f"unknown strategies {unknown} (known: {', '.join(STRATEGY_CODES)})")
-    workers = jnp.asarray(workers, jnp.int64)
-    chunks = jnp.asarray(chunks, jnp.int64)
-    if int(workers.max()) > max_workers:
-        from perfjax.errors import WorkloadError
-        raise WorkloadError(f"worker count {int(workers.max())} exceeds max_workers={max_workers}")
-    results = [_grid_fn(STRATEGY_CODES[n], max_workers)(stats.row_lengths, stats.n_rows, workers,
-                                                        chunks, cost) for n in names]
-    return {key: jnp.stack([r[key] for r in results], axis=1) for key in results[0]}
+    workers_t = tuple(int(w) for w in np.atleast_1d(np.asarray(workers)))
+    chunks_t = tuple(int(c) for c in np.atleast_1d(np.asarray(chunks)))
+    if not workers_t or min(workers_t) < 1:
+        raise WorkloadError(f"worker counts must be >= 1, got {list(workers_t)}")
+    if max(workers_t) > max_workers:
+        raise WorkloadError(f"worker count {max(workers_t)} exceeds max_workers={max_workers}")
+    if not chunks_t or min(chunks_t) < 1:
+        raise WorkloadError(f"chunk sizes must be >= 1, got {list(chunks_t)}")
+    grid = stats if isinstance(stats, GridInput) else prepare(stats)
+    codes = tuple(STRATEGY_CODES[n] for n in names)
+    return _grid_program(codes, workers_t, chunks_t, max_workers)(grid.indptr, grid.n_rows, cost)
 
 
-_GRID_CACHE: dict = {}
+@functools.lru_cache(maxsize=64)
+def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int):
+    P = np.asarray(workers, dtype=np.int64)  # [W]
+    W, C = len(workers), len(chunks)
+    p = np.arange(max_workers + 1, dtype=np.int64)
+    clamped = np.minimum(p[None, :], P[:, None])  # [W, maxP+1]: boundaries past P repeat P's
+    active = p[None, :-1] < P[:, None]  # [W, maxP]
+    # One flat, static list of the distinct split diagonals of every worker count.
+    offsets = np.concatenate([[0], np.cumsum(P + 1)[:-1]])
+    flat_p = np.concatenate([np.arange(w + 1) for w in workers])
+    flat_P = np.repeat(P, P + 1)
+    expand = offsets[:, None] + clamped  # [W, maxP+1] index into the flat list
+    zero = jnp.zeros((W, max_workers), jnp.int64)
 
+    def contiguous(rows_flat, nnz_flat, searches, partial_flat):
+        rows_at, nnz_at = rows_flat[expand], nnz_flat[expand]
+        partial = jnp.where(active, partial_flat[expand[:, :-1]], 0)
+        return (jnp.diff(rows_at, axis=1), jnp.diff(nnz_at, axis=1), jnp.asarray(active, jnp.int64),
+                jnp.where(active, searches, 0), partial)
 
-def _grid_fn(code: int, max_workers: int):
-    if (code, max_workers) not in _GRID_CACHE:
-        def one(row_lengths, n_rows, workers, chunk, cost):
-            out = predict(cost, worker_work(row_lengths, n_rows, code, workers, chunk, max_workers))
-            return {"makespan": out["makespan"], "imbalance": out["imbalance"], "times": out["times"]}
-        over_chunks = jax.vmap(one, in_axes=(None, None, None, 0, None))
-        over_workers = jax.vmap(over_chunks, in_axes=(None, None, 0, None, None))
-        over_matrices = jax.vmap(over_workers, in_axes=(0, 0, None, None, None))
-        _GRID_CACHE[(code, max_workers)] = jax.jit(over_matrices)
-    return _GRID_CACHE[(code, max_workers)]
+    def one_matrix(indptr, n, cost):
+        padded = indptr.shape[0] - 1
+        nnz = indptr[-1]
+        searches = _log2_ceil(n).astype(jnp.int64)
+        results = {}
+
+        def row_blocks():
+            bounds = flat_p * n // flat_P
+            return contiguous(bounds, indptr[bounds], 0, jnp.zeros_like(bounds))
+
+        def nnz_split():
+            cuts = flat_p * nnz // flat_P
+            rows = jnp.minimum(jnp.searchsorted(indptr[1:], cuts, side="right").astype(jnp.int64), n)
+            rows = jnp.where(cuts >= nnz, n, jnp.where(flat_p == 0, 0, rows))
+            return contiguous(rows, cuts, searches, (cuts > indptr[rows]).astype(jnp.int64))
+
+        def merge_path():
+            ends = indptr[1:] + jnp.arange(padded)
+            diagonals = flat_p * (n + nnz) // flat_P
+            rows = jnp.searchsorted(ends, diagonals, side="left").astype(jnp.int64)
+            cols = diagonals - rows
+            return contiguous(rows, cols, searches, (cols > indptr[rows]).astype(jnp.int64))
+
+        def chunk_sizes(chunk):
+            count = -(-padded // chunk)
+            k = jnp.arange(count, dtype=jnp.int64)
+            start, stop = jnp.minimum(k * chunk, n), jnp.minimum((k + 1) * chunk, n)
+            return stop - start, indptr[stop] - indptr[start]
+
+        def static_chunks(chunk):
+            chunk_rows, chunk_nnz = chunk_sizes(chunk)
+            counts = jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)])
+            per_count = []
+            for w in workers:  # round robin: worker q owns chunks q, q+w, ...: a strided sum
+                width = -(-counts.shape[1] // w) * w
+                sums = jnp.pad(counts, ((0, 0), (0, width - counts.shape[1]))).reshape(3, -1, w).sum(1)
+                per_count.append(jnp.pad(sums, ((0, 0), (0, max_workers - w))))
+            rows, nnz_w, segments = jnp.stack(per_count, axis=1)
+            return rows, nnz_w, segments, zero, zero
+
+        def dynamic_chunks(chunk):
+            chunk_rows, chunk_nnz = chunk_sizes(chunk)
+            size = jnp.where(chunk_rows > 0, chunk_rows + chunk_nnz, 0)
+            taken = jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)], axis=1)
+            # Loads and worker id in one key (load * max_workers + id, unique per worker): a plain
+            # min finds the least loaded worker with ties to the lowest id, faster than argmin.
+            ids = jnp.arange(max_workers, dtype=jnp.int64)[None, :]
+            idle = jnp.int64(2) ** 56  # load of a worker beyond P: never the minimum
+
+            def step(keys, chunk_size):
+                least = jnp.min(keys, axis=1, keepdims=True)
+                return keys + jnp.where(keys == least, chunk_size * max_workers, 0), least[:, 0]
+
+            keys0 = jnp.where(active, 0, idle) * max_workers + ids
+            _, least = jax.lax.scan(step, keys0, size, unroll=8)  # [chunks, W]
+            owners = least % max_workers
+            segment = (owners + jnp.arange(W)[None, :] * max_workers).ravel()
+            totals = jax.ops.segment_sum(jnp.repeat(taken, W, axis=0), segment,
+                                         num_segments=W * max_workers).reshape(W, max_workers, 3)
+            return totals[..., 0], totals[..., 1], totals[..., 2], zero, zero
+
+        predict_each = jax.vmap(predict, in_axes=(None, 0))  # over worker counts
+        for code in codes:
+            for c, chunk in enumerate(chunks):
+                if code in (1, 2):
+                    counters = (static_chunks if code == 1 else dynamic_chunks)(chunk)
+                elif c == 0:
+                    counters = (row_blocks, None, None, nnz_split, merge_path)[code]()
+                else:  # chunk size does not change a contiguous split
+                    counters = results[(code, 0)]
+                results[(code, c)] = counters
+        out = {"makespan": [], "imbalance": [], "times": []}
+        for code in codes:
+            per_chunk = [predict_each(cost, WorkerWork(*results[(code, c)], jnp.asarray(active)))
+                         for c in range(C)]
+            for key in out:
+                out[key].append(jnp.stack([r[key] for r in per_chunk], axis=1))  # [W, C, ...]
+        return {key: jnp.stack(v) for key, v in out.items()}  # [S, W, C, ...]
+
+    return jax.jit(jax.vmap(one_matrix, in_axes=(0, 0, None)))

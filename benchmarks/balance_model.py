@@ -1,0 +1,85 @@
+"""Load-balance model throughput: (matrix, strategy, worker count) evaluations per second.
+
+Evaluates every strategy x worker count on a set of matrices with ``balance.evaluate_grid``
+(after compilation; the per-matrix prefix sums prepared once, as a design-space exploration
+reuses them for every configuration and cost vector) and, side by side, computes the same
+partitions with the numpy partitioners of ``perfjax.schedulers.partition`` (the reference the
+model's counters are tested against). Prints evaluations per second per strategy, overall, the
+ratio model / numpy, and whether the target (>= 1e6 evaluations/s) is met.
+
+Usage: python benchmarks/balance_model.py [--matrices DIR] [--workers 1,2,4,8,16,32,64] [--chunk 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import perfjax  # noqa: F401  (JAX x64)
+from perfjax.data import data_dir
+from perfjax.models import balance
+from perfjax.schedulers import partition
+from perfjax.workloads import sparse
+
+
+def best_time(fn, repeats: int = 5) -> float:
+    jax.block_until_ready(fn())  # compile / warm up
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def load(directory: Path | None) -> dict:
+    if directory is not None and directory.is_dir():
+        return {p.stem: sparse.read_matrix(p) for p in sorted(directory.glob("*.mtx"))}
+    print("no real matrices found: using generated ones")
+    return {name: sparse.generated(name) for name in ("powerlaw-4k", "rmat-12", "banded-4k")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--matrices", default=None)
+    parser.add_argument("--workers", default="1,2,4,8,16,32,64")
+    parser.add_argument("--chunk", type=int, default=16)
+    args = parser.parse_args()
+    default = (data_dir() or Path("missing")) / "matrices"
+    matrices = load(Path(args.matrices) if args.matrices else default)
+    workers = [int(w) for w in args.workers.split(",")]
+    stacked = sparse.stack_stats([sparse.stats(m) for m in matrices.values()])
+    prepared = balance.prepare(stacked)
+    cost = balance.BalanceCost()
+    count = len(matrices) * len(workers)
+    print(f"{len(matrices)} matrices (up to {stacked.row_lengths.shape[1]} rows), workers "
+          f"{workers}, chunk {args.chunk}; evaluations per second after compile")
+    print(f"{'strategy':<16}{'model /s':>12}{'numpy /s':>12}{'ratio':>8}")
+    model_total = numpy_total = 0.0
+    for name in balance.STRATEGY_CODES:
+        t_model = best_time(lambda: balance.evaluate_grid(prepared, [name], workers, [args.chunk],
+                                                          cost, max(workers)))
+        def reference():
+            for m in matrices.values():
+                for w in workers:
+                    partition.partition(name, m, w, chunk=args.chunk).items()
+        t_numpy = best_time(reference, repeats=2)
+        model_total, numpy_total = model_total + t_model, numpy_total + t_numpy
+        print(f"{name:<16}{count / t_model:12.3g}{count / t_numpy:12.3g}{t_numpy / t_model:8.1f}")
+    all_at_once = best_time(lambda: balance.evaluate_grid(prepared, list(balance.STRATEGY_CODES),
+                                                          workers, [args.chunk], cost, max(workers)))
+    with_prepare = best_time(lambda: balance.evaluate_grid(stacked, list(balance.STRATEGY_CODES),
+                                                           workers, [args.chunk], cost, max(workers)))
+    n_all = count * len(balance.STRATEGY_CODES)
+    print(f"all strategies in one call: {n_all / all_at_once:.3g} evaluations/s "
+          f"({n_all / with_prepare:.3g}/s including the prefix sums); numpy partitioners "
+          f"{n_all / numpy_total:.3g}/s; ratio {numpy_total / all_at_once:.1f}x")
+    print(f"target >= 1e6 evaluations/s: {'met' if n_all / all_at_once >= 1e6 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
