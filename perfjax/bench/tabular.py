@@ -1,0 +1,254 @@
+"""Tabular autotuning benchmark on real measurements (the bacobench TACO/RISE tables).
+
+Protocol (fixed, so results compare across strategies and with published figures):
+
+* every column other than compute_time, energy, iterations, repeats, wait_between_repeats and
+  wait_after_run is a parameter: ``permutation`` a Permutation over its length, every other column
+  an Ordinal over its sorted distinct values;
+* a configuration's objective is the compute_time of the nearest table row, with distance = sum
+  over ordinal columns of |rank difference| / (distinct values - 1) + (positions where the
+  permutations differ) / n; rows with compute_time <= 0 are failed evaluations;
+* quality at budget b = the table's best valid compute_time / the best valid value found in the
+  first b evaluations (0 when none is valid); the median over seeds is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from perfjax.errors import PerfjaxError, SpaceError
+
+MEASUREMENT_COLUMNS = ("compute_time", "energy", "iterations", "repeats", "wait_between_repeats",
+                       "wait_after_run")
+PERMUTATION_COLUMN = "permutation"
+DEFAULT_BUDGETS = (10, 20, 40, 60)
+STRATEGIES = ("bo", "random", "tpe")
+
+
+@dataclass
+class TabularProblem:
+    """A table of measurements as a search space and a nearest-row objective."""
+
+    name: str
+    space: Any
+    ordinal_columns: tuple[str, ...]
+    ranks: np.ndarray          # [rows, ordinal columns] rank of each row's value
+    rank_scale: np.ndarray     # [ordinal columns] 1 / (distinct values - 1), 0 for constant columns
+    permutations: np.ndarray | None  # [rows, n] loop orders, None when the table has none
+    compute_time: np.ndarray   # [rows]
+    evaluations: int = 0
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.isfinite(self.compute_time) & (self.compute_time > 0)
+
+    @property
+    def best(self) -> float:
+        """The table's best valid compute_time."""
+        return float(self.compute_time[self.valid].min())
+
+    def nearest_row(self, config: dict) -> int:
+        """Index of the row nearest to ``config`` under the protocol's distance (first on ties)."""
+        distance = np.zeros(len(self.compute_time))
+        for j, column in enumerate(self.ordinal_columns):
+            values = self.space.params[column].values
+            rank = values.index(self.space.params[column].to_entry(config[column]))
+            distance += np.abs(self.ranks[:, j] - rank) * self.rank_scale[j]
+        if self.permutations is not None:
+            perm = np.asarray(config[PERMUTATION_COLUMN], dtype=np.int64)
+            distance += (self.permutations != perm).sum(axis=1) / self.permutations.shape[1]
+        return int(np.argmin(distance))
+
+    def objective(self, config: dict) -> dict:
+        """The nearest row's compute_time; compute_time <= 0 is a failed evaluation."""
+        self.evaluations += 1
+        row = self.nearest_row(config)
+        value = float(self.compute_time[row])
+        ok = math.isfinite(value) and value > 0
+        return {"value": value if ok else math.nan, "valid": ok, "row": row}
+
+
+def load_table(path: str | Path) -> TabularProblem:
+    """Read a bacobench CSV table into a :class:`TabularProblem` (errors name the file)."""
+    import pandas as pd
+
+    from perfjax.space import Ordinal, Permutation, Space
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise PerfjaxError(f"{path}: cannot read table: {exc}") from None
+    if "compute_time" not in frame.columns:
+        raise PerfjaxError(f"{path}: no compute_time column (columns: {list(frame.columns)})")
+    parameters = [c for c in frame.columns if c not in MEASUREMENT_COLUMNS]
+    if not parameters:
+        raise PerfjaxError(f"{path}: no parameter columns")
+    try:
+        compute_time = pd.to_numeric(frame["compute_time"], errors="coerce").to_numpy(float)
+    except (TypeError, ValueError) as exc:
+        raise PerfjaxError(f"{path}: compute_time is not numeric: {exc}") from None
+    if not (np.isfinite(compute_time) & (compute_time > 0)).any():
+        raise PerfjaxError(f"{path}: no row has a valid (positive) compute_time")
+    params, ordinals, ranks, scales, perms = {}, [], [], [], None
+    try:
+        for column in parameters:
+            if column == PERMUTATION_COLUMN:
+                rows = [tuple(int(v) for v in str(s).strip("()[] ").replace(",", " ").split())
+                        for s in frame[column]]
+                n = len(rows[0])
+                perms = np.asarray(rows, dtype=np.int64)
+                if perms.ndim != 2 or not (np.sort(perms, axis=1) == np.arange(n)).all():
+                    raise PerfjaxError(f"{path}: column {column!r} holds a value that is not a "
+                                       f"permutation of 0..{n - 1}")
+                params[column] = Permutation(n)
+                continue
+            values = pd.to_numeric(frame[column], errors="raise").to_numpy()
+            distinct = np.unique(values)
+            params[column] = Ordinal(distinct.tolist())
+            ordinals.append(column)
+            ranks.append(np.searchsorted(distinct, values))
+            scales.append(1.0 / (len(distinct) - 1) if len(distinct) > 1 else 0.0)
+    except (ValueError, TypeError) as exc:
+        raise PerfjaxError(f"{path}: column {column!r}: {exc}") from None
+    except SpaceError as exc:
+        raise PerfjaxError(f"{path}: {exc}") from None
+    space = Space(params, name=path.stem)
+    rank_matrix = (np.stack(ranks, axis=1) if ranks else np.zeros((len(frame), 0), np.int64))
+    return TabularProblem(path.stem, space, tuple(ordinals), rank_matrix, np.asarray(scales),
+                          perms, compute_time)
+
+
+class OptunaTPE:
+    """Optuna's TPE sampler behind the ask/tell protocol (a benchmark baseline: unconstrained
+    spaces only). Ordinals and integers are suggested as integer indices (keeping their order),
+    categoricals and permutations (all n! of them, small n) as categorical choices."""
+
+    def __init__(self, space, *, seed: int = 0):
+        try:
+            import optuna
+        except ImportError:
+            raise PerfjaxError("strategy 'tpe' needs optuna: pip install 'perfjax[bench]'") from None
+        if space.constraints:
+            raise SpaceError(f"strategy 'tpe': space {space.name!r} has constraints, which this "
+                             "baseline does not model")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.space = space
+        self._optuna = optuna
+        self._study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+        self._trials: dict[int, Any] = {}
+        self._perms: dict[str, list[str]] = {}
+        for name, param in space.params.items():
+            if param.kind == "permutation":
+                if param.n > 7:
+                    raise SpaceError(f"strategy 'tpe': permutation {name!r} of {param.n} items has "
+                                     "too many orders to list as categories")
+                self._perms[name] = [",".join(map(str, p)) for p in itertools.permutations(range(param.n))]
+
+    def _suggest(self, trial) -> dict:
+        config = {}
+        for name, param in self.space.params.items():
+            if param.kind == "permutation":
+                text = trial.suggest_categorical(name, self._perms[name])
+                config[name] = tuple(int(v) for v in text.split(","))
+            elif param.kind in ("ordinal", "categorical"):
+                i = trial.suggest_int(name, 0, len(param.values) - 1) if param.kind == "ordinal" \
+                    else trial.suggest_categorical(name, list(range(len(param.values))))
+                config[name] = param.values[i]
+            elif param.kind == "integer":
+                config[name] = trial.suggest_int(name, int(param.lo), int(param.hi), log=param.log)
+            else:
+                config[name] = trial.suggest_float(name, param.lo, param.hi, log=param.log)
+        return config
+
+    def ask(self, n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            trial = self._study.ask()
+            config = self._suggest(trial)
+            self._trials.setdefault(_key(config), []).append(trial)
+            out.append(config)
+        return out
+
+    def tell(self, configs: list[dict], results: list[dict]) -> None:
+        for config, result in zip(configs, results):
+            pending = self._trials.get(_key(config))
+            if not pending:
+                continue  # evaluations this sampler did not suggest (a replayed study)
+            trial = pending.pop(0)
+            if result.get("valid", True) and math.isfinite(result["value"]):
+                self._study.tell(trial, float(result["value"]))
+            else:
+                self._study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
+
+
+def _key(config: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                        for k, v in config.items()))
+
+
+def make_baseline(name: str, space, seed: int):
+    """A strategy for the benchmark: perfjax's own ("bo", "random", ...) or "tpe" (Optuna)."""
+    if name == "tpe":
+        return OptunaTPE(space, seed=seed)
+    from perfjax.schedulers.search import make_strategy
+    return make_strategy(name, space, seed=seed)
+
+
+def run_one(problem: TabularProblem, strategy: str, seed: int, budget: int) -> dict:
+    """One tuning run: the objective values in evaluation order (nan when failed) and the
+    seconds spent suggesting each configuration."""
+    from perfjax.tuning import tune
+
+    values, suggest = [], []
+
+    def record(progress) -> None:
+        values.append(progress.value if progress.valid else math.nan)
+        suggest.append(progress.suggest_seconds)
+
+    tune(problem.space, problem.objective, strategy=make_baseline(strategy, problem.space, seed),
+         budget=budget, callback=record)
+    return {"values": values, "suggest_seconds": suggest}
+
+
+def quality(values: Sequence[float], best: float, budget: int) -> float:
+    """best / (best valid value among the first ``budget`` evaluations); 0 if none is valid."""
+    head = np.asarray(values[:budget], dtype=float)
+    head = head[np.isfinite(head)]
+    return float(best / head.min()) if len(head) else 0.0
+
+
+def benchmark(path: str | Path, strategies: Sequence[str] = STRATEGIES, seeds: int = 10,
+              budget: int = 60, budgets: Sequence[int] = DEFAULT_BUDGETS, progress=None) -> dict:
+    """Run every strategy for ``seeds`` seeds on one table; the JSON report of the protocol.
+
+    ``seconds_per_suggestion`` is the mean time of the last 10 suggestions of each run (the
+    latency with close to ``budget`` observations), median over seeds.
+    """
+    problem = load_table(path)
+    budgets = [b for b in budgets if b <= budget] or [budget]
+    report: dict[str, Any] = {"table": problem.name, "strategies": {}}
+    for name in strategies:
+        runs = []
+        for seed in range(seeds):
+            started = time.perf_counter()
+            runs.append(run_one(problem, name, seed, budget))
+            if progress is not None:
+                progress(name, seed, time.perf_counter() - started)
+        report["strategies"][name] = {
+            "quality": {str(b): float(np.median([quality(r["values"], problem.best, b) for r in runs]))
+                        for b in budgets},
+            "seconds_per_suggestion": float(np.median([np.mean(r["suggest_seconds"][-10:])
+                                                       for r in runs])),
+        }
+    return report
+
+
+__all__ = ["TabularProblem", "load_table", "OptunaTPE", "run_one", "quality", "benchmark"]

@@ -1,0 +1,271 @@
+"""Bayesian optimization over typed, constrained spaces (BaCO-class, without enumerating anything).
+
+One suggestion:
+
+1. initial design: the default configuration first (when feasible), then feasible random points
+   chosen for spread (each the farthest, in feature space, of a few random draws);
+2. a GP on log-transformed, standardized valid values (permutation-aware kernel), optionally on
+   top of a cost model's predictions as prior mean; a feasibility classifier on every outcome;
+3. acquisition = EI (or a UCB-style optimistic improvement) x P(feasible) x prior^(beta/n)
+   (pi-BO user priors), evaluated on >= 10,000 feasible random candidates plus the neighbours of
+   the best observations, then improved by local search in the constrained neighbourhood
+   (``Space.neighbors``) from the best few;
+4. for q > 1, kriging believer: the chosen point joins the data with its predicted mean and the
+   next one is chosen against that.
+
+Configurations already evaluated (or already suggested) are never suggested again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from scipy.stats import norm
+
+from perfjax.errors import SpaceError
+from perfjax.schedulers.base import batch_to_configs, check_count, check_tell, plain_config
+from perfjax.surrogates.feasibility import FeasibilityClassifier
+from perfjax.surrogates.gp import PERMUTATION_KERNELS, GaussianProcess, feature_layout, features
+
+ACQUISITIONS = ("ei", "ucb")
+
+
+class BayesOpt:
+    """Bayesian optimization strategy (``ask``/``tell``; minimizes).
+
+    ``prior_mean``: callable taking a struct-of-arrays batch and returning the predicted objective
+    per row (any perfjax cost model), used as the GP's prior mean. ``prior``: callable taking a
+    batch and returning a (relative) probability per row that it is good, on top of the space's
+    own parameter priors; both enter the acquisition as pi-BO's prior^(prior_weight / n).
+    """
+
+    def __init__(self, space, *, seed: int = 0, initial: int | None = None,
+                 acquisition: str = "ei", ucb_beta: float = 2.0, candidates: int = 10_000,
+                 permutation_kernel: str | None = None,
+                 prior_mean: Callable[[Mapping[str, Any]], Any] | None = None,
+                 prior: Callable[[Mapping[str, Any]], Any] | None = None,
+                 prior_weight: float = 10.0, local_search_starts: int = 8,
+                 local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 120):
+        if acquisition not in ACQUISITIONS:
+            raise SpaceError(f"unknown acquisition {acquisition!r} (known: {', '.join(ACQUISITIONS)})")
+        perms = [p for p in space.params.values() if p.kind == "permutation"]
+        kernel = permutation_kernel or (perms[0].parametrization if perms else "spearman")
+        kernel = "hamming" if kernel == "naive" else kernel
+        if kernel not in PERMUTATION_KERNELS:
+            raise SpaceError(f"unknown permutation kernel {kernel!r} "
+                             f"(known: {', '.join(PERMUTATION_KERNELS)})")
+        self.space = space
+        self.permutation_kernel = kernel
+        self.layout = feature_layout(space, kernel)
+        self.initial = initial if initial is not None else min(10, max(len(space.names) + 1, 5))
+        self.acquisition = acquisition
+        self.ucb_beta = ucb_beta
+        self.candidates = candidates
+        self.prior_mean = prior_mean
+        self.prior = prior
+        self.prior_weight = prior_weight
+        self.local_search_starts = local_search_starts
+        self.local_search_steps = local_search_steps
+        self._rng = np.random.default_rng(seed)
+        self._gp = GaussianProcess(self.layout, restarts=gp_restarts, steps=gp_steps, seed=seed)
+        self._feasibility = FeasibilityClassifier()
+        self._columns: dict[str, list] = {n: [] for n in space.names}  # told configurations
+        self._values: list[float] = []
+        self._valid: list[bool] = []
+        self._seen: set[bytes] = set()
+        self._default_tried = False
+        self._has_param_prior = any(
+            p.prior is not None for p in space.params.values() if p.kind != "permutation")
+
+    # -------------------------------------------------------------------------- protocol
+    def tell(self, configs: list[dict], results: list[dict]) -> None:
+        pairs = check_tell(configs, results)
+        if not configs:
+            return
+        batch = self.space.from_dicts([plain_config(self.space, c) for c in configs])
+        for name in self.space.names:
+            self._columns[name].extend(np.asarray(batch[name]))
+        for value, valid in pairs:
+            self._values.append(value)
+            self._valid.append(valid)
+        self._seen.update(self._row_keys(batch))
+
+    def ask(self, n: int) -> list[dict]:
+        n = check_count(n)
+        chosen: list[dict] = []  # struct-of-arrays rows, one per suggestion
+        model_ready = False
+        for _ in range(n):
+            told = len(self._values) + len(chosen)
+            if told < self.initial or not any(self._valid):
+                row = self._design_point(chosen)
+            else:
+                if not model_ready:
+                    self._fit_models()
+                    model_ready = True
+                elif chosen:
+                    self._believe(chosen[-1])
+                row = self._optimize_acquisition()
+            self._seen.update(self._row_keys(row))
+            chosen.append(row)
+        merged = {k: np.concatenate([np.asarray(r[k]) for r in chosen]) for k in self.space.names}
+        return batch_to_configs(self.space, merged)
+
+    # -------------------------------------------------------------------------- helpers
+    def _row_keys(self, batch: Mapping[str, Any]) -> list[bytes]:
+        """One bytes key per row (for de-duplication without building dicts)."""
+        cols = [np.asarray(batch[n], dtype=float).reshape(len(np.asarray(batch[n])), -1)
+                for n in self.space.names]
+        matrix = np.ascontiguousarray(np.concatenate(cols, axis=1))
+        return [row.tobytes() for row in matrix]
+
+    def _unseen(self, batch: Mapping[str, Any]) -> np.ndarray:
+        return np.asarray([k not in self._seen for k in self._row_keys(batch)], dtype=bool)
+
+    def _sample(self, count: int) -> dict:
+        seed = int(self._rng.integers(0, 2**31 - 1))
+        return {k: np.asarray(v) for k, v in self.space.sample(count, seed=seed).items()}
+
+    def _told_batch(self) -> dict:
+        return {n: np.asarray(self._columns[n]) for n in self.space.names}
+
+    def _design_point(self, chosen: list[dict]) -> dict:
+        if not self._default_tried:
+            self._default_tried = True
+            default = self.space.default_batch()
+            default = {k: np.asarray(v) for k, v in default.items()}
+            if bool(np.asarray(self.space.feasible(default))[0]) and self._unseen(default)[0]:
+                return default
+        pool = self._sample(64)
+        keep = self._unseen(pool)
+        if not keep.any():
+            pool = self._sample(1024)
+            keep = self._unseen(pool)
+            if not keep.any():  # every draw seen: a tiny, nearly exhausted space
+                return {k: v[:1] for k, v in pool.items()}
+        pool = {k: v[keep] for k, v in pool.items()}
+        existing = [self._told_batch()] if self._values else []
+        existing += chosen
+        if not existing:
+            return {k: v[:1] for k, v in pool.items()}
+        x_pool = features(self.space, pool, self.permutation_kernel)
+        x_old = np.concatenate([features(self.space, b, self.permutation_kernel) for b in existing])
+        # Maximin: the pool point farthest from everything chosen so far spreads the design.
+        distance = ((x_pool[:, None, :] - x_old[None, :, :]) ** 2).sum(-1).min(axis=1)
+        best = int(np.argmax(distance))
+        return {k: v[best:best + 1] for k, v in pool.items()}
+
+    def _fit_models(self) -> None:
+        told = self._told_batch()
+        x_all = features(self.space, told, self.permutation_kernel)
+        valid = np.asarray(self._valid)
+        values = np.asarray(self._values)
+        self._x_valid, self._y_valid = x_all[valid], values[valid]
+        self._prior_valid = (None if self.prior_mean is None else
+                             self._prior_mean_values({k: v[valid] for k, v in told.items()}))
+        self._gp.fit(self._x_valid, self._y_valid, prior=self._prior_valid, refit=True)
+        self._best_z = float(np.min(self._gp.transform(self._y_valid)))
+        self._use_feasibility = not valid.all()
+        if self._use_feasibility:
+            self._feasibility.fit(x_all, valid)
+        self._incumbents = {k: v[valid][np.argsort(values[valid])[:4]] for k, v in told.items()}
+
+    def _believe(self, row: Mapping[str, Any]) -> None:
+        """Kriging believer: pretend the last suggestion returned the model's mean there."""
+        x = features(self.space, row, self.permutation_kernel)
+        prior = None if self.prior_mean is None else self._prior_mean_values(row)
+        mean, _ = self._gp.predict(x, prior=prior)
+        self._x_valid = np.concatenate([self._x_valid, x])
+        self._y_valid = np.concatenate([self._y_valid, self._gp.untransform(mean)])
+        if prior is not None:
+            self._prior_valid = np.concatenate([self._prior_valid, prior])
+        self._gp.fit(self._x_valid, self._y_valid, prior=self._prior_valid, refit=False)
+
+    def _prior_mean_values(self, batch: Mapping[str, Any]) -> np.ndarray:
+        values = np.asarray(self.prior_mean({k: np.asarray(v) for k, v in batch.items()}), dtype=float)
+        n = len(np.asarray(batch[self.space.names[0]]))
+        if values.shape != (n,) or not np.isfinite(values).all():
+            raise SpaceError(f"prior_mean must return {n} finite values for a batch of {n} "
+                             f"configurations, got shape {values.shape}")
+        return values
+
+    def _log_prior(self, batch: Mapping[str, Any]) -> np.ndarray:
+        n = len(np.asarray(batch[self.space.names[0]]))
+        out = np.zeros(n)
+        if self._has_param_prior:
+            for name, param in self.space.params.items():
+                weights = None if param.prior is None else param.prior_weights()
+                if weights is not None:
+                    idx = np.searchsorted(param.values_array(), np.asarray(batch[name]))
+                    out += np.log(np.maximum(weights[np.clip(idx, 0, len(weights) - 1)] * len(weights),
+                                             1e-300))
+        if self.prior is not None:
+            user = np.asarray(self.prior({k: np.asarray(v) for k, v in batch.items()}), dtype=float)
+            if user.shape != (n,):
+                raise SpaceError(f"prior must return one probability per configuration, got shape "
+                                 f"{user.shape} for {n}")
+            out += np.log(np.maximum(user, 1e-300))
+        return out
+
+    def _score(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """log acquisition per row (higher is better)."""
+        x = features(self.space, batch, self.permutation_kernel)
+        prior = None if self.prior_mean is None else self._prior_mean_values(batch)
+        mean, var = self._gp.predict(x, prior=prior)
+        sd = np.sqrt(var)
+        if self.acquisition == "ei":
+            u = (self._best_z - mean) / sd
+            # log EI, with the asymptotic form where EI underflows (u << 0)
+            ei = sd * (u * norm.cdf(u) + norm.pdf(u))
+            score = np.where(u > -30, np.log(np.maximum(ei, 1e-300)),
+                             np.log(sd) - 0.5 * u * u - np.log(u * u) - 0.5 * math.log(2 * math.pi))
+        else:
+            gain = self._best_z - (mean - self.ucb_beta * sd)
+            score = np.log(np.logaddexp(0.0, gain * 4.0) / 4.0 + 1e-300)  # softplus: positive
+        if self._use_feasibility:
+            score = score + np.log(np.maximum(self._feasibility.predict(x), 1e-300))
+        if self._has_param_prior or self.prior is not None:
+            score = score + self.prior_weight / max(len(self._values), 1) * self._log_prior(batch)
+        return score
+
+    def _optimize_acquisition(self) -> dict:
+        pool = self._sample(self.candidates)
+        near, _ = self.space.neighbors(self._incumbents, feasible_only=True)
+        pool = {k: np.concatenate([pool[k], np.asarray(near[k])]) for k in self.space.names}
+        keep = self._unseen(pool)
+        if not keep.any():
+            return self._design_point([])
+        pool = {k: v[keep] for k, v in pool.items()}
+        score = self._score(pool)
+        top = np.argsort(-score)[:self.local_search_starts]
+        current = {k: v[top] for k, v in pool.items()}
+        current_score = score[top]
+        # Local search: each start moves to its best unseen feasible neighbour while that helps.
+        for _ in range(self.local_search_steps):
+            near, parent = self.space.neighbors(current, feasible_only=True)
+            parent = np.asarray(parent)
+            if not len(parent):
+                break
+            near = {k: np.asarray(v) for k, v in near.items()}
+            fresh = self._unseen(near)
+            if not fresh.any():
+                break
+            near, parent = {k: v[fresh] for k, v in near.items()}, parent[fresh]
+            near_score = self._score(near)
+            improved = False
+            for row in np.unique(parent):
+                mine = np.nonzero(parent == row)[0]
+                j = mine[np.argmax(near_score[mine])]
+                if near_score[j] > current_score[row] + 1e-12:
+                    for k in self.space.names:
+                        current[k][row] = near[k][j]
+                    current_score[row] = near_score[j]
+                    improved = True
+            if not improved:
+                break
+        best = int(np.argmax(current_score))
+        return {k: v[best:best + 1] for k, v in current.items()}
+
+
+__all__ = ["BayesOpt", "ACQUISITIONS"]

@@ -1,0 +1,341 @@
+"""Exact Gaussian-process surrogate over a Space's features, with permutation-aware kernels.
+
+Kernel: ``amplitude * Matern52(ARD over numeric features) * prod_p exp(-scale_p * d_p)`` where each
+permutation parameter p contributes a distance d_p in [0, 1] that is one of
+
+* ``spearman``: squared distance of the items' positions (Spearman's footrule squared, normalized),
+* ``kendall``: the fraction of discordant item pairs (the Mallows kernel),
+* ``hamming``: the fraction of positions holding different items.
+
+Each is exp(-scale * c * ||a - b||^2) over the group's feature vector (positions, pairwise-order
+bits or one-hot positions), hence positive definite. Ordinals are encoded by rank in [0, 1],
+integers and reals in [0, 1] (log scale where asked), categoricals one-hot.
+
+Hyperparameters maximize the log marginal likelihood plus gamma log-priors on the lengthscales,
+permutation scales, amplitude and noise (Adam from several starts, vmapped, in one jit).
+Observations are padded to a bucket size (16, 32, 64, ...) with a mask so a growing data set
+reuses a few compiled functions. Linear algebra is a plain Cholesky: at n <= a few hundred a
+library GP (tinygp) adds a dependency but no solver we need, and masking padded rows is simpler
+by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from perfjax.errors import SpaceError
+
+PERMUTATION_KERNELS = ("spearman", "kendall", "hamming")
+JITTER = 1e-8
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Which feature columns are numeric (Matern ARD) and which belong to each permutation."""
+
+    numeric: int                                    # columns [0, numeric) are numeric
+    permutations: tuple[tuple[int, int, float], ...]  # (start, stop, normalizer) per permutation
+
+    @property
+    def width(self) -> int:
+        return self.permutations[-1][1] if self.permutations else self.numeric
+
+
+def feature_layout(space, permutation_kernel: str = "spearman") -> FeatureLayout:
+    """The layout of :func:`features` for ``space``."""
+    if permutation_kernel not in PERMUTATION_KERNELS:
+        raise SpaceError(f"unknown permutation kernel {permutation_kernel!r} "
+                         f"(known: {', '.join(PERMUTATION_KERNELS)})")
+    numeric = 0
+    for param in space.params.values():
+        if param.kind == "categorical":
+            numeric += len(param.values)
+        elif param.kind != "permutation":
+            numeric += 1
+    perms, start = [], numeric
+    for param in space.params.values():
+        if param.kind != "permutation":
+            continue
+        n = param.n
+        width, norm = {
+            # max sum of squared normalized position differences is n(n^2-1)/(3(n-1)^2)
+            "spearman": (n, 3.0 * max(n - 1, 1) ** 2 / max(n * (n * n - 1), 1)),
+            "kendall": (n * (n - 1) // 2, 1.0 / max(n * (n - 1) // 2, 1)),
+            "hamming": (n * n, 0.5 / n),
+        }[permutation_kernel]
+        perms.append((start, start + width, norm))
+        start += width
+    return FeatureLayout(numeric, tuple(perms))
+
+
+def features(space, batch: Mapping[str, Any], permutation_kernel: str = "spearman") -> np.ndarray:
+    """Feature matrix [N, F] (numeric columns first, then each permutation's block)."""
+    numeric, perms = [], []
+    for name, param in space.params.items():
+        column = np.asarray(batch[name])
+        if param.kind == "ordinal":
+            k = len(param.values)
+            numeric.append(np.searchsorted(param.values_array(), column) / max(k - 1, 1))
+        elif param.kind == "categorical":
+            numeric.extend(np.eye(len(param.values))[column.astype(np.int64)].T)
+        elif param.kind == "permutation":
+            n = param.n
+            position = np.argsort(column, axis=1)
+            if permutation_kernel == "spearman":
+                perms.append(position / max(n - 1, 1))
+            elif permutation_kernel == "kendall":
+                i, j = np.triu_indices(n, k=1)
+                perms.append((position[:, i] < position[:, j]).astype(float))
+            else:
+                perms.append(np.eye(n)[position].reshape(len(column), n * n))
+        else:
+            lo, hi = param.bounds()
+            x = column.astype(float)
+            if getattr(param, "log", False):
+                x, lo, hi = np.log(x), math.log(lo), math.log(hi)
+            numeric.append((x - lo) / (hi - lo) if hi > lo else np.zeros_like(x))
+    n = len(np.asarray(batch[space.names[0]]))
+    cols = [np.asarray(c, dtype=float).reshape(n, -1) for c in numeric] + perms
+    return np.concatenate(cols, axis=1) if cols else np.zeros((n, 0))
+
+
+class GPParams(NamedTuple):
+    """Unconstrained (log) hyperparameters."""
+
+    log_amplitude: jax.Array
+    log_lengthscales: jax.Array   # [numeric features]
+    log_scales: jax.Array         # [permutations]
+    log_noise: jax.Array
+
+
+# Gamma priors (concentration, rate): lengthscales on the unit cube ~ mean 0.5 (as BoTorch);
+# permutation scales mean 3 (a full reversal decorrelates to ~5%); amplitude and noise variance
+# of standardized outputs as BoTorch's defaults.
+LENGTHSCALE_PRIOR = (3.0, 6.0)
+SCALE_PRIOR = (2.0, 0.67)
+AMPLITUDE_PRIOR = (2.0, 0.15)
+NOISE_PRIOR = (1.1, 0.05)
+MIN_NOISE = 1e-6
+
+
+def _gamma_logpdf(x: jax.Array, prior: tuple[float, float]) -> jax.Array:
+    a, b = prior
+    return a * math.log(b) - math.lgamma(a) + (a - 1) * jnp.log(x) - b * x
+
+
+def kernel_matrix(layout: FeatureLayout, params: GPParams, xa: jax.Array, xb: jax.Array) -> jax.Array:
+    """Covariance between feature rows ``xa`` [A, F] and ``xb`` [B, F] (no noise)."""
+    out = jnp.exp(params.log_amplitude) * jnp.ones((xa.shape[0], xb.shape[0]))
+    if layout.numeric:
+        ls = jnp.exp(params.log_lengthscales)
+        a, b = xa[:, :layout.numeric] / ls, xb[:, :layout.numeric] / ls
+        r2 = jnp.maximum(jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None, :] - 2 * a @ b.T, 0.0)
+        r = jnp.sqrt(r2 + 1e-30) * math.sqrt(5.0)
+        out = out * (1.0 + r + r * r / 3.0) * jnp.exp(-r)
+    for p, (start, stop, norm) in enumerate(layout.permutations):
+        a, b = xa[:, start:stop], xb[:, start:stop]
+        d2 = jnp.maximum(jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None, :] - 2 * a @ b.T, 0.0)
+        out = out * jnp.exp(-jnp.exp(params.log_scales[p]) * norm * d2)
+    return out
+
+
+def _masked_cholesky(layout, params, x, mask):
+    """Cholesky factor of K + noise I over the observed rows; padded rows are identity."""
+    noise = jnp.exp(params.log_noise) + MIN_NOISE
+    k = kernel_matrix(layout, params, x, x) * (mask[:, None] * mask[None, :])
+    k = k + jnp.diag(jnp.where(mask, noise + JITTER, 1.0))
+    return jnp.linalg.cholesky(k)
+
+
+def log_marginal_likelihood(layout, params, x, y, mask) -> jax.Array:
+    """log p(y | x, params) over the rows where ``mask`` is set (``y`` is the residual after the
+    mean; padded entries must be 0)."""
+    chol = _masked_cholesky(layout, params, x, mask)
+    alpha = jax.scipy.linalg.cho_solve((chol, True), y)
+    n = jnp.sum(mask)
+    return (-0.5 * y @ alpha - jnp.sum(jnp.log(jnp.diag(chol)))
+            - 0.5 * n * math.log(2 * math.pi))
+
+
+def log_prior(params: GPParams) -> jax.Array:
+    return (jnp.sum(_gamma_logpdf(jnp.exp(params.log_lengthscales), LENGTHSCALE_PRIOR))
+            + jnp.sum(_gamma_logpdf(jnp.exp(params.log_scales), SCALE_PRIOR))
+            + _gamma_logpdf(jnp.exp(params.log_amplitude), AMPLITUDE_PRIOR)
+            + _gamma_logpdf(jnp.exp(params.log_noise), NOISE_PRIOR))
+
+
+def _sample_from_priors(layout: FeatureLayout, key: jax.Array) -> GPParams:
+    ks = jax.random.split(key, 4)
+
+    def draw(k, prior, shape):
+        a, b = prior
+        return jnp.log(jax.random.gamma(k, a, shape) / b)
+
+    return GPParams(draw(ks[0], AMPLITUDE_PRIOR, ()), draw(ks[1], LENGTHSCALE_PRIOR, (layout.numeric,)),
+                    draw(ks[2], SCALE_PRIOR, (len(layout.permutations),)),
+                    draw(ks[3], NOISE_PRIOR, ()))
+
+
+@partial(jax.jit, static_argnums=(0, 5, 6))
+def _fit(layout, x, y, mask, starts: GPParams, steps: int, learning_rate: float) -> GPParams:
+    """Maximize mll + log prior from every start (leading axis of ``starts``); the best wins."""
+    def loss(params):
+        value = -(log_marginal_likelihood(layout, params, x, y, mask) + log_prior(params))
+        return jnp.where(jnp.isfinite(value), value, 1e10)
+
+    optimizer = optax.adam(learning_rate)
+
+    def run(start):
+        def step(state, _):
+            params, opt_state = state
+            value, grad = jax.value_and_grad(loss)(params)
+            grad = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
+            updates, opt_state = optimizer.update(grad, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            # keep hyperparameters in a sane box (guards against a diverging start)
+            params = jax.tree_util.tree_map(lambda p: jnp.clip(p, -12.0, 8.0), params)
+            return (params, opt_state), value
+        (params, _), _ = jax.lax.scan(step, (start, optimizer.init(start)), None, length=steps)
+        return params, loss(params)
+
+    fitted, losses = jax.vmap(run)(starts)
+    best = jnp.argmin(losses)
+    return jax.tree_util.tree_map(lambda p: p[best], fitted)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _posterior_state(layout, params, x, y, mask):
+    chol = _masked_cholesky(layout, params, x, mask)
+    return chol, jax.scipy.linalg.cho_solve((chol, True), y)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _predict(layout, params, x, mask, chol, alpha, xq):
+    kq = kernel_matrix(layout, params, xq, x) * mask[None, :]
+    mean = kq @ alpha
+    v = jax.scipy.linalg.solve_triangular(chol, kq.T, lower=True)
+    var = jnp.exp(params.log_amplitude) - jnp.sum(v * v, axis=0)
+    return mean, jnp.maximum(var, 1e-12)
+
+
+def bucket(n: int, smallest: int = 16) -> int:
+    """The padded size for ``n`` rows: the next power of two, at least ``smallest``."""
+    return max(smallest, 1 << max(n - 1, 0).bit_length())
+
+
+class GaussianProcess:
+    """Exact GP regression on feature rows, with optional output log transform and prior mean.
+
+    >>> gp = GaussianProcess(layout).fit(x, y)          # y raw objective values
+    >>> mean, var = gp.predict(xq)                        # in the transformed (standardized) scale
+
+    ``log_outputs`` ("auto": when every y > 0) models log(y); outputs are then standardized.
+    A prior mean (e.g. a perfjax cost model's predictions, in the objective's raw units) is
+    given as values: ``fit(x, y, prior=m(x))`` and ``predict(xq, prior=m(xq))``; the GP models
+    the residual after an affine fit of the transformed prior mean to the data (a cost model
+    that is right up to a factor still helps).
+    """
+
+    def __init__(self, layout: FeatureLayout, *, log_outputs: bool | str = "auto",
+                 restarts: int = 4, steps: int = 120, learning_rate: float = 0.08, seed: int = 0):
+        self.layout = layout
+        self.log_outputs = log_outputs
+        self.restarts = restarts
+        self.steps = steps
+        self.learning_rate = learning_rate
+        self._key = jax.random.PRNGKey(seed)
+        self.params: GPParams | None = None
+
+    # output transform --------------------------------------------------------------------
+    def transform(self, y: np.ndarray) -> np.ndarray:
+        """Raw values -> the standardized scale the GP models."""
+        y = np.asarray(y, dtype=float)
+        return ((np.log(y) if self._log else y) - self._shift) / self._scale
+
+    def untransform(self, z: np.ndarray) -> np.ndarray:
+        """The standardized scale -> raw values."""
+        t = np.asarray(z, dtype=float) * self._scale + self._shift
+        return np.exp(t) if self._log else t
+
+    def _prior_transformed(self, prior: np.ndarray | None, n: int) -> np.ndarray:
+        if prior is None or self._mean_slope is None:
+            return np.zeros(n)
+        raw = np.asarray(prior, dtype=float).reshape(n)
+        if self._log:
+            raw = np.log(np.maximum(raw, 1e-300))
+        return self._mean_slope * ((raw - self._shift) / self._scale) + self._mean_offset
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, prior: np.ndarray | None = None,
+            refit: bool = True) -> "GaussianProcess":
+        """Condition on rows ``x`` [n, F] with raw values ``y`` [n] (and raw prior-mean values
+        ``prior`` [n]); ``refit`` re-optimizes the hyperparameters (warm-started from the last
+        fit), else only the data change."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        if len(x) == 0 or len(x) != len(y) or not np.isfinite(y).all():
+            raise SpaceError(f"GP fit needs matching non-empty finite data, got {len(x)} rows and "
+                             f"{len(y)} values")
+        self._log = bool(self.log_outputs is True or (self.log_outputs == "auto" and (y > 0).all()))
+        t = np.log(y) if self._log else y
+        self._shift, self._scale = float(t.mean()), float(t.std()) or 1.0
+        z = (t - self._shift) / self._scale
+        self._mean_slope, self._mean_offset = None, 0.0
+        if prior is not None:
+            raw = np.asarray(prior, dtype=float).reshape(len(x))
+            m = ((np.log(np.maximum(raw, 1e-300)) if self._log else raw) - self._shift) / self._scale
+            if len(x) >= 2 and m.std() > 0:  # affine calibration: the model may be off by a factor
+                slope = float(np.cov(m, z, bias=True)[0, 1] / m.var())
+                self._mean_slope = max(slope, 0.0)
+            else:
+                self._mean_slope = 1.0
+            self._mean_offset = float(np.mean(z - self._mean_slope * m))
+        residual = z - self._prior_transformed(prior, len(x))
+        size = bucket(len(x))
+        self._n = len(x)
+        self._x = np.zeros((size, self.layout.width))
+        self._x[:len(x)] = x
+        self._mask = np.zeros(size, dtype=bool)
+        self._mask[:len(x)] = True
+        self._y = np.zeros(size)
+        self._y[:len(x)] = residual
+        if refit or self.params is None:
+            self._key, key = jax.random.split(self._key)
+            starts = jax.vmap(lambda k: _sample_from_priors(self.layout, k))(
+                jax.random.split(key, self.restarts))
+            if self.params is not None:  # warm start: the last optimum is one of the starts
+                starts = jax.tree_util.tree_map(lambda s, p: s.at[0].set(p), starts, self.params)
+            self.params = _fit(self.layout, self._x, self._y, self._mask, starts, self.steps,
+                               self.learning_rate)
+        self._chol, self._alpha = _posterior_state(self.layout, self.params, self._x, self._y,
+                                                   self._mask)
+        return self
+
+    def predict(self, xq: np.ndarray, *, prior: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and variance of the standardized output at rows ``xq`` (padded
+        internally to a power of two so candidate batches of any size reuse compilations);
+        ``prior`` holds the raw prior-mean values at ``xq`` when the fit had a prior."""
+        xq = np.asarray(xq, dtype=float)
+        size = bucket(len(xq), 256)
+        padded = np.zeros((size, self.layout.width))
+        padded[:len(xq)] = xq
+        mean, var = _predict(self.layout, self.params, self._x, self._mask, self._chol,
+                             self._alpha, padded)
+        mean = np.asarray(mean)[:len(xq)] + self._prior_transformed(prior, len(xq))
+        return mean, np.asarray(var)[:len(xq)]
+
+    @property
+    def noise(self) -> float:
+        return float(np.exp(self.params.log_noise) + MIN_NOISE)
+
+
+__all__ = ["GaussianProcess", "GPParams", "FeatureLayout", "feature_layout", "features",
+           "kernel_matrix", "log_marginal_likelihood", "PERMUTATION_KERNELS", "bucket"]
