@@ -111,6 +111,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                description="An end-to-end tour of perfjax on built-in workloads "
                                "that need no downloaded data.")
     demo.add_argument("--seed", type=int, default=0)
+
+    from perfjax import cli_tune
+    cli_tune.register(commands)
     return parser
 
 
@@ -233,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.validate_command is None:
                 parser.parse_args(["validate", "--help"])
             return _validate_balance(args)
+        if args.command == "tune":
+            from perfjax.cli_tune import run
+            return run(args)
         if args.command == "demo":
             from perfjax.demo import run_demo
             return run_demo(seed=args.seed)

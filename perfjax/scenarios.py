@@ -8,6 +8,7 @@ has.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from perfjax.errors import SpaceError
@@ -111,7 +112,51 @@ def _rise_mm() -> dict:
     }
 
 
-BUILTIN = {"taco-spmm": _taco_spmm, "taco-mttkrp7": _taco_mttkrp7, "rise-mm": _rise_mm}
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def _kernel(kernel: str) -> dict:
+    # perfjax's own generated C kernels (perfjax.bench.kernel_tuning runs them). Threads go one
+    # step past the cores so a tuner can learn that oversubscription hurts. SpMM / SDDMM loops
+    # [i0, i1, k, j0, j1]: i split by chunk_size, j (the dense K loop) by unroll_factor; k inside
+    # i1 inside i0 (outermost, the parallel loop), j0 outside j1. An explicit partition fixes
+    # each worker's rows, so the j loops stay inside the row loop and the OpenMP kind is moot.
+    cores = _cores()
+    params = {
+        "chunk_size": _ordinal(_POW2[:10], 16),
+        "unroll_factor": _ordinal([1, 2, 4, 8], 1 if kernel == "spmv" else 8),
+        "omp_chunk_size": _ordinal(_POW2[:9], 1),
+        "omp_num_threads": _ordinal([*range(1, cores + 1), 2 * cores], cores, log=False),
+        "omp_scheduling_type": {"parameter_type": "categorical",
+                                "values": ["static", "dynamic", "guided"],
+                                "parameter_default": "static"},
+        "partition": {"parameter_type": "categorical",
+                      "values": ["omp", "row_blocks", "static_chunks", "dynamic_chunks",
+                                 "nnz_split", "merge_path"],
+                      "parameter_default": "omp",
+                      "constraints": ["(partition == 'omp') | (omp_scheduling_type == 'static')"]},
+    }
+    if kernel != "spmv":  # CSR SpMV has one legal order (i0 i1 k): no permutation
+        params["permutation"] = {
+            "parameter_type": "permutation", "values": [5], "parameter_default": [0, 1, 2, 3, 4],
+            "parametrization": "spearman",
+            "constraints": ["(permutation_i0 < permutation_i1) & (permutation_i1 < permutation_i2)"
+                            " & (permutation_i3 < permutation_i4) & "
+                            "(permutation_i0 < permutation_i3)"]}
+        params["partition"]["constraints"].append(
+            "(partition == 'omp') | (permutation_i1 < permutation_i3)")
+    return {"application_name": f"kernel-{kernel}", "optimization_objectives": ["compute_time"],
+            "input_parameters": params}
+
+
+BUILTIN = {"taco-spmm": _taco_spmm, "taco-mttkrp7": _taco_mttkrp7, "rise-mm": _rise_mm,
+           "kernel-spmm": lambda: _kernel("spmm"), "kernel-spmv": lambda: _kernel("spmv"),
+           "kernel-sddmm": lambda: _kernel("sddmm")}
 
 
 def scenario(name: str) -> dict:

@@ -1,0 +1,170 @@
+"""``perfjax tune SCENARIO --kernel spmm --matrix FILE --budget 60 --out DIR``: tune a generated
+C kernel's schedule on a real matrix.
+
+DIR receives the study (``study.jsonl``, append-only: rerunning with the same DIR resumes it and
+counts its evaluations against the budget), ``convergence.png`` (best time so far against the
+evaluation, the default schedule as a horizontal line) and ``summary.json`` (best and default
+configurations and times, speedup). A live progress line on stderr shows the evaluation, the
+best time so far and the time per evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+STUDY_FILE = "study.jsonl"
+PLOT_FILE = "convergence.png"
+SUMMARY_FILE = "summary.json"
+
+
+def register(commands: Any) -> None:
+    """Add the ``tune`` subcommand to the CLI's subparsers ``commands``."""
+    from perfjax.bench.kernel_tuning import DEFAULT_WIDTH, KERNELS
+    from perfjax.cli import _positive_int
+
+    tune = commands.add_parser(
+        "tune", help="tune a generated C kernel's schedule on a matrix (study, plot, summary)",
+        description="Tune the schedule of one of perfjax's generated C/OpenMP kernels on a "
+                    "MatrixMarket matrix. SCENARIO is a BaCO scenario file or builtin:NAME "
+                    "(kernel-spmm, kernel-spmv, kernel-sddmm); its parameters must be ones the "
+                    "kernel knows. DIR gets study.jsonl (rerun to resume), convergence.png and "
+                    "summary.json.")
+    tune.add_argument("scenario", metavar="SCENARIO")
+    tune.add_argument("--kernel", required=True, choices=KERNELS)
+    tune.add_argument("--matrix", required=True, metavar="FILE", help="MatrixMarket (.mtx) file")
+    tune.add_argument("--budget", type=_positive_int, default=60,
+                      help="evaluations, those of a resumed study included (default 60)")
+    tune.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    tune.add_argument("--strategy", default="bo", choices=("bo", "random"),
+                      help="search strategy (default bo)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--width", type=_positive_int, default=DEFAULT_WIDTH,
+                      help=f"K, columns of the dense operands of spmm / sddmm (default "
+                           f"{DEFAULT_WIDTH})")
+    tune.add_argument("--repeats", type=_positive_int, default=9,
+                      help="timed kernel repetitions per evaluation; the value is their median "
+                           "(default 9)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``perfjax tune``; bad input raises a PerfjaxError (the CLI prints one line, exit 2)."""
+    from tqdm import tqdm
+
+    from perfjax import scenarios, tune
+    from perfjax.bench.kernel_tuning import KernelObjective
+    from perfjax.errors import PerfjaxError
+
+    space = scenarios.resolve(args.scenario)
+    objective = KernelObjective(args.kernel, args.matrix, space=space, width=args.width,
+                                repeats=args.repeats, seed=args.seed)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PerfjaxError(f"--out {out}: cannot create the directory: "
+                           f"{exc.strerror or exc}") from None
+    default = objective(objective.default_config())
+    label = f"tune {args.kernel} {Path(args.matrix).stem}"
+    with tqdm(total=args.budget, desc=label, unit="eval", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        def progress(step) -> None:
+            best = "none valid yet" if step.best_config is None else \
+                f"best {step.best_value * 1e3:.4g} ms"
+            bar.n = step.evaluation
+            bar.set_postfix_str(f"{best}, last {step.seconds:.2f} s/eval", refresh=False)
+            bar.refresh()
+        result = tune(space, objective, strategy=args.strategy, budget=args.budget,
+                      study=out / STUDY_FILE, seed=args.seed, callback=progress)
+    summary = _summary(args, result, objective.default_config(), default)
+    _write(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    plot_convergence(result.records, default["value"] if default["valid"] else None,
+                     out / PLOT_FILE, title=f"{args.kernel} on {Path(args.matrix).name} "
+                                            f"({args.strategy}, seed {args.seed})")
+    best, base = summary["best_seconds"], summary["default_seconds"]
+    print(f"evaluations  {summary['evaluations']} ({summary['valid_evaluations']} valid)")
+    print(f"default      {_ms(base)}" + ("" if default["valid"] else
+                                         f" (failed: {default.get('error')})"))
+    print(f"best         {_ms(best)}  {json.dumps(summary['best_config'])}")
+    if summary["speedup"] is not None:
+        print(f"speedup      {summary['speedup']:.3g}x over the default schedule")
+    print(f"wrote        {out / STUDY_FILE}, {out / PLOT_FILE}, {out / SUMMARY_FILE}")
+    return 0
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.4g} ms"
+
+
+def _summary(args: argparse.Namespace, result, default_config: dict, default: dict) -> dict:
+    """What summary.json holds."""
+    valid = [r for r in result.records if r.valid]
+    failures = Counter(str(r.error).split(":")[0] for r in result.records if not r.valid)
+    best = result.best_value if result.best_config is not None else None
+    base = default["value"] if default["valid"] else None
+    return {
+        "kernel": args.kernel, "matrix": str(args.matrix), "scenario": args.scenario,
+        "strategy": args.strategy, "seed": args.seed, "budget": args.budget,
+        "width": args.width, "repeats": args.repeats,
+        "evaluations": len(result.records), "valid_evaluations": len(valid),
+        "failures": dict(failures.most_common(5)),
+        "best_config": result.best_config, "best_seconds": best,
+        "default_config": default_config, "default_seconds": base,
+        "default_error": None if default["valid"] else default.get("error"),
+        "speedup": base / best if best and base else None,
+        "study": result.study_path,
+    }
+
+
+def plot_convergence(records: list, default_seconds: float | None, path: Path,
+                     title: str = "") -> None:
+    """Write a PNG of every valid evaluation's time and the best so far (log scale, ms) against
+    the evaluation number, with the default schedule's time as a horizontal line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from perfjax.errors import PerfjaxError
+
+    steps = list(range(1, len(records) + 1))
+    values = [r.values.get("value", math.nan) * 1e3 if r.valid else math.nan for r in records]
+    best, running = [], math.inf
+    for value in values:
+        running = min(running, value) if math.isfinite(value) else running
+        best.append(running if math.isfinite(running) else math.nan)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(steps, values, "o", ms=3, alpha=0.4, color="tab:gray", label="evaluation")
+    ax.step(steps, best, where="post", color="tab:blue", label="best so far")
+    failed = [s for s, r in zip(steps, records) if not r.valid]
+    if failed:  # marked at the bottom of the plot: a failed run has no time
+        finite = [v for v in values if math.isfinite(v)] + \
+            ([default_seconds * 1e3] if default_seconds is not None else [])
+        low = min(finite, default=1.0)
+        ax.plot(failed, [low] * len(failed), "x", color="tab:red", label="failed")
+    if default_seconds is not None:
+        ax.axhline(default_seconds * 1e3, color="tab:orange", ls="--", label="default schedule")
+    ax.set_yscale("log")
+    ax.set_xlabel("evaluation")
+    ax.set_ylabel("kernel time (ms, median of repeats)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise PerfjaxError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
+def _write(path: Path, data: bytes) -> None:
+    from perfjax.errors import PerfjaxError
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise PerfjaxError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,246 @@
+"""Real-kernel tuning: SpMM / SDDMM loop orders against scipy / numpy, the kernel scenarios'
+legality constraints against a brute-force rule, the objective, and ``perfjax tune`` end to end."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+from kernels_c_common import EDGE_MATRICES, kernel_cache, needs_cc  # noqa: F401 (fixture)
+from perfjax import scenarios
+from perfjax.bench import kernel_tuning
+from perfjax.bench.kernel_tuning import KernelObjective
+from perfjax.cli import main
+from perfjax.errors import SpaceError
+from perfjax.kernels.c import KernelError, KernelSpec, OpSpec, sddmm, spmm
+from perfjax.schedulers.partition import partition
+from perfjax.space import Space
+from perfjax.workloads.sparse import powerlaw_rows
+
+pytestmark = needs_cc
+
+ALL_ORDERS = list(itertools.permutations(range(5)))  # items (i0, i1, k, j0, j1)
+
+
+def legal_by_hand(order, partition_mode: bool) -> bool:
+    """The rule written out: i0 first (the parallel loop), k after i1, j1 after j0, and with an
+    explicit partition both j loops after i1."""
+    at = {item: order.index(item) for item in range(5)}
+    ok = at[0] == 0 and at[1] < at[2] and at[3] < at[4]
+    return ok and (not partition_mode or at[1] < at[3])
+
+
+SCHEDULE_ORDERS = [o for o in ALL_ORDERS if legal_by_hand(o, False)]
+PARTITION_ORDERS = [o for o in ALL_ORDERS if legal_by_hand(o, True)]
+
+
+def _matrix() -> sp.csr_array:
+    """Skewed rows, empty rows and a K (13) that no unroll divides: every tail path runs."""
+    a = sp.csr_array(powerlaw_rows(90, 70, 700, seed=3))
+    dense = a.toarray()
+    dense[[0, 5, 6, 89]] = 0.0
+    return sp.csr_array(dense)
+
+
+def test_legal_orders_are_counted_and_illegal_ones_raise():
+    assert len(SCHEDULE_ORDERS) == 6 and len(PARTITION_ORDERS) == 3  # 4!/(2!2!) and 3!/2!
+    for order in ALL_ORDERS:
+        for schedule in ("static", None):
+            legal = legal_by_hand(order, schedule is None)
+            for make in (lambda: KernelSpec("spmm", 2, schedule, loop_order=order),
+                         lambda: OpSpec("sddmm", 2, schedule, loop_order=order)):
+                if legal:
+                    assert make().loop_order == order
+                else:
+                    with pytest.raises(KernelError, match="illegal"):
+                        make()
+    with pytest.raises(KernelError, match="loop_order applies"):
+        KernelSpec("spmv", loop_order=(0, 1, 2, 3, 4))
+    with pytest.raises(KernelError, match="permutation of 0..4"):
+        KernelSpec("spmm", schedule="static", loop_order=(0, 1, 2, 3, 3))
+
+
+@pytest.mark.parametrize("unroll", [1, 4])
+@pytest.mark.parametrize("order", SCHEDULE_ORDERS, ids=lambda o: "".join(map(str, o)))
+def test_spmm_and_sddmm_loop_orders_match_scipy_in_schedule_mode(order, unroll):
+    a = _matrix()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((a.shape[1], 13))
+    XR = rng.standard_normal((a.shape[0], 13))
+    m = spmm(a, X, schedule="dynamic", chunk=2, chunk_size=3, threads=2, unroll=unroll,
+             loop_order=order, instrument=True, check=False)
+    assert m.ok, m.reason
+    np.testing.assert_allclose(m.output, a @ X, rtol=1e-12, atol=1e-12)
+    # Counted per chunk, so every row and nonzero once whatever the loop order.
+    assert m.worker_rows.sum() == a.shape[0] and m.worker_nnz.sum() == a.nnz
+    s = sddmm(a, XR, X, schedule="static", chunk_size=4, threads=2, unroll=unroll,
+              loop_order=order, check=False)
+    assert s.ok, s.reason
+    rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+    expected = a.data * np.einsum("ij,ij->i", XR[rows], X[a.indices])
+    np.testing.assert_allclose(s.output, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", PARTITION_ORDERS, ids=lambda o: "".join(map(str, o)))
+@pytest.mark.parametrize("strategy", ["merge_path", "nnz_split"])
+def test_spmm_and_sddmm_loop_orders_match_scipy_in_partition_mode(order, strategy):
+    a = _matrix()
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((a.shape[1], 13))
+    XR = rng.standard_normal((a.shape[0], 13))
+    part = partition(strategy, a, 3)  # cuts rows: carries in SpMM, split rows in SDDMM
+    m = spmm(a, X, part, unroll=4, loop_order=order, check=False)
+    assert m.ok, m.reason
+    np.testing.assert_allclose(m.output, a @ X, rtol=1e-12, atol=1e-12)
+    s = sddmm(a, XR, X, part, unroll=4, loop_order=order, check=False)
+    assert s.ok, s.reason
+    rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+    np.testing.assert_allclose(s.output, a.data * np.einsum("ij,ij->i", XR[rows], X[a.indices]),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_loop_orders_on_edge_matrices():
+    for name, make in EDGE_MATRICES.items():
+        a = make()
+        X = np.random.default_rng(2).standard_normal((a.shape[1], 5))
+        for order in SCHEDULE_ORDERS:
+            m = spmm(a, X, schedule="guided", threads=2, unroll=2, loop_order=order, check=False)
+            assert m.ok, (name, order, m.reason)
+            np.testing.assert_allclose(m.output, a @ X, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["spmm", "sddmm"])
+def test_scenario_constraints_admit_exactly_the_legal_loop_orders(kernel):
+    space = kernel_tuning.space(kernel)
+    for part, legal in (("omp", SCHEDULE_ORDERS), ("merge_path", PARTITION_ORDERS)):
+        configs = [{**space.default(), "partition": part, "permutation": list(o)}
+                   for o in ALL_ORDERS]
+        feasible = np.asarray(space.feasible(space.from_dicts(configs)))
+        assert [o for o, ok in zip(ALL_ORDERS, feasible) if ok] == legal
+    # Every sampled configuration is one the kernel accepts (no illegal order reaches it).
+    for config in space.to_dicts(space.sample(200, seed=0)):
+        KernelSpec("spmm", config["unroll_factor"],
+                   None if config["partition"] != "omp" else config["omp_scheduling_type"],
+                   loop_order=tuple(config["permutation"]))
+
+
+def test_spmv_scenario_has_no_loop_order_and_threads_go_past_the_cores():
+    space = scenarios.load("kernel-spmv")
+    assert "permutation" not in space.names
+    threads = space.params["omp_num_threads"].values_array().tolist()
+    cores = scenarios._cores()
+    assert threads == [*range(1, cores + 1), 2 * cores]
+    assert space.default()["omp_num_threads"] == cores
+
+
+@pytest.fixture(scope="module")
+def small():
+    return sp.csr_array(powerlaw_rows(400, 300, 3000, seed=1))
+
+
+@pytest.mark.parametrize("kernel", ["spmm", "spmv", "sddmm"])
+def test_objective_times_the_default_and_a_sampled_schedule(small, kernel):
+    objective = KernelObjective(kernel, small, width=8, repeats=3)
+    for config in [objective.default_config(),
+                   *objective.space.to_dicts(objective.space.sample(2, seed=4))]:
+        result = objective(config)
+        assert result["valid"] is True, (config, result)
+        assert math.isfinite(result["value"]) and result["value"] > 0
+        assert result["best_seconds"] <= result["value"]
+
+
+def test_objective_marks_wrong_crashing_and_rejected_schedules_invalid(small, monkeypatch):
+    objective = KernelObjective("spmm", small, width=4, repeats=2)
+    config = objective.default_config()
+    import perfjax.kernels.c as kernels
+    real = kernels.spmm
+    for hook, words in (("wrong", "wrong answer"), ("segv", "SIGSEGV")):
+        monkeypatch.setattr(kernels, "spmm", functools.partial(real, _debug=hook))
+        result = objective(config)
+        assert result["valid"] is False and math.isnan(result["value"])
+        assert words in result["error"], result
+    monkeypatch.setattr(kernels, "spmm", real)
+    # More workers than the 3 rows there are: the partitioner refuses, the run goes on.
+    tiny = KernelObjective("spmm", sp.csr_array(np.eye(3)), width=2, repeats=1)
+    result = tiny({**config, "partition": "row_blocks", "omp_num_threads": 4})
+    assert result["valid"] is False and "workers=4" in result["error"]
+
+
+def test_user_scenarios_may_fix_parameters_but_not_invent_them(small, tmp_path):
+    subset = {"application_name": "mine", "input_parameters": {
+        "unroll_factor": {"parameter_type": "ordinal", "values": [2, 4], "parameter_default": 4},
+        "omp_num_threads": {"parameter_type": "ordinal", "values": [1], "parameter_default": 1},
+    }}
+    objective = KernelObjective("spmm", small, space=Space.from_baco_json(subset), width=4)
+    full = objective.full_config(objective.default_config())
+    assert full["unroll_factor"] == 4 and full["omp_num_threads"] == 1
+    assert full["chunk_size"] == 16 and full["permutation"] == [0, 1, 2, 3, 4]
+    assert objective(objective.default_config())["valid"]
+    with pytest.raises(SpaceError, match="omp_monotonic"):
+        KernelObjective("spmm", small, space=scenarios.load("taco-spmm"))
+    bad = {"application_name": "bad", "input_parameters": {
+        "unroll_factor": {"parameter_type": "ordinal", "values": [4, 16]}}}
+    with pytest.raises(SpaceError, match="unroll_factor has value"):
+        KernelObjective("spmm", small, space=Space.from_baco_json(bad))
+    with pytest.raises(SpaceError, match="unknown kernel 'spgemm'"):
+        KernelObjective("spgemm", small)
+
+
+def _study_values(path) -> list:
+    """Every evaluation's value in the study file, read as plain JSON lines."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(row["values"]["value"], row["valid"]) for row in rows if "config" in row]
+
+
+def test_cli_tune_writes_study_plot_summary_and_resumes(tmp_path, capsys):
+    matrix = tmp_path / "m.mtx"
+    scipy.io.mmwrite(matrix, powerlaw_rows(300, 300, 2400, seed=2))
+    out = tmp_path / "out"
+    args = ["tune", "builtin:kernel-spmm", "--kernel", "spmm", "--matrix", str(matrix),
+            "--budget", "4", "--out", str(out), "--strategy", "random", "--width", "4",
+            "--repeats", "3"]
+    assert main(args) == 0
+    assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = _study_values(out / "study.jsonl")
+    assert len(first) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    valid = [v for v, ok in first if ok]
+    assert summary["evaluations"] == 4 and summary["valid_evaluations"] == len(valid)
+    assert summary["best_seconds"] == min(valid)
+    assert summary["speedup"] == pytest.approx(summary["default_seconds"] / min(valid))
+    assert "speedup" in capsys.readouterr().out
+    assert main(args[:7] + ["6"] + args[8:]) == 0  # budget 6: resumes, 2 more evaluations
+    second = _study_values(out / "study.jsonl")
+    assert len(second) == 6 and second[:4] == first
+    assert json.loads((out / "summary.json").read_text())["evaluations"] == 6
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"--matrix": "missing.mtx"}, "missing.mtx"),
+    ({"--kernel": "spgemm"}, "invalid choice: 'spgemm'"),
+    ({"SCENARIO": "nope.json"}, "nope.json"),
+    ({"SCENARIO": "builtin:taco-spmm"}, "omp_monotonic"),
+    ({"--budget": "0"}, "positive integer"),
+])
+def test_cli_tune_bad_input_is_one_line_and_status_2(tmp_path, capsys, change, words):
+    matrix = tmp_path / "m.mtx"
+    scipy.io.mmwrite(matrix, sp.random(20, 20, density=0.2, random_state=0))
+    options = {"SCENARIO": "builtin:kernel-spmm", "--kernel": "spmm", "--matrix": str(matrix),
+               "--budget": "2", "--out": str(tmp_path / "out")}
+    for key, value in change.items():
+        options[key] = str(tmp_path / value) if value.endswith((".mtx", ".json")) else value
+    argv = ["tune", options.pop("SCENARIO")] + [t for kv in options.items() for t in kv]
+    try:  # argparse's own errors exit through SystemExit, perfjax's return the status
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("perfjax") and words in err, err
