@@ -1,0 +1,188 @@
+"""Pallas grouped expert GEMM (perfjax.kernels.pallas.moe) against jax.lax.ragged_dot on a GPU,
+and the GPU expert-time curve of the MoE model (perfjax.models.pim) fitted to the measurements.
+
+On a GPU: for each model's expert shape (Qwen3-30B-A3B: hidden 2048, expert FFN 768; GPT-OSS-120B:
+2880 and 2880) and each token count per expert n = 1, 2, 4, ..., --max-tokens, runs the expert
+part of a grouped-GEMM MoE layer - a fused gate+up grouped GEMM, SwiGLU, a down grouped GEMM, as
+the model counts it (``pim.GROUPED_GEMM_LAUNCHES`` launches) - over E experts of n tokens each,
+with E chosen so that the weights (--weight-mib, default 4x an H100's 50 MiB L2) stream from
+HBM rather than from L2. Both variants are compiled, checked against each other, and timed best
+of --repeats after a warm-up, each call ended by block_until_ready. Prints milliseconds per layer
+and the Pallas / ragged_dot ratio (below 1: Pallas faster).
+
+Then it fits ``flops_efficiency``, ``bandwidth_efficiency`` and ``kernel_launch`` of the GPU's
+spec (``perfjax.hardware``, picked from the device name) so that
+``launches * kernel_launch + E * gpu_expert_time(gpu, cfg, n)`` matches each kernel's measured
+layer times (least squares on log time, ``fit_expert_time``), and prints the fitted leaves with
+the curve's error before and after. The model config is the published one with bfloat16 weights,
+since that is what the kernel streams (GPT-OSS ships MXFP4).
+
+Without a GPU it says so on one line, runs the kernel once in interpret mode on a tiny case
+against a per-expert numpy loop (exit status 1 on a wrong result) and exits 0.
+
+Usage: python benchmarks/moe_gpu.py [--models qwen3-30b-a3b gpt-oss-120b] [--max-tokens 4096]
+       [--repeats 10] [--weight-mib 200] [--block-m 64 --block-k 64 --block-n 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import perfjax  # noqa: F401  (float64 on: the interpret check is exact to 1e-12)
+from perfjax import hardware
+from perfjax.errors import PerfjaxError
+from perfjax.kernels.pallas import moe as kmoe
+from perfjax.models import pim
+from perfjax.workloads import moe as wmoe
+# The sibling script's timer (this folder is on sys.path when a script here runs): one timing
+# rule for every kernel benchmark.
+from pallas_sparse import best_seconds
+
+FITTED_LEAVES = ("flops_efficiency", "bandwidth_efficiency", "kernel_launch")
+
+
+def expert_layer(matmul):
+    """The experts of one layer on sorted tokens: fused gate+up GEMM, SwiGLU, down GEMM."""
+
+    def layer(x, w_gate_up, w_down, group_sizes):
+        gate_up = matmul(x, w_gate_up, group_sizes).astype(jnp.float32)
+        gate, up = jnp.split(gate_up, 2, axis=1)
+        return matmul((jax.nn.silu(gate) * up).astype(x.dtype), w_down, group_sizes)
+
+    return jax.jit(layer)
+
+
+def gpu_spec_name() -> str:
+    """The ``perfjax.hardware`` GPU closest to the device (H100 when unrecognised)."""
+    kind = jax.devices()[0].device_kind.lower()
+    return next((name for name in hardware.GPUS if name in kind), "h100")
+
+
+def time_model(cfg: wmoe.MoEConfig, args) -> dict[str, np.ndarray]:
+    """Layer seconds of each kernel per token count; prints one row per count."""
+    hidden, ffn = cfg.hidden, cfg.expert_ffn
+    expert_bytes = cfg.matrices * hidden * ffn * 2  # bfloat16 weights
+    experts = max(1, math.ceil(args.weight_mib * 2**20 / expert_bytes))
+    key_gate_up, key_down, key_x = jax.random.split(jax.random.key(0), 3)
+    w_gate_up = (jax.random.normal(key_gate_up, (experts, hidden, 2 * ffn), jnp.float32)
+                 * hidden ** -0.5).astype(jnp.bfloat16)
+    w_down = (jax.random.normal(key_down, (experts, ffn, hidden), jnp.float32)
+              * ffn ** -0.5).astype(jnp.bfloat16)
+    blocks = dict(block_m=args.block_m, block_k=args.block_k, block_n=args.block_n)
+    kernels = {
+        "pallas": expert_layer(lambda a, b, g: kmoe.grouped_matmul(a, b, g, **blocks)),
+        "ragged_dot": expert_layer(jax.lax.ragged_dot),
+    }
+    counts = 2 ** np.arange(int(math.log2(args.max_tokens)) + 1)
+    print(f"{cfg.name}: hidden {hidden}, expert FFN {ffn}, {experts} experts "
+          f"({experts * expert_bytes / 2**20:.0f} MiB of bfloat16 weights)")
+    print(f"{'tokens/expert':>13} {'pallas [ms]':>12} {'ragged_dot [ms]':>16} {'ratio':>7}")
+    seconds = {name: [] for name in kernels}
+    for n in counts:
+        x = jax.random.normal(key_x, (int(n) * experts, hidden), jnp.float32).astype(jnp.bfloat16)
+        group_sizes = jnp.full((experts,), n, jnp.int32)
+        outputs = {name: fn(x, w_gate_up, w_down, group_sizes) for name, fn in kernels.items()}
+        reference = np.asarray(outputs["ragged_dot"], np.float32)
+        error = (np.abs(np.asarray(outputs["pallas"], np.float32) - reference).max()
+                 / max(np.abs(reference).max(), 1e-30))
+        if not error <= 2e-2:  # two bfloat16 roundings of intermediate and output
+            raise SystemExit(f"{cfg.name} n={n}: Pallas differs from ragged_dot by {error:.2e}")
+        for name, fn in kernels.items():
+            seconds[name].append(best_seconds(fn, x, w_gate_up, w_down, group_sizes,
+                                              repeats=args.repeats))
+        print(f"{n:>13} {seconds['pallas'][-1] * 1e3:12.3f} "
+              f"{seconds['ragged_dot'][-1] * 1e3:16.3f} "
+              f"{seconds['pallas'][-1] / seconds['ragged_dot'][-1]:7.2f}")
+    return {"tokens": counts.astype(float), "experts": experts,
+            **{name: np.asarray(s) for name, s in seconds.items()}}
+
+
+def fit_model_curve(cfg: wmoe.MoEConfig, measured: dict, spec_name: str) -> None:
+    """Fit the GPU spec's achievable fractions and launch cost to each kernel's layer times."""
+    start = hardware.gpu(spec_name)
+    experts = measured["experts"]
+    bf16_cfg = dataclasses.replace(cfg, weight_bytes=2.0, act_bytes=2.0)
+
+    def layer_time(gpu, tokens):
+        return (pim.GROUPED_GEMM_LAUNCHES * gpu.kernel_launch
+                + experts * pim.gpu_expert_time(gpu, bf16_cfg, tokens))
+
+    for kernel in ("pallas", "ragged_dot"):
+        result = kmoe.fit_expert_time(layer_time, start, measured["tokens"], measured[kernel],
+                                      fit=FITTED_LEAVES)
+        fitted = ", ".join(f"{leaf} {float(getattr(start, leaf)):.3g} -> "
+                           f"{float(getattr(result.params, leaf)):.3g}" for leaf in FITTED_LEAVES)
+        predicted = np.asarray(layer_time(result.params, jnp.asarray(measured["tokens"])))
+        worst = float(np.abs(predicted / measured[kernel] - 1).max())
+        print(f"  fit {spec_name} to {kernel}: {fitted}; rms log error "
+              f"{result.rms_log_error_before:.3f} -> {result.rms_log_error:.3f}, "
+              f"worst point {100 * worst:.1f}% off")
+
+
+def gpu_benchmark(args) -> None:
+    spec_name = gpu_spec_name()
+    print(f"device: {jax.devices()[0].device_kind} (spec: {spec_name}); bfloat16; best of "
+          f"{args.repeats}; blocks m/k/n {args.block_m}/{args.block_k}/{args.block_n}")
+    for name in args.models:
+        cfg = wmoe.model_config(name)
+        measured = time_model(cfg, args)
+        fit_model_curve(cfg, measured, spec_name)
+
+
+def interpret_check() -> None:
+    """The kernel in interpret mode on skewed groups (one hot expert, empty ones, a straddled
+    tile, a padded row), against a per-expert numpy loop."""
+    sizes = [0, 6, 0, 1, 0, 0, 9, 0]
+    rng = np.random.default_rng(0)
+    lhs = rng.standard_normal((sum(sizes) + 1, 24))
+    rhs = rng.standard_normal((len(sizes), 24, 10))
+    expected, start = np.zeros((lhs.shape[0], 10)), 0
+    for expert, size in enumerate(sizes):
+        expected[start:start + size] = lhs[start:start + size] @ rhs[expert]
+        start += size
+    result = np.asarray(kmoe.grouped_matmul(lhs, rhs, np.asarray(sizes), block_m=4, block_k=8,
+                                            block_n=8, interpret=True))
+    error = float(np.abs(result - expected).max() / np.abs(expected).max())
+    print(f"interpret mode grouped_matmul: relative error {error:.1e} against numpy "
+          f"({'ok' if error <= 1e-12 else 'WRONG'})")
+    if not error <= 1e-12:
+        sys.exit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["qwen3-30b-a3b", "gpt-oss-120b"],
+                        help=f"expert shapes to time (known: {', '.join(wmoe.MODELS)})")
+    parser.add_argument("--max-tokens", type=int, default=4096,
+                        help="largest token count per expert (a power of two)")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--weight-mib", type=float, default=200.0,
+                        help="expert weights per layer to stream (MiB); larger than L2")
+    parser.add_argument("--block-m", type=int, default=kmoe.BLOCK_M)
+    parser.add_argument("--block-k", type=int, default=kmoe.BLOCK_K)
+    parser.add_argument("--block-n", type=int, default=kmoe.BLOCK_N)
+    args = parser.parse_args()
+    try:  # unknown names fail before any timing
+        for name in args.models:
+            wmoe.model_config(name)
+    except PerfjaxError as error:
+        parser.error(str(error))
+    if args.max_tokens < 1 or args.max_tokens & (args.max_tokens - 1):
+        parser.error(f"--max-tokens must be a power of two, got {args.max_tokens}")
+    if jax.default_backend() != "gpu":
+        print(f"no GPU present (JAX backend: {jax.default_backend()}): skipping the timings and "
+              "the model fit, checking the kernel in interpret mode only")
+        interpret_check()
+        return
+    gpu_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
