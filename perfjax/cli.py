@@ -114,6 +114,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from perfjax import cli_tune
     cli_tune.register(commands)
+    from perfjax import cli_moe
+    cli_moe.register(commands)
     return parser
 
 
@@ -239,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tune":
             from perfjax.cli_tune import run
             return run(args)
+        if args.command == "moe":
+            from perfjax import cli_moe
+            return cli_moe.run(args)
         if args.command == "demo":
             from perfjax.demo import run_demo
             return run_demo(seed=args.seed)

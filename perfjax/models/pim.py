@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perfjax.hardware import GPUSpec, LinkSpec, PIMSpec, System
+from perfjax.hardware import GPUSpec, PIMSpec, System
 from perfjax.workloads.moe import MoEConfig, slot_ffn
 
 __all__ = ["MODES", "GROUPED_GEMM_LAUNCHES", "gpu_expert_time", "gpu_expert_memory_time",
-           "pim_expert_time", "LayerTimes", "layer_times", "batched_layer_times",
+           "pim_expert_time", "SideTotals", "expert_costs", "side_totals", "device_time", "LayerTimes", "layer_times", "batched_layer_times",
            "device_objective", "step_metrics"]
 
 MODES = ("serial", "overlapped")
@@ -108,43 +108,64 @@ class LayerTimes:
     critical: Any   # dispatch + slowest device + combine
 
 
-def _device_parts(hw: System, cfg: MoEConfig, counts: jax.Array, pim: jax.Array,
-                  ffn: np.ndarray) -> tuple[Any, ...]:
-    active = (counts > 0).astype(float)
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class SideTotals:
+    """Sums over a device's experts on each side; [..., D] or any batch shape."""
+
+    gpu_work: Any    # GPU expert seconds (no launches)
+    gpu_memory: Any  # of which the HBM is busy
+    gpu_experts: Any  # experts on the GPU (relaxed: sum of fractions)
+    pim_work: Any    # PIM expert seconds
+    pim_bytes: Any   # GPU-PIM operand + result bytes
+    pim_experts: Any  # experts on PIM
+
+
+def expert_costs(hw: System, cfg: MoEConfig, counts: Any, ffn: Any) -> tuple[Any, ...]:
+    """Per-expert (GPU seconds, GPU HBM seconds, PIM seconds, GPU-PIM bytes, active)."""
+    counts = jnp.asarray(counts, dtype=float)
+    return (gpu_expert_time(hw.gpu, cfg, counts, ffn), gpu_expert_memory_time(hw.gpu, cfg, counts,
+                                                                              ffn),
+            pim_expert_time(hw.pim, cfg, counts, ffn), _pim_bytes(cfg, counts),
+            (counts > 0).astype(float))
+
+
+def side_totals(costs: tuple[Any, ...], pim: Any) -> SideTotals:
+    """Sum per-expert costs over the last axis for placement ``pim`` (1: PIM, 0: GPU)."""
+    g, g_mem, p, nbytes, active = costs
     on_gpu = (1.0 - pim) * active
     on_pim = pim * active
-    g = gpu_expert_time(hw.gpu, cfg, counts, ffn)
-    g_mem = gpu_expert_memory_time(hw.gpu, cfg, counts, ffn)
-    p = pim_expert_time(hw.pim, cfg, counts, ffn)
-    launches = GROUPED_GEMM_LAUNCHES * hw.gpu.kernel_launch * jnp.max(on_gpu, axis=-1)
-    gpu = launches + jnp.sum(on_gpu * g, axis=-1)
-    gpu_memory = jnp.sum(on_gpu * g_mem, axis=-1)
-    pim_time = jnp.sum(on_pim * p, axis=-1)
-    bytes_time = jnp.sum(on_pim * _pim_bytes(cfg, counts), axis=-1) / hw.link.gpu_pim_bandwidth
-    any_pim = jnp.max(on_pim, axis=-1)
-    n_pim = jnp.sum(on_pim, axis=-1)
-    return gpu, gpu_memory, pim_time, bytes_time, any_pim, n_pim
+    return SideTotals(jnp.sum(on_gpu * g, -1), jnp.sum(on_gpu * g_mem, -1),
+                      jnp.sum(on_gpu, -1), jnp.sum(on_pim * p, -1),
+                      jnp.sum(on_pim * nbytes, -1), jnp.sum(on_pim, -1))
 
 
-def device_objective(hw: System, cfg: MoEConfig, counts: jax.Array, pim: jax.Array,
-                     mode: str = "overlapped", ffn: Any = None) -> jax.Array:
-    """Expert-phase seconds of each device ([..., D]); what a placement changes."""
+def device_time(hw: System, totals: SideTotals, mode: str = "overlapped") -> jax.Array:
+    """A device's expert-phase seconds from its side totals (see module docstring)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    counts = jnp.asarray(counts, dtype=float)
-    pim = jnp.asarray(pim, dtype=float)
-    if ffn is None:
-        ffn = slot_ffn(cfg, counts.shape[-2]) if counts.ndim >= 2 else cfg.expert_ffn
-    gpu, gpu_memory, pim_time, bytes_time, any_pim, n_pim = _device_parts(hw, cfg, counts, pim,
-                                                                          ffn)
+    any_gpu = jnp.minimum(totals.gpu_experts, 1.0)
+    any_pim = jnp.minimum(totals.pim_experts, 1.0)
+    gpu = GROUPED_GEMM_LAUNCHES * hw.gpu.kernel_launch * any_gpu + totals.gpu_work
+    bytes_time = totals.pim_bytes / hw.link.gpu_pim_bandwidth
     latency = hw.link.gpu_pim_latency
     if mode == "serial":
         # every PIM expert waits for its operands, runs, and returns its results in turn
-        return gpu + pim_time + bytes_time + 2.0 * latency * n_pim
+        return gpu + totals.pim_work + bytes_time + 2.0 * latency * totals.pim_experts
     # transfers pipeline behind PIM execution: only the first operands and last results show
-    pim_side = pim_time + bytes_time + 2.0 * latency * any_pim
-    contended = hw.pim.bank_conflict * (gpu_memory + pim_time)
+    pim_side = totals.pim_work + bytes_time + 2.0 * latency * any_pim
+    contended = hw.pim.bank_conflict * (totals.gpu_memory + totals.pim_work)
     return jnp.maximum(jnp.maximum(gpu, pim_side), contended)
+
+
+def device_objective(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
+                     mode: str = "overlapped", ffn: Any = None) -> jax.Array:
+    """Expert-phase seconds of each device ([..., D]); what a placement changes."""
+    counts = jnp.asarray(counts, dtype=float)
+    if ffn is None:
+        ffn = slot_ffn(cfg, counts.shape[-2]) if counts.ndim >= 2 else cfg.expert_ffn
+    costs = expert_costs(hw, cfg, counts, ffn)
+    return device_time(hw, side_totals(costs, jnp.asarray(pim, dtype=float)), mode)
 
 
 def _all_to_all(hw: System, cfg: MoEConfig, counts: jax.Array) -> jax.Array:
@@ -167,13 +188,15 @@ def layer_times(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
     counts = jnp.asarray(counts, dtype=float)
     pim = jnp.broadcast_to(jnp.asarray(pim, dtype=float), counts.shape)
     ffn = slot_ffn(cfg, counts.shape[-2])
-    gpu, _, pim_time, bytes_time, any_pim, n_pim = _device_parts(hw, cfg, counts, pim, ffn)
-    device = device_objective(hw, cfg, counts, pim, mode, ffn)
-    transfer = bytes_time + 2.0 * hw.link.gpu_pim_latency * (n_pim if mode == "serial"
-                                                             else any_pim)
+    totals = side_totals(expert_costs(hw, cfg, counts, ffn), pim)
+    device = device_time(hw, totals, mode)
+    gpu = (GROUPED_GEMM_LAUNCHES * hw.gpu.kernel_launch * jnp.minimum(totals.gpu_experts, 1.0)
+           + totals.gpu_work)
+    transfer = (totals.pim_bytes / hw.link.gpu_pim_bandwidth + 2.0 * hw.link.gpu_pim_latency
+                * (totals.pim_experts if mode == "serial" else jnp.minimum(totals.pim_experts, 1.0)))
     exchange = _all_to_all(hw, cfg, counts)
     critical = exchange + jnp.max(device, axis=-1) + exchange
-    return LayerTimes(gpu=gpu, pim=pim_time, transfer=transfer, device=device,
+    return LayerTimes(gpu=gpu, pim=totals.pim_work, transfer=transfer, device=device,
                       dispatch=exchange, combine=exchange, critical=critical)
 
 

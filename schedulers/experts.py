@@ -1,0 +1,209 @@
+"""Expert placement between the GPU and its HBM-PIM, per MoE layer and decode step.
+
+A placement is a [D, E/D + shared] array, 1 where the expert runs on PIM and 0 on the GPU, for the
+slot layout of ``perfjax.workloads.moe.device_counts``. Policies:
+
+* ``gpu_only``: every expert on the GPU;
+* ``static_pim``: every decode expert on PIM, prefill on the GPU (AttAcc / NeuPIMs-style rule);
+* ``static_threshold``: an expert goes to PIM when its arithmetic intensity (FLOPs per weight
+  byte) is below the PIM's own ridge point, its MAC rate over its in-bank bandwidth (Duplex's
+  Op/B rule);
+* ``dynamic`` (Sieve-style): from the step's token counts, per device, the best threshold
+  placement (experts sorted by how much the GPU saves over PIM, every split point scored with
+  cumulative sums), refined by single moves and pairwise exchanges until none helps — what
+  handles shared and other heterogeneous experts. The critical path is dispatch + slowest device +
+  combine and the exchanges do not depend on the placement, so minimising each device's time
+  minimises the layer;
+* ``relaxed``: a sigmoid-relaxed placement optimised with optax (Adam) through the model, rounded;
+* ``brute_force``: every one of the 2^M placements of each device scored with the model (M <= 20),
+  the optimum the others are checked against.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from perfjax.hardware import System
+from perfjax.models.pim import (MODES, SideTotals, device_objective, device_time, expert_costs,
+                                side_totals)
+from perfjax.workloads.moe import MoEConfig, slot_ffn
+
+__all__ = ["POLICIES", "STATIC_POLICIES", "gpu_only", "static_pim", "static_threshold", "dynamic",
+           "relaxed", "brute_force", "place"]
+
+STATIC_POLICIES = ("gpu_only", "static_pim", "static_threshold")
+POLICIES = STATIC_POLICIES + ("dynamic",)
+_RELATIVE_TOLERANCE = 1e-12  # a move must improve by more than this share to count
+
+
+def gpu_only(counts: Any) -> jax.Array:
+    """Every expert on the GPU."""
+    return jnp.zeros(jnp.shape(counts))
+
+
+def static_pim(counts: Any, phase: str = "decode") -> jax.Array:
+    """All decode FFN work on PIM, prefill on the GPU (AttAcc / NeuPIMs)."""
+    return jnp.full(jnp.shape(counts), 1.0 if phase == "decode" else 0.0)
+
+
+def static_threshold(hw: System, cfg: MoEConfig, counts: Any) -> jax.Array:
+    """PIM for experts whose FLOPs per weight byte fall below the PIM ridge point (Duplex)."""
+    counts = jnp.asarray(counts, dtype=float)
+    intensity = 2.0 * counts / cfg.weight_bytes  # FLOPs per weight byte of a SwiGLU expert
+    ridge = hw.pim.peak_flops / hw.pim.internal_bandwidth
+    return (intensity <= ridge).astype(float)
+
+
+_TRIPLE_MOVES_UP_TO = 24  # experts per device up to which three-expert moves are searched too
+
+
+def _totals_for(costs: tuple[Any, ...], pim: jax.Array) -> SideTotals:
+    return side_totals(costs, pim)
+
+
+def _as_totals(v: jax.Array) -> SideTotals:
+    return SideTotals(*(v[..., i] for i in range(6)))
+
+
+def _dynamic_device(hw: System, costs: tuple[Any, ...], mode: str) -> jax.Array:
+    """Best placement of one device's experts; ``costs`` are [M] per-expert arrays."""
+    g, g_mem, p, nbytes, active = costs
+    slots = g.shape[0]
+    # GPU first for the experts where PIM would cost most extra (ties: more tokens first)
+    order = jnp.argsort(-(p - g))
+    rank = jnp.argsort(order)
+    splits = jnp.arange(slots + 1)[:, None]
+    candidates = (rank[None, :] >= splits).astype(float)  # [M+1, M]; split j: top j on GPU
+    scores = device_time(hw, _totals_for(costs, candidates), mode)
+    placement = candidates[jnp.argmin(scores)]
+    value = jnp.min(scores)
+    # what moving one expert to PIM adds to the side totals (the totals are linear in placement)
+    to_pim = jnp.stack([-g, -g_mem, -jnp.ones_like(g), p, nbytes, jnp.ones_like(g)], -1)
+    to_pim = to_pim * active[:, None]
+    triples = slots <= _TRIPLE_MOVES_UP_TO
+
+    def step(state: tuple[Any, ...]) -> tuple[Any, ...]:
+        pl, val, _, steps = state
+        base = jnp.stack(jax.tree_util.tree_leaves(_totals_for(costs, pl)), -1)
+        flip = (1.0 - 2.0 * pl)[:, None] * to_pim                       # [M, 6]
+        # exchange refinement: every move of one, two (and for small M three) experts
+        one = device_time(hw, _as_totals(base + flip), mode)
+        two = device_time(hw, _as_totals(base + flip[:, None] + flip[None, :]), mode)
+        two = jnp.where(jnp.eye(slots, dtype=bool), jnp.inf, two)
+        candidates = [one, two.ravel()]
+        if triples:
+            three = device_time(hw, _as_totals(base + flip[:, None, None] + flip[None, :, None]
+                                               + flip[None, None, :]), mode)
+            i, j, k = jnp.meshgrid(*(jnp.arange(slots),) * 3, indexing="ij")
+            three = jnp.where((i < j) & (j < k), three, jnp.inf)
+            candidates.append(three.ravel())
+        vals = jnp.concatenate(candidates)
+        best = jnp.argmin(vals)
+        better = vals[best] < val * (1.0 - _RELATIVE_TOLERANCE)
+        moved = _decode_move(best, slots, triples)
+        new_pl = jnp.where(moved, 1.0 - pl, pl)
+        return (jnp.where(better, new_pl, pl), jnp.where(better, vals[best], val), better,
+                steps + 1)
+
+    def keep_going(state: tuple[Any, ...]) -> Any:
+        _, _, improved, steps = state
+        return improved & (steps < 2 * slots + 2)
+
+    placement, value, _, _ = jax.lax.while_loop(keep_going, step,
+                                                (placement, value, jnp.array(True), 0))
+    # idle slots: no tokens, nothing to place; report them on the GPU
+    return placement * active
+
+
+def _decode_move(index: jax.Array, slots: int, triples: bool) -> jax.Array:
+    """Which experts a flat move index flips: [M] bool."""
+    experts = jnp.arange(slots)
+    one = index < slots
+    pair = index - slots
+    in_pair = (index >= slots) & (index < slots + slots * slots)
+    flips_pair = (experts == pair // slots) | (experts == pair % slots)
+    moved = jnp.where(one, experts == index, jnp.where(in_pair, flips_pair, False))
+    if triples:
+        triple = index - slots - slots * slots
+        flips_triple = ((experts == triple // (slots * slots)) | (experts == (triple // slots) % slots)
+                        | (experts == triple % slots))
+        moved = jnp.where(index >= slots + slots * slots, flips_triple, moved)
+    return moved
+
+
+@partial(jax.jit, static_argnames=("cfg", "mode"))
+def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapped"
+            ) -> jax.Array:
+    """Sieve-style placement [D, M] for this step's token counts [D, M] (see module docstring)."""
+    counts = jnp.asarray(counts, dtype=float)
+    costs = expert_costs(hw, cfg, counts, slot_ffn(cfg, counts.shape[-2]))
+    return jax.vmap(lambda *c: _dynamic_device(hw, c, mode))(*costs)
+
+
+@partial(jax.jit, static_argnames=("cfg", "mode", "steps"))
+def relaxed(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapped",
+            steps: int = 300, learning_rate: float = 0.3) -> jax.Array:
+    """Gradient-relaxed placement: sigmoid(logits) in [0, 1] through the model, Adam, rounded."""
+    counts = jnp.asarray(counts, dtype=float)
+    ffn = slot_ffn(cfg, counts.shape[-2])
+    scale = jnp.max(device_objective(hw, cfg, counts, jnp.zeros_like(counts), mode, ffn))
+
+    def loss(logits: jax.Array) -> jax.Array:
+        times = device_objective(hw, cfg, counts, jax.nn.sigmoid(logits), mode, ffn) / scale
+        return jnp.sum(times)  # devices are independent: the sum has the max's minimisers
+
+    optimizer = optax.adam(learning_rate)
+    logits = jnp.zeros_like(counts)
+
+    def body(state: tuple[Any, ...], _: Any) -> tuple[tuple[Any, ...], None]:
+        params, opt_state = state
+        updates, opt_state = optimizer.update(jax.grad(loss)(params), opt_state)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    (logits, _), _ = jax.lax.scan(body, (logits, optimizer.init(logits)), None, length=steps)
+    return (jax.nn.sigmoid(logits) > 0.5).astype(float) * (counts > 0)
+
+
+def brute_force(hw: System, cfg: MoEConfig, counts: Any, mode: str = "overlapped"
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal placement [D, M] and each device's optimal time by enumerating 2^M placements."""
+    counts = np.asarray(counts, dtype=float)
+    slots = counts.shape[-1]
+    if slots > 20:
+        raise ValueError(f"brute force over {slots} experts per device is too large (max 20)")
+    bits = ((np.arange(2 ** slots)[:, None] >> np.arange(slots)[None, :]) & 1).astype(float)
+    ffn = slot_ffn(cfg, counts.shape[0])
+    times = np.asarray(_score_all(hw, cfg, jnp.asarray(counts), jnp.asarray(bits), mode,
+                                  jnp.asarray(ffn)))  # [D, 2^M]
+    best = times.argmin(axis=1)
+    return bits[best], times[np.arange(counts.shape[0]), best]
+
+
+@partial(jax.jit, static_argnames=("cfg", "mode"))
+def _score_all(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Array, mode: str,
+               ffn: jax.Array) -> jax.Array:
+    return jax.vmap(lambda c: device_objective(hw, cfg, c[None, :], placements, mode, ffn))(counts)
+
+
+def place(policy: str, hw: System, cfg: MoEConfig, counts: Any, phase: str = "decode",
+          mode: str = "overlapped") -> jax.Array:
+    """The placement [D, M] that ``policy`` (one of ``POLICIES`` or ``relaxed``) picks."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    counts = jnp.asarray(counts, dtype=float)
+    table: dict[str, Callable[[], jax.Array]] = {
+        "gpu_only": lambda: gpu_only(counts),
+        "static_pim": lambda: static_pim(counts, phase),
+        "static_threshold": lambda: static_threshold(hw, cfg, counts),
+        "dynamic": lambda: dynamic(hw, cfg, counts, mode),
+        "relaxed": lambda: relaxed(hw, cfg, counts, mode),
+    }
+    if policy not in table:
+        raise ValueError(f"unknown placement policy {policy!r} (known: {', '.join(table)})")
+    return table[policy]()
