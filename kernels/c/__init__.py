@@ -8,6 +8,9 @@ counters (equal to ``Partition.work()``) and time spans. Programs are compiled o
 content-addressed cache (``build``) and run in a subprocess, so crashes, hangs and wrong answers
 become failed measurements instead of exceptions; bad arguments raise ``KernelError``.
 
+SpMM and SDDMM also take a ``loop_order`` over TACO's split loops (i0, i1, k, j0, j1): the dense
+j loop inside the nonzero loop, register-blocked around it, or outside it (``loop_order``).
+
 The same design covers ``sddmm``, ``spadd`` (2 or 3 operands) and ``spmul`` (co-iteration over
 ``coiteration_partition``), and ``ttv`` / ``mttkrp`` over CSF (``csf_partition``); see ``ops``
 and ``ops_run``. ``hls`` emits SpMV / SpMM as Vitis-HLS-style C++ dataflow designs, runs their C
