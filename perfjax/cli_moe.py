@@ -114,6 +114,8 @@ def register(commands: Any) -> None:
     moe.add_argument("--mode", choices=("serial", "overlapped"), default="overlapped")
     moe.add_argument("--pim-multiple", type=float, default=4.0,
                      help="PIM internal bandwidth over external (default 4, Aquabolt-XL)")
+    moe.add_argument("--pim-attach", choices=("separate", "shared"), default="separate",
+                     help="PIM stacks beside the GPU's HBM (default) or in it (bank conflicts)")
     moe.add_argument("--seed", type=int, default=0)
     moe.add_argument("--no-sim", action="store_true", help="skip the reference simulator")
     moe.add_argument("--json", required=True, metavar="OUT", help="write the report here")
@@ -139,15 +141,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = moe.model_config(args.model)
     if not args.pim_multiple > 0:
         raise HardwareError(f"--pim-multiple must be positive, got {args.pim_multiple}")
-    hw = hardware.check_system(hardware.system(args.gpu, args.pim_multiple))
+    hw = hardware.check_system(hardware.system(args.gpu, args.pim_multiple, args.pim_attach))
     tokens = args.batch or (256 if args.phase == "decode" else 2048)
     source = routing_steps(args.routing, cfg, tokens, args.phase, args.seed)
     report = compare_policies(hw, cfg, source.steps, args.gpus, args.phase, args.mode,
                               simulate=not args.no_sim)
     report["routing"] = source.description
+    report["gpu"], report["pim_attach"] = args.gpu, args.pim_attach
     _write_json(args.json, report)
     print(f"{cfg.name}: {args.phase}, {tokens} tokens/step, {args.gpus} x {args.gpu} + HBM-PIM "
-          f"({args.pim_multiple:g}x), {source.description}, {args.mode}")
+          f"({args.pim_multiple:g}x, {args.pim_attach}), {source.description}, {args.mode}")
     print(f"{'policy':<18}{'tokens/s':>12}{'TPOT ms':>10}{'on PIM':>8}")
     for name, row in report["policies"].items():
         print(f"{name:<18}{row['tokens_per_s']:12.0f}{row['time_per_token_ms']:10.3f}"

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 
 from perfjax.errors import HardwareError
 
-__all__ = ["GPUSpec", "PIMSpec", "LinkSpec", "System", "GPUS", "gpu", "pim_for", "link_for",
-           "system", "check_system"]
+__all__ = ["GPUSpec", "PIMSpec", "LinkSpec", "System", "GPUS", "ATTACHMENTS", "gpu", "pim_for",
+           "link_for", "system", "check_system", "with_fields"]
 
 
 @jax.tree_util.register_dataclass
@@ -130,8 +130,14 @@ def gpu(name: str) -> GPUSpec:
         raise HardwareError(f"unknown GPU {name!r} (known: {', '.join(GPUS)})") from None
 
 
-def pim_for(gpu_spec: GPUSpec, internal_bandwidth_multiple: float = 4.0) -> PIMSpec:
-    """HBM-PIM replacing every HBM stack of ``gpu_spec`` (Sieve's "GPUs with attached HBM-PIM")."""
+ATTACHMENTS = ("separate", "shared")
+
+
+def pim_for(gpu_spec: GPUSpec, internal_bandwidth_multiple: float = 4.0,
+            attach: str = "separate") -> PIMSpec:
+    """HBM-PIM for one GPU: as many stacks as the GPU has HBM stacks, either attached beside its
+    HBM (``separate``) or replacing it (``shared``: GPU and PIM contend for the banks)."""
+    _check_attach(attach)
     return PIMSpec(
         stacks=gpu_spec.hbm_stacks,
         # HBM3 (JESD238): 16 channels per stack, 2 pseudo-channels x 16 banks = 32 banks/channel
@@ -148,29 +154,47 @@ def pim_for(gpu_spec: GPUSpec, internal_bandwidth_multiple: float = 4.0) -> PIMS
         command_overhead=0.2e-6,
         # GEMV units: each input vector needs one sweep of the weights (AttAcc, NeuPIMs)
         tokens_per_pass=1.0,
-        # All-bank PIM mode blocks normal reads and writes to those banks (Aquabolt-XL), and the
-        # GPU's weights are interleaved over every bank, so GPU streaming and PIM exclude each other
-        bank_conflict=1.0)
+        # shared: all-bank PIM mode blocks normal reads and writes to those banks (Aquabolt-XL) and
+        # the GPU's weights are interleaved over every bank, so the two exclude each other;
+        # separate: the GPU streams its own HBM while the PIM stacks compute
+        bank_conflict=1.0 if attach == "shared" else 0.0)
 
 
-def link_for(gpu_name: str, gpu_spec: GPUSpec) -> LinkSpec:
+def _check_attach(attach: str) -> None:
+    if attach not in ATTACHMENTS:
+        raise HardwareError(f"unknown PIM attachment {attach!r} (known: {', '.join(ATTACHMENTS)})")
+
+
+def link_for(gpu_name: str, gpu_spec: GPUSpec, attach: str = "separate") -> LinkSpec:
     """NVLink and GPU-PIM path defaults for ``gpu_name``."""
-    return LinkSpec(
-        nvlink_bandwidth=_NVLINK_PER_DIRECTION[gpu_name.lower()],
-        # a few microseconds for a small NVLink/NVSwitch message (NCCL all-to-all latency floor)
-        nvlink_latency=3e-6,
+    _check_attach(attach)
+    nvlink = _NVLINK_PER_DIRECTION[gpu_name.lower()]
+    # a few microseconds for a small NVLink/NVSwitch message (NCCL all-to-all latency floor)
+    nvlink_latency = 3e-6
+    if attach == "shared":
         # PIM operands are written through the GPU's own HBM interface (Aquabolt-XL fills its
-        # GRFs with ordinary WR commands), so the path runs at the HBM bandwidth
-        gpu_pim_bandwidth=gpu_spec.hbm_bandwidth,
-        # ~0.5 us: HBM access latency seen by an SM (~480 cycles at 1.98 GHz, Hopper study above)
-        gpu_pim_latency=0.5e-6)
+        # GRFs with ordinary WR commands): HBM bandwidth, ~0.5 us HBM access latency seen by an SM
+        # (~480 cycles at 1.98 GHz, Hopper study above)
+        path_bandwidth, path_latency = gpu_spec.hbm_bandwidth, 0.5e-6
+    else:
+        # PIM stacks on a GPU-attached high-bandwidth link (AttAcc pairs GPUs with HBM-PIM devices
+        # over such an interconnect): an NVLink-class port
+        path_bandwidth, path_latency = nvlink, nvlink_latency
+    return LinkSpec(nvlink_bandwidth=nvlink, nvlink_latency=nvlink_latency,
+                    gpu_pim_bandwidth=path_bandwidth, gpu_pim_latency=path_latency)
 
 
-def system(gpu_name: str = "h100", internal_bandwidth_multiple: float = 4.0) -> System:
-    """One ``gpu_name`` GPU with HBM-PIM stacks and NVLink, all at published defaults."""
+def system(gpu_name: str = "h100", internal_bandwidth_multiple: float = 4.0,
+           attach: str = "separate") -> System:
+    """One ``gpu_name`` GPU with HBM-PIM stacks and NVLink, all at published defaults.
+
+    ``attach="separate"`` (default) follows Sieve's setting, GPUs with *attached* HBM-PIM stacks
+    whose computation and GPU-PIM communication overlap the GPU's; ``"shared"`` puts the PIM in
+    the GPU's own HBM (Aquabolt-XL style), where GPU streaming and PIM execution exclude each other.
+    """
     spec = gpu(gpu_name)
-    return System(gpu=spec, pim=pim_for(spec, internal_bandwidth_multiple),
-                  link=link_for(gpu_name, spec))
+    return System(gpu=spec, pim=pim_for(spec, internal_bandwidth_multiple, attach),
+                  link=link_for(gpu_name, spec, attach))
 
 
 def check_system(hw: System) -> System:

@@ -6,8 +6,8 @@ slot layout of ``perfjax.workloads.moe.device_counts``. Policies:
 * ``gpu_only``: every expert on the GPU;
 * ``static_pim``: every decode expert on PIM, prefill on the GPU (AttAcc / NeuPIMs-style rule);
 * ``static_threshold``: an expert goes to PIM when its arithmetic intensity (FLOPs per weight
-  byte) is below the PIM's own ridge point, its MAC rate over its in-bank bandwidth (Duplex's
-  Op/B rule);
+  byte) is below a fixed Op/B threshold, the crossover of the PIM and GPU rooflines (Duplex's
+  rule: the processor is chosen by each operation's Op/B);
 * ``dynamic`` (Sieve-style): from the step's token counts, per device, the best threshold
   placement (experts sorted by how much the GPU saves over PIM, every split point scored with
   cumulative sums), refined by single moves and pairwise exchanges until none helps — what
@@ -53,11 +53,13 @@ def static_pim(counts: Any, phase: str = "decode") -> jax.Array:
 
 
 def static_threshold(hw: System, cfg: MoEConfig, counts: Any) -> jax.Array:
-    """PIM for experts whose FLOPs per weight byte fall below the PIM ridge point (Duplex)."""
+    """PIM for experts whose FLOPs per weight byte lie below the design-time roofline crossover
+    (Duplex): where the PIM's MAC rate equals the GPU's peak HBM bandwidth, I* = F_pim / B_gpu;
+    below it the PIM's roofline is under the GPU's."""
     counts = jnp.asarray(counts, dtype=float)
     intensity = 2.0 * counts / cfg.weight_bytes  # FLOPs per weight byte of a SwiGLU expert
-    ridge = hw.pim.peak_flops / hw.pim.internal_bandwidth
-    return (intensity <= ridge).astype(float)
+    crossover = hw.pim.peak_flops / hw.gpu.hbm_bandwidth
+    return (intensity <= crossover).astype(float)
 
 
 _TRIPLE_MOVES_UP_TO = 24  # experts per device up to which three-expert moves are searched too

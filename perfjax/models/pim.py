@@ -5,17 +5,18 @@ token counts ``counts`` [D, M] (``perfjax.workloads.moe.device_counts``: E/D rou
 the shared ones) and an assignment ``pim`` [D, M] in [0, 1] (1: the expert runs on PIM, 0: on the
 GPU; fractions are the relaxation gradients flow through). Per device:
 
-* GPU: a roofline per expert (compute at the achievable FLOP/s, weights plus activations at the
-  achievable HBM bandwidth) and two grouped-GEMM launches (gate+up, then down);
+* GPU: a roofline per expert (compute on the token count padded to the MMA tile at the achievable
+  FLOP/s, weights plus activations at the achievable HBM bandwidth) and two grouped-GEMM launches
+  (gate+up, then down);
 * PIM: one weight sweep per ``tokens_per_pass`` tokens, each limited by the in-bank bandwidth or
   the processing units' MAC rate, plus a command overhead per sweep;
 * GPU-PIM operand and result transfers;
 * overlap: ``serial`` runs the GPU, then every PIM expert with its transfers one after another;
   ``overlapped`` runs the GPU and the PIM side concurrently, except that with ``bank_conflict``
-  the HBM serves either GPU streaming or PIM execution at any one time.
+  the HBM serves either GPU streaming or PIM execution at any one time, first come first served.
 
 Expert parallelism adds an all-to-all dispatch before and a combine after; the critical path is
-dispatch + the slowest device + combine. Everything jits and vmaps over leading batch axes.
+the latest (dispatch arrival + expert phase) over devices, then the combine. Everything jits and vmaps over leading batch axes.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def gpu_expert_time(hw: GPUSpec, cfg: MoEConfig, tokens: Any, ffn: Any = None) -
     """
     tokens = jnp.asarray(tokens, dtype=float)
     ffn = _ffn(cfg, ffn)
-    compute = _expert_flops(cfg, tokens, ffn) / (hw.peak_flops * hw.flops_efficiency)
+    # tensor cores compute whole tiles: the token dimension is padded to the MMA tile height
+    padded = jnp.ceil(tokens / hw.mma_tile_m) * hw.mma_tile_m
+    compute = _expert_flops(cfg, padded, ffn) / (hw.peak_flops * hw.flops_efficiency)
     memory = _expert_bytes(cfg, tokens, ffn) / (hw.hbm_bandwidth * hw.bandwidth_efficiency)
     return jnp.where(tokens > 0, jnp.maximum(compute, memory), 0.0)
 
@@ -103,9 +106,9 @@ class LayerTimes:
     pim: Any        # PIM execution time
     transfer: Any   # GPU-PIM transfer time on the PIM side's path
     device: Any     # the device's expert phase, overlap and contention included
-    dispatch: Any   # all-to-all before the experts
-    combine: Any    # all-to-all after
-    critical: Any   # dispatch + slowest device + combine
+    dispatch: Any   # [..., D] arrival of each device's dispatched tokens
+    combine: Any    # all-to-all after the experts
+    critical: Any   # max over devices of (dispatch + expert phase), then the combine
 
 
 @jax.tree_util.register_dataclass
@@ -154,7 +157,12 @@ def device_time(hw: System, totals: SideTotals, mode: str = "overlapped") -> jax
         return gpu + totals.pim_work + bytes_time + 2.0 * latency * totals.pim_experts
     # transfers pipeline behind PIM execution: only the first operands and last results show
     pim_side = totals.pim_work + bytes_time + 2.0 * latency * any_pim
-    contended = hw.pim.bank_conflict * (totals.gpu_memory + totals.pim_work)
+    # shared banks, first come first served: the PIM experts, ready one operand write after the
+    # dispatch, hold the banks while the GPU launches its first kernel; the GPU's expert work
+    # and its second launch follow them
+    first_launch = hw.gpu.kernel_launch * any_gpu
+    pim_first = jnp.maximum(first_launch, latency * any_pim + totals.pim_work)
+    contended = hw.pim.bank_conflict * (pim_first + gpu - first_launch)
     return jnp.maximum(jnp.maximum(gpu, pim_side), contended)
 
 
@@ -169,17 +177,18 @@ def device_objective(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
 
 
 def _all_to_all(hw: System, cfg: MoEConfig, counts: jax.Array) -> jax.Array:
-    """Seconds of one all-to-all: tokens spread evenly over D sources, so (D-1)/D of every
-    expert's tokens cross NVLink; a device's port sends and receives at the per-direction rate."""
+    """Seconds until each device has received its part of one all-to-all ([..., D]): tokens
+    spread evenly over D sources, so (D-1)/D of every expert's tokens cross NVLink; a port sends
+    and receives at the per-direction rate, the busier of its two directions bounds it."""
     devices = counts.shape[-2]
     if devices == 1:
-        return jnp.zeros(counts.shape[:-2])
+        return jnp.zeros(counts.shape[:-1])
     routed = counts[..., : cfg.experts // devices]
     remote = (devices - 1) / devices
     received = jnp.sum(routed, axis=-1) * remote
     sent = jnp.sum(routed, axis=(-1, -2))[..., None] / devices * remote
     port_bytes = jnp.maximum(received, sent) * cfg.hidden * cfg.act_bytes
-    return jnp.max(port_bytes, axis=-1) / hw.link.nvlink_bandwidth + hw.link.nvlink_latency
+    return port_bytes / hw.link.nvlink_bandwidth + hw.link.nvlink_latency
 
 
 def layer_times(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
@@ -194,10 +203,11 @@ def layer_times(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
            + totals.gpu_work)
     transfer = (totals.pim_bytes / hw.link.gpu_pim_bandwidth + 2.0 * hw.link.gpu_pim_latency
                 * (totals.pim_experts if mode == "serial" else jnp.minimum(totals.pim_experts, 1.0)))
-    exchange = _all_to_all(hw, cfg, counts)
-    critical = exchange + jnp.max(device, axis=-1) + exchange
+    arrival = _all_to_all(hw, cfg, counts)  # the combine moves the same bytes back
+    combine = jnp.max(arrival, axis=-1)
+    critical = jnp.max(arrival + device, axis=-1) + combine
     return LayerTimes(gpu=gpu, pim=totals.pim_work, transfer=transfer, device=device,
-                      dispatch=exchange, combine=exchange, critical=critical)
+                      dispatch=arrival, combine=combine, critical=critical)
 
 
 @partial(jax.jit, static_argnames=("cfg", "mode"))
