@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from perfjax import scenarios, tune
     from perfjax.bench.kernel_tuning import KernelObjective
     from perfjax.errors import PerfjaxError
+    from perfjax.study import Study
 
     space = scenarios.resolve(args.scenario)
     objective = KernelObjective(args.kernel, args.matrix, space=space, width=args.width,
@@ -69,18 +70,24 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise PerfjaxError(f"--out {out}: cannot create the directory: "
                            f"{exc.strerror or exc}") from None
-    default = objective(objective.default_config())
-    label = f"tune {args.kernel} {Path(args.matrix).stem}"
-    with tqdm(total=args.budget, desc=label, unit="eval", file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        def progress(step) -> None:
-            best = "none valid yet" if step.best_config is None else \
-                f"best {step.best_value * 1e3:.4g} ms"
-            bar.n = step.evaluation
-            bar.set_postfix_str(f"{best}, last {step.seconds:.2f} s/eval", refresh=False)
-            bar.refresh()
-        result = tune(space, objective, strategy=args.strategy, budget=args.budget,
-                      study=out / STUDY_FILE, seed=args.seed, callback=progress)
+    # Opened here, before any output, so a study of another space fails as one line.
+    study = Study(out / STUDY_FILE, space=space.to_baco_json(),
+                  metadata={"space_name": space.name})
+    try:
+        default = objective(objective.default_config())
+        label = f"tune {args.kernel} {Path(args.matrix).stem}"
+        with tqdm(total=args.budget, initial=min(len(study), args.budget), desc=label,
+                  unit="eval", file=sys.stderr, dynamic_ncols=True) as bar:
+            def progress(step) -> None:
+                best = "none valid yet" if step.best_config is None else \
+                    f"best {step.best_value * 1e3:.4g} ms"
+                bar.n = step.evaluation
+                bar.set_postfix_str(f"{best}, last {step.seconds:.2f} s/eval", refresh=False)
+                bar.refresh()
+            result = tune(space, objective, strategy=args.strategy, budget=args.budget,
+                          study=study, seed=args.seed, callback=progress)
+    finally:
+        study.close()
     summary = _summary(args, result, objective.default_config(), default)
     _write(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     plot_convergence(result.records, default["value"] if default["valid"] else None,

@@ -220,6 +220,11 @@ def test_cli_tune_writes_study_plot_summary_and_resumes(tmp_path, capsys):
     second = _study_values(out / "study.jsonl")
     assert len(second) == 6 and second[:4] == first
     assert json.loads((out / "summary.json").read_text())["evaluations"] == 6
+    capsys.readouterr()
+    other = ["tune", "builtin:kernel-spmv", "--kernel", "spmv"] + args[4:]
+    assert main(other) == 2  # DIR holds a study of another space: refused before any output
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "differs" in err, err
 
 
 @pytest.mark.parametrize("change, words", [
