@@ -119,22 +119,7 @@ def nest_lines(op: str, order: Sequence[int], unroll: int, names: Names = Names(
         if level == len(loops):
             return _innermost(op, kind, lanes, n)
         loop = loops[level]
-        inner = _indent(body(level + 1, lanes), "    ")
-        if loop == "i0":
-            zero = [] if op == "spmm" or kind == "k_outer" else [
-                f"    for (int64_t q = {n.k_lo.replace('row', 'lo')}; "
-                f"q < {n.k_hi.replace('row + 1', 'hi')}; ++q) {n.out}[q] = 0.0;"]
-            return ["for (int64_t ch = 0; ch < nchunks; ++ch) {",
-                    "    const int64_t lo = ch * chunk_size, "
-                    "hi = lo + chunk_size < nrows ? lo + chunk_size : nrows;",
-                    *_indent(list(chunk_lines), "    "), *zero, *inner, "}"]
-        if loop == "i1":
-            bind = [f"    double *restrict {n.dst} = {n.y} + row * {n.w};"] if op == "spmm" \
-                else [f"    const double *restrict {n.xr} = {n.X} + row * {n.w};"]
-            clear = [f"    for (int64_t c = 0; c < {n.w}; ++c) {n.dst}[c] = 0.0;"] \
-                if op == "spmm" and kind == "k_outer" else []
-            return ["for (int64_t row = lo; row < hi; ++row) {", *bind, *clear, *inner, "}"]
-        if loop == "j0":
+        if loop == "j0":  # the only loop whose inside runs with other lanes than its own
             if unroll == 1:
                 return ["for (int64_t jb = 0; jb < " + n.w + "; ++jb) {",
                         *_indent(body(level + 1, 1), "    "), "}"]
@@ -147,6 +132,20 @@ def nest_lines(op: str, order: Sequence[int], unroll: int, names: Names = Names(
                     *_indent(body(level + 1, 1), "        "),
                     "    }",
                     "}"]
+        inner = _indent(body(level + 1, lanes), "    ")
+        if loop == "i0":  # schedule mode only, where the row pointers are `indptr`
+            zero = [] if op == "spmm" or kind == "k_outer" else [
+                f"    for (int64_t q = indptr[lo]; q < indptr[hi]; ++q) {n.out}[q] = 0.0;"]
+            return ["for (int64_t ch = 0; ch < nchunks; ++ch) {",
+                    "    const int64_t lo = ch * chunk_size, "
+                    "hi = lo + chunk_size < nrows ? lo + chunk_size : nrows;",
+                    *_indent(list(chunk_lines), "    "), *zero, *inner, "}"]
+        if loop == "i1":
+            bind = [f"    double *restrict {n.dst} = {n.y} + row * {n.w};"] if op == "spmm" \
+                else [f"    const double *restrict {n.xr} = {n.X} + row * {n.w};"]
+            clear = [f"    for (int64_t c = 0; c < {n.w}; ++c) {n.dst}[c] = 0.0;"] \
+                if op == "spmm" and kind == "k_outer" else []
+            return ["for (int64_t row = lo; row < hi; ++row) {", *bind, *clear, *inner, "}"]
         if loop == "j1":
             if kind == "column":  # a real loop over the block's columns, outside k
                 return [f"for (int64_t c = jb; c < jb + {lanes}; ++c) {{", *inner, "}"]
