@@ -30,8 +30,8 @@ import numpy as np
 import optax
 
 from perfjax.hardware import System
-from perfjax.models.pim import (MODES, SideTotals, device_objective, device_time, expert_costs,
-                                side_totals)
+from perfjax.models.pim import (MODES, SideTotals, device_objective, device_time,
+                                dispatch_arrival, expert_costs, side_totals)
 from perfjax.workloads.moe import MoEConfig, slot_ffn
 
 __all__ = ["POLICIES", "STATIC_POLICIES", "gpu_only", "static_pim", "static_threshold", "dynamic",
@@ -70,38 +70,43 @@ def _totals_for(costs: tuple[Any, ...], pim: jax.Array) -> SideTotals:
 
 
 def _as_totals(v: jax.Array) -> SideTotals:
-    return SideTotals(*(v[..., i] for i in range(6)))
+    return SideTotals(*(v[..., i] for i in range(8)))
 
 
-def _dynamic_device(hw: System, costs: tuple[Any, ...], mode: str) -> jax.Array:
+def _dynamic_device(hw: System, costs: tuple[Any, ...], head_start: jax.Array, mode: str
+                    ) -> jax.Array:
     """Best placement of one device's experts; ``costs`` are [M] per-expert arrays."""
-    g, g_mem, p, nbytes, active = costs
+    g, g_mem, p, nbytes, active, local = costs
     slots = g.shape[0]
     # GPU first for the experts where PIM would cost most extra (ties: more tokens first)
     order = jnp.argsort(-(p - g))
     rank = jnp.argsort(order)
     splits = jnp.arange(slots + 1)[:, None]
     candidates = (rank[None, :] >= splits).astype(float)  # [M+1, M]; split j: top j on GPU
-    scores = device_time(hw, _totals_for(costs, candidates), mode)
+    def score(totals: SideTotals) -> jax.Array:
+        return device_time(hw, totals, mode, head_start)
+
+    scores = score(_totals_for(costs, candidates))
     placement = candidates[jnp.argmin(scores)]
     value = jnp.min(scores)
     # what moving one expert to PIM adds to the side totals (the totals are linear in placement)
-    to_pim = jnp.stack([-g, -g_mem, -jnp.ones_like(g), p, nbytes, jnp.ones_like(g)], -1)
+    to_pim = jnp.stack([-g, -g_mem, -jnp.ones_like(g), p, nbytes, jnp.ones_like(g), local * p,
+                        local], -1)
     to_pim = to_pim * active[:, None]
     triples = slots <= _TRIPLE_MOVES_UP_TO
 
     def step(state: tuple[Any, ...]) -> tuple[Any, ...]:
         pl, val, _, steps = state
         base = jnp.stack(jax.tree_util.tree_leaves(_totals_for(costs, pl)), -1)
-        flip = (1.0 - 2.0 * pl)[:, None] * to_pim                       # [M, 6]
+        flip = (1.0 - 2.0 * pl)[:, None] * to_pim                       # [M, 8]
         # exchange refinement: every move of one, two (and for small M three) experts
-        one = device_time(hw, _as_totals(base + flip), mode)
-        two = device_time(hw, _as_totals(base + flip[:, None] + flip[None, :]), mode)
+        one = score(_as_totals(base + flip))
+        two = score(_as_totals(base + flip[:, None] + flip[None, :]))
         two = jnp.where(jnp.eye(slots, dtype=bool), jnp.inf, two)
         candidates = [one, two.ravel()]
         if triples:
-            three = device_time(hw, _as_totals(base + flip[:, None, None] + flip[None, :, None]
-                                               + flip[None, None, :]), mode)
+            three = score(_as_totals(base + flip[:, None, None] + flip[None, :, None]
+                                     + flip[None, None, :]))
             i, j, k = jnp.meshgrid(*(jnp.arange(slots),) * 3, indexing="ij")
             three = jnp.where((i < j) & (j < k), three, jnp.inf)
             candidates.append(three.ravel())
@@ -145,20 +150,23 @@ def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
     """Sieve-style placement [D, M] for this step's token counts [D, M] (see module docstring)."""
     counts = jnp.asarray(counts, dtype=float)
     costs = expert_costs(hw, cfg, counts, slot_ffn(cfg, counts.shape[-2]))
-    return jax.vmap(lambda *c: _dynamic_device(hw, c, mode))(*costs)
+    arrival = dispatch_arrival(hw, cfg, counts)
+    return jax.vmap(lambda h, *c: _dynamic_device(hw, c, h, mode))(arrival, *costs)
 
 
 @partial(jax.jit, static_argnames=("cfg", "mode", "steps"))
 def relaxed(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapped",
-            steps: int = 300, learning_rate: float = 0.3) -> jax.Array:
-    """Gradient-relaxed placement: sigmoid(logits) in [0, 1] through the model, Adam, rounded."""
+            steps: int = 400, learning_rate: float = 0.2) -> jax.Array:
+    """Gradient-relaxed placement: sigmoid(logits) in [0, 1] through the model, optimised with
+    Adam, then threshold rounding (every cut of the experts ordered by their relaxed value)."""
     counts = jnp.asarray(counts, dtype=float)
     ffn = slot_ffn(cfg, counts.shape[-2])
-    scale = jnp.max(device_objective(hw, cfg, counts, jnp.zeros_like(counts), mode, ffn))
+    arrival = dispatch_arrival(hw, cfg, counts)
+    scale = jnp.max(device_objective(hw, cfg, counts, jnp.zeros_like(counts), mode, ffn, arrival))
 
     def loss(logits: jax.Array) -> jax.Array:
-        times = device_objective(hw, cfg, counts, jax.nn.sigmoid(logits), mode, ffn) / scale
-        return jnp.sum(times)  # devices are independent: the sum has the max's minimisers
+        times = device_objective(hw, cfg, counts, jax.nn.sigmoid(logits), mode, ffn, arrival)
+        return jnp.sum(times) / scale  # devices are independent: the sum has the max's minimisers
 
     optimizer = optax.adam(learning_rate)
     logits = jnp.zeros_like(counts)
@@ -169,7 +177,12 @@ def relaxed(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
         return (optax.apply_updates(params, updates), opt_state), None
 
     (logits, _), _ = jax.lax.scan(body, (logits, optimizer.init(logits)), None, length=steps)
-    return (jax.nn.sigmoid(logits) > 0.5).astype(float) * (counts > 0)
+    slots = counts.shape[-1]
+    rank = jnp.argsort(jnp.argsort(-logits, axis=-1), axis=-1)          # 0: most PIM-ward
+    cuts = (rank[:, None, :] < jnp.arange(slots + 1)[None, :, None]).astype(float)  # [D, M+1, M]
+    times = device_objective(hw, cfg, counts[:, None, :], cuts, mode, ffn, arrival[:, None])
+    best = jnp.take_along_axis(cuts, jnp.argmin(times, axis=1)[:, None, None], axis=1)[:, 0]
+    return best * (counts > 0)
 
 
 def brute_force(hw: System, cfg: MoEConfig, counts: Any, mode: str = "overlapped"
@@ -181,16 +194,18 @@ def brute_force(hw: System, cfg: MoEConfig, counts: Any, mode: str = "overlapped
         raise ValueError(f"brute force over {slots} experts per device is too large (max 20)")
     bits = ((np.arange(2 ** slots)[:, None] >> np.arange(slots)[None, :]) & 1).astype(float)
     ffn = slot_ffn(cfg, counts.shape[0])
+    arrival = dispatch_arrival(hw, cfg, jnp.asarray(counts))
     times = np.asarray(_score_all(hw, cfg, jnp.asarray(counts), jnp.asarray(bits), mode,
-                                  jnp.asarray(ffn)))  # [D, 2^M]
+                                  jnp.asarray(ffn), arrival))  # [D, 2^M]
     best = times.argmin(axis=1)
     return bits[best], times[np.arange(counts.shape[0]), best]
 
 
 @partial(jax.jit, static_argnames=("cfg", "mode"))
 def _score_all(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Array, mode: str,
-               ffn: jax.Array) -> jax.Array:
-    return jax.vmap(lambda c: device_objective(hw, cfg, c[None, :], placements, mode, ffn))(counts)
+               ffn: jax.Array, arrival: jax.Array) -> jax.Array:
+    return jax.vmap(lambda c, h: device_objective(hw, cfg, c[None, :], placements, mode, ffn, h)
+                    )(counts, arrival)
 
 
 def place(policy: str, hw: System, cfg: MoEConfig, counts: Any, phase: str = "decode",

@@ -33,7 +33,7 @@ from perfjax.hardware import GPUSpec, PIMSpec, System
 from perfjax.workloads.moe import MoEConfig, slot_ffn
 
 __all__ = ["MODES", "GROUPED_GEMM_LAUNCHES", "gpu_expert_time", "gpu_expert_memory_time",
-           "pim_expert_time", "SideTotals", "expert_costs", "side_totals", "device_time", "LayerTimes", "layer_times", "batched_layer_times",
+           "pim_expert_time", "SideTotals", "expert_costs", "side_totals", "device_time", "dispatch_arrival", "LayerTimes", "layer_times", "batched_layer_times",
            "device_objective", "step_metrics"]
 
 MODES = ("serial", "overlapped")
@@ -122,64 +122,85 @@ class SideTotals:
     pim_work: Any    # PIM expert seconds
     pim_bytes: Any   # GPU-PIM operand + result bytes
     pim_experts: Any  # experts on PIM
+    pim_local_work: Any  # PIM seconds of shared experts, whose tokens need no dispatch
+    pim_local_experts: Any
 
 
 def expert_costs(hw: System, cfg: MoEConfig, counts: Any, ffn: Any) -> tuple[Any, ...]:
-    """Per-expert (GPU seconds, GPU HBM seconds, PIM seconds, GPU-PIM bytes, active)."""
+    """Per-slot (GPU seconds, GPU HBM seconds, PIM seconds, GPU-PIM bytes, active, local) for
+    counts [..., M] in the slot layout (the last ``cfg.shared_experts`` slots are local)."""
     counts = jnp.asarray(counts, dtype=float)
+    slots = counts.shape[-1] if counts.ndim else 1
+    local = (jnp.arange(slots) >= slots - cfg.shared_experts).astype(float)
     return (gpu_expert_time(hw.gpu, cfg, counts, ffn), gpu_expert_memory_time(hw.gpu, cfg, counts,
                                                                               ffn),
             pim_expert_time(hw.pim, cfg, counts, ffn), _pim_bytes(cfg, counts),
-            (counts > 0).astype(float))
+            (counts > 0).astype(float), jnp.broadcast_to(local, counts.shape))
 
 
 def side_totals(costs: tuple[Any, ...], pim: Any) -> SideTotals:
     """Sum per-expert costs over the last axis for placement ``pim`` (1: PIM, 0: GPU)."""
-    g, g_mem, p, nbytes, active = costs
+    g, g_mem, p, nbytes, active, local = costs
     on_gpu = (1.0 - pim) * active
     on_pim = pim * active
     return SideTotals(jnp.sum(on_gpu * g, -1), jnp.sum(on_gpu * g_mem, -1),
                       jnp.sum(on_gpu, -1), jnp.sum(on_pim * p, -1),
-                      jnp.sum(on_pim * nbytes, -1), jnp.sum(on_pim, -1))
+                      jnp.sum(on_pim * nbytes, -1), jnp.sum(on_pim, -1),
+                      jnp.sum(on_pim * local * p, -1), jnp.sum(on_pim * local, -1))
 
 
-def device_time(hw: System, totals: SideTotals, mode: str = "overlapped") -> jax.Array:
-    """A device's expert-phase seconds from its side totals (see module docstring)."""
+def device_time(hw: System, totals: SideTotals, mode: str = "overlapped",
+                head_start: Any = 0.0) -> jax.Array:
+    """A device's expert-phase seconds, from its dispatch arrival on, given its side totals.
+
+    ``head_start``: seconds between the layer's start and this device's dispatch arrival, during
+    which PIM may already run the shared experts (their tokens are local).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     any_gpu = jnp.minimum(totals.gpu_experts, 1.0)
     any_pim = jnp.minimum(totals.pim_experts, 1.0)
+    any_local = jnp.minimum(totals.pim_local_experts, 1.0)
     gpu = GROUPED_GEMM_LAUNCHES * hw.gpu.kernel_launch * any_gpu + totals.gpu_work
     bytes_time = totals.pim_bytes / hw.link.gpu_pim_bandwidth
     latency = hw.link.gpu_pim_latency
     if mode == "serial":
         # every PIM expert waits for its operands, runs, and returns its results in turn
         return gpu + totals.pim_work + bytes_time + 2.0 * latency * totals.pim_experts
-    # transfers pipeline behind PIM execution: only the first operands and last results show
-    pim_side = totals.pim_work + bytes_time + 2.0 * latency * any_pim
+    # transfers pipeline behind PIM execution: only the first operands and last results show;
+    # shared experts' PIM work may start before the dispatch arrives
+    routed_start = jnp.maximum(latency * any_pim,
+                               latency * any_local + totals.pim_local_work - head_start)
+    routed_work = totals.pim_work - totals.pim_local_work
+    pim_side = routed_start + routed_work + bytes_time + latency * any_pim
     # shared banks, first come first served: the PIM experts, ready one operand write after the
     # dispatch, hold the banks while the GPU launches its first kernel; the GPU's expert work
     # and its second launch follow them
     first_launch = hw.gpu.kernel_launch * any_gpu
-    pim_first = jnp.maximum(first_launch, latency * any_pim + totals.pim_work)
+    pim_first = jnp.maximum(first_launch, routed_start + routed_work)
     contended = hw.pim.bank_conflict * (pim_first + gpu - first_launch)
     return jnp.maximum(jnp.maximum(gpu, pim_side), contended)
 
 
 def device_objective(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
-                     mode: str = "overlapped", ffn: Any = None) -> jax.Array:
-    """Expert-phase seconds of each device ([..., D]); what a placement changes."""
+                     mode: str = "overlapped", ffn: Any = None, head_start: Any = None
+                     ) -> jax.Array:
+    """Expert-phase seconds of each device ([..., D]) for counts [..., D, M]; what a placement
+    changes. ``head_start`` defaults to each device's dispatch arrival."""
     counts = jnp.asarray(counts, dtype=float)
     if ffn is None:
-        ffn = slot_ffn(cfg, counts.shape[-2]) if counts.ndim >= 2 else cfg.expert_ffn
+        ffn = slot_ffn(cfg, counts.shape[-2])
+    if head_start is None:
+        head_start = dispatch_arrival(hw, cfg, counts)
     costs = expert_costs(hw, cfg, counts, ffn)
-    return device_time(hw, side_totals(costs, jnp.asarray(pim, dtype=float)), mode)
+    return device_time(hw, side_totals(costs, jnp.asarray(pim, dtype=float)), mode, head_start)
 
 
-def _all_to_all(hw: System, cfg: MoEConfig, counts: jax.Array) -> jax.Array:
-    """Seconds until each device has received its part of one all-to-all ([..., D]): tokens
-    spread evenly over D sources, so (D-1)/D of every expert's tokens cross NVLink; a port sends
-    and receives at the per-direction rate, the busier of its two directions bounds it."""
+def dispatch_arrival(hw: System, cfg: MoEConfig, counts: Any) -> jax.Array:
+    """Seconds until each device has received its part of one all-to-all ([..., D]) for counts
+    [..., D, M]: tokens spread evenly over D sources, so (D-1)/D of every expert's tokens cross
+    NVLink; a port sends and receives at the per-direction rate, the busier direction bounds it."""
+    counts = jnp.asarray(counts, dtype=float)
     devices = counts.shape[-2]
     if devices == 1:
         return jnp.zeros(counts.shape[:-1])
@@ -198,12 +219,12 @@ def layer_times(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
     pim = jnp.broadcast_to(jnp.asarray(pim, dtype=float), counts.shape)
     ffn = slot_ffn(cfg, counts.shape[-2])
     totals = side_totals(expert_costs(hw, cfg, counts, ffn), pim)
-    device = device_time(hw, totals, mode)
+    arrival = dispatch_arrival(hw, cfg, counts)  # the combine moves the same bytes back
+    device = device_time(hw, totals, mode, arrival)
     gpu = (GROUPED_GEMM_LAUNCHES * hw.gpu.kernel_launch * jnp.minimum(totals.gpu_experts, 1.0)
            + totals.gpu_work)
     transfer = (totals.pim_bytes / hw.link.gpu_pim_bandwidth + 2.0 * hw.link.gpu_pim_latency
                 * (totals.pim_experts if mode == "serial" else jnp.minimum(totals.pim_experts, 1.0)))
-    arrival = _all_to_all(hw, cfg, counts)  # the combine moves the same bytes back
     combine = jnp.max(arrival, axis=-1)
     critical = jnp.max(arrival + device, axis=-1) + combine
     return LayerTimes(gpu=gpu, pim=totals.pim_work, transfer=transfer, device=device,
