@@ -9,12 +9,14 @@ slot layout of ``perfjax.workloads.moe.device_counts``. Policies:
   byte) is below a fixed Op/B threshold, the crossover of the PIM and GPU rooflines (Duplex's
   rule: the processor is chosen by each operation's Op/B);
 * ``dynamic`` (Sieve-style): from the step's token counts, per device, the best threshold
-  placement (experts sorted by how much the GPU saves over PIM, every split point scored with
-  cumulative sums), refined by single moves and pairwise exchanges until none helps — what
-  handles shared and other heterogeneous experts. The critical path is dispatch + slowest device +
-  combine and the exchanges do not depend on the placement, so minimising each device's time
-  minimises the layer;
-* ``relaxed``: a sigmoid-relaxed placement optimised with optax (Adam) through the model, rounded;
+  placement (experts sorted by how much the GPU saves over PIM, every split point scored from
+  cumulative sums of the experts' contributions), refined by single moves and pairwise exchanges
+  (with many experts, pairs among the 32 ranked nearest the split) until none helps — what
+  handles shared and other heterogeneous experts. The critical path is the latest (dispatch
+  arrival + expert phase) over devices, then the combine; the exchanges do not depend on the
+  placement, so minimising each device's expert phase minimises the layer;
+* ``relaxed``: a sigmoid-relaxed placement optimised with optax (Adam) through the model, then
+  threshold-rounded;
 * ``brute_force``: every one of the 2^M placements of each device scored with the model (M <= 20),
   the optimum the others are checked against.
 """
@@ -30,8 +32,8 @@ import numpy as np
 import optax
 
 from perfjax.hardware import System
-from perfjax.models.pim import (MODES, SideTotals, device_objective, device_time,
-                                dispatch_arrival, expert_costs, side_totals)
+from perfjax.models.pim import (MODES, device_objective, device_time, dispatch_arrival,
+                                placement_linear_form, totals_from_vector)
 from perfjax.workloads.moe import MoEConfig, slot_ffn
 
 __all__ = ["POLICIES", "STATIC_POLICIES", "gpu_only", "static_pim", "static_threshold", "dynamic",
@@ -63,57 +65,56 @@ def static_threshold(hw: System, cfg: MoEConfig, counts: Any) -> jax.Array:
 
 
 _TRIPLE_MOVES_UP_TO = 24  # experts per device up to which three-expert moves are searched too
+_PAIR_WINDOW = 16  # beyond 2x this many experts, pairs are searched near the threshold split
 
 
-def _totals_for(costs: tuple[Any, ...], pim: jax.Array) -> SideTotals:
-    return side_totals(costs, pim)
+def _dynamic_device(hw: System, base: jax.Array, delta: jax.Array, head_start: jax.Array,
+                    mode: str) -> jax.Array:
+    """Best placement of one device's experts from its linear form: totals = base + pim @ delta
+    (``base`` [8], ``delta`` [M, 8], see ``perfjax.models.pim.placement_linear_form``)."""
+    slots = delta.shape[0]
 
+    def score(totals: jax.Array) -> jax.Array:
+        return device_time(hw, totals_from_vector(totals), mode, head_start)
 
-def _as_totals(v: jax.Array) -> SideTotals:
-    return SideTotals(*(v[..., i] for i in range(8)))
-
-
-def _dynamic_device(hw: System, costs: tuple[Any, ...], head_start: jax.Array, mode: str
-                    ) -> jax.Array:
-    """Best placement of one device's experts; ``costs`` are [M] per-expert arrays."""
-    g, g_mem, p, nbytes, active, local = costs
-    slots = g.shape[0]
-    # GPU first for the experts where PIM would cost most extra (ties: more tokens first)
-    order = jnp.argsort(-(p - g))
-    rank = jnp.argsort(order)
-    splits = jnp.arange(slots + 1)[:, None]
-    candidates = (rank[None, :] >= splits).astype(float)  # [M+1, M]; split j: top j on GPU
-    def score(totals: SideTotals) -> jax.Array:
-        return device_time(hw, totals, mode, head_start)
-
-    scores = score(_totals_for(costs, candidates))
-    placement = candidates[jnp.argmin(scores)]
-    value = jnp.min(scores)
-    # what moving one expert to PIM adds to the side totals (the totals are linear in placement)
-    to_pim = jnp.stack([-g, -g_mem, -jnp.ones_like(g), p, nbytes, jnp.ones_like(g), local * p,
-                        local], -1)
-    to_pim = to_pim * active[:, None]
+    # sort: GPU first for the experts where PIM would cost most extra (PIM seconds - GPU seconds)
+    order = jnp.argsort(-(delta[:, 3] + delta[:, 0]))
+    # every split j (the j first experts on the GPU, the rest on PIM) by cumulative sums
+    suffix = jnp.cumsum(delta[order][::-1], axis=0)[::-1]               # [M, 8]: ranks >= j
+    split_totals = base + jnp.concatenate([suffix, jnp.zeros((1, 8))])  # [M+1, 8]
+    scores = score(split_totals)
+    best_split = jnp.argmin(scores)
+    placement = (jnp.argsort(order) >= best_split).astype(float)
+    value = scores[best_split]
     triples = slots <= _TRIPLE_MOVES_UP_TO
+    if slots > 2 * _PAIR_WINDOW:
+        # many experts: pairs among the experts ranked nearest the threshold split only
+        start = jnp.clip(best_split - _PAIR_WINDOW, 0, slots - 2 * _PAIR_WINDOW)
+        window = jax.lax.dynamic_slice(order, (start,), (2 * _PAIR_WINDOW,))
+    else:
+        window = jnp.arange(slots)
+    paired = window.shape[0]
 
     def step(state: tuple[Any, ...]) -> tuple[Any, ...]:
         pl, val, _, steps = state
-        base = jnp.stack(jax.tree_util.tree_leaves(_totals_for(costs, pl)), -1)
-        flip = (1.0 - 2.0 * pl)[:, None] * to_pim                       # [M, 8]
+        current = base + pl @ delta
+        flip = (1.0 - 2.0 * pl)[:, None] * delta                         # [M, 8]
         # exchange refinement: every move of one, two (and for small M three) experts
-        one = score(_as_totals(base + flip))
-        two = score(_as_totals(base + flip[:, None] + flip[None, :]))
-        two = jnp.where(jnp.eye(slots, dtype=bool), jnp.inf, two)
+        one = score(current + flip)
+        near = flip[window]
+        two = score(current + near[:, None] + near[None, :])
+        two = jnp.where(jnp.eye(paired, dtype=bool), jnp.inf, two)
         candidates = [one, two.ravel()]
         if triples:
-            three = score(_as_totals(base + flip[:, None, None] + flip[None, :, None]
-                                     + flip[None, None, :]))
+            three = score(current + flip[:, None, None] + flip[None, :, None]
+                          + flip[None, None, :])
             i, j, k = jnp.meshgrid(*(jnp.arange(slots),) * 3, indexing="ij")
             three = jnp.where((i < j) & (j < k), three, jnp.inf)
             candidates.append(three.ravel())
         vals = jnp.concatenate(candidates)
         best = jnp.argmin(vals)
         better = vals[best] < val * (1.0 - _RELATIVE_TOLERANCE)
-        moved = _decode_move(best, slots, triples)
+        moved = _decode_move(best, slots, window, triples)
         new_pl = jnp.where(moved, 1.0 - pl, pl)
         return (jnp.where(better, new_pl, pl), jnp.where(better, vals[best], val), better,
                 steps + 1)
@@ -125,22 +126,24 @@ def _dynamic_device(hw: System, costs: tuple[Any, ...], head_start: jax.Array, m
     placement, value, _, _ = jax.lax.while_loop(keep_going, step,
                                                 (placement, value, jnp.array(True), 0))
     # idle slots: no tokens, nothing to place; report them on the GPU
+    active = jnp.any(delta != 0, axis=-1)
     return placement * active
 
 
-def _decode_move(index: jax.Array, slots: int, triples: bool) -> jax.Array:
-    """Which experts a flat move index flips: [M] bool."""
+def _decode_move(index: jax.Array, slots: int, window: jax.Array, triples: bool) -> jax.Array:
+    """Which experts a flat move index flips: [M] bool (singles, window pairs, triples)."""
     experts = jnp.arange(slots)
+    paired = window.shape[0]
     one = index < slots
     pair = index - slots
-    in_pair = (index >= slots) & (index < slots + slots * slots)
-    flips_pair = (experts == pair // slots) | (experts == pair % slots)
+    in_pair = (index >= slots) & (index < slots + paired * paired)
+    flips_pair = (experts == window[pair // paired]) | (experts == window[pair % paired])
     moved = jnp.where(one, experts == index, jnp.where(in_pair, flips_pair, False))
     if triples:
-        triple = index - slots - slots * slots
+        triple = index - slots - paired * paired
         flips_triple = ((experts == triple // (slots * slots)) | (experts == (triple // slots) % slots)
                         | (experts == triple % slots))
-        moved = jnp.where(index >= slots + slots * slots, flips_triple, moved)
+        moved = jnp.where(index >= slots + paired * paired, flips_triple, moved)
     return moved
 
 
@@ -149,9 +152,9 @@ def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
             ) -> jax.Array:
     """Sieve-style placement [D, M] for this step's token counts [D, M] (see module docstring)."""
     counts = jnp.asarray(counts, dtype=float)
-    costs = expert_costs(hw, cfg, counts, slot_ffn(cfg, counts.shape[-2]))
+    base, delta = placement_linear_form(hw, cfg, counts)
     arrival = dispatch_arrival(hw, cfg, counts)
-    return jax.vmap(lambda h, *c: _dynamic_device(hw, c, h, mode))(arrival, *costs)
+    return jax.vmap(lambda b, d, h: _dynamic_device(hw, b, d, h, mode))(base, delta, arrival)
 
 
 @partial(jax.jit, static_argnames=("cfg", "mode", "steps"))

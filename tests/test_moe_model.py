@@ -139,3 +139,19 @@ def test_bad_hardware_names_the_field():
         hardware.system("v100")
     with pytest.raises(HardwareError, match="attachment"):
         hardware.system("h100", attach="glued")
+
+
+def test_linear_form_fast_path_equals_the_layer_model():
+    hw = hardware.system("h100", attach="shared")
+    cfg, devices = CASES[2]  # heterogeneous: a shared expert per device
+    counts = np.stack([moe.device_counts(cfg, moe.powerlaw_routing(cfg.experts, cfg.top_k, 48,
+                                                                   1.0, seed=s), devices)
+                       for s in range(3)])
+    placements = np.random.default_rng(2).random((3, 7) + counts.shape[1:]) < 0.5
+    for mode in model.MODES:
+        fast = model.evaluate_assignments(hw, cfg, jnp.asarray(counts),
+                                          jnp.asarray(placements, dtype=float), mode)
+        for layer in range(3):
+            for n in range(7):
+                whole = model.layer_times(hw, cfg, counts[layer], placements[layer, n], mode)
+                np.testing.assert_allclose(fast[layer, n], whole.critical, rtol=1e-12)

@@ -33,7 +33,9 @@ from perfjax.hardware import GPUSpec, PIMSpec, System
 from perfjax.workloads.moe import MoEConfig, slot_ffn
 
 __all__ = ["MODES", "GROUPED_GEMM_LAUNCHES", "gpu_expert_time", "gpu_expert_memory_time",
-           "pim_expert_time", "SideTotals", "expert_costs", "side_totals", "device_time", "dispatch_arrival", "LayerTimes", "layer_times", "batched_layer_times",
+           "pim_expert_time", "SideTotals", "expert_costs", "side_totals", "device_time",
+           "dispatch_arrival", "totals_from_vector", "placement_linear_form",
+           "evaluate_assignments", "LayerTimes", "layer_times", "batched_layer_times",
            "device_objective", "step_metrics"]
 
 MODES = ("serial", "overlapped")
@@ -180,6 +182,48 @@ def device_time(hw: System, totals: SideTotals, mode: str = "overlapped",
     pim_first = jnp.maximum(first_launch, routed_start + routed_work)
     contended = hw.pim.bank_conflict * (pim_first + gpu - first_launch)
     return jnp.maximum(jnp.maximum(gpu, pim_side), contended)
+
+
+TOTALS_FIELDS = 8  # SideTotals as a vector: its fields in declaration order
+
+
+def totals_from_vector(v: Any) -> SideTotals:
+    """SideTotals from a [..., 8] vector (fields in declaration order)."""
+    return SideTotals(*(v[..., i] for i in range(TOTALS_FIELDS)))
+
+
+def placement_linear_form(hw: System, cfg: MoEConfig, counts: Any) -> tuple[jax.Array, jax.Array]:
+    """Side totals are linear in the placement: totals(pim) = base + sum_m pim_m * delta_m.
+
+    Returns ``base`` [..., D, 8] (everything on the GPU) and ``delta`` [..., D, M, 8] (what moving
+    slot m to PIM changes), so that many assignments of one layer cost one contraction.
+    """
+    counts = jnp.asarray(counts, dtype=float)
+    g, g_mem, p, nbytes, active, local = expert_costs(hw, cfg, counts,
+                                                      slot_ffn(cfg, counts.shape[-2]))
+    zero = jnp.zeros_like(g)
+    on_gpu = jnp.stack([g, g_mem, active, zero, zero, zero, zero, zero], -1) * active[..., None]
+    on_pim = jnp.stack([zero, zero, zero, p, nbytes, active, local * p, local], -1)
+    on_pim = on_pim * active[..., None]
+    return jnp.sum(on_gpu, axis=-2), on_pim - on_gpu
+
+
+@partial(jax.jit, static_argnames=("cfg", "mode"))
+def evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Array,
+                         mode: str = "overlapped") -> jax.Array:
+    """Critical path [L, N] of N placements [L, N, D, M] for each of L layers' counts [L, D, M].
+
+    The placement-independent per-expert costs are computed once per layer; each assignment then
+    costs one contraction over its experts (the fast path for searches over placements).
+    """
+    base, delta = placement_linear_form(hw, cfg, counts)
+    placements = jnp.asarray(placements)
+    if jnp.issubdtype(placements.dtype, jnp.floating):  # float32 placements: a float32 contraction
+        delta = delta.astype(placements.dtype)
+    totals = base[:, None] + jnp.einsum("lndm,ldmk->lndk", placements, delta)
+    arrival = dispatch_arrival(hw, cfg, counts)[:, None, :]
+    device = device_time(hw, totals_from_vector(totals), mode, arrival)
+    return jnp.max(arrival + device, axis=-1) + jnp.max(arrival, axis=-1)
 
 
 def device_objective(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
