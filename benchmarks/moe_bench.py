@@ -18,7 +18,7 @@ Usage: python benchmarks/moe_bench.py [--traces 120] [--repeats 3] [--gpus 8]
 from __future__ import annotations
 
 import argparse
-import time
+import timeit
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +34,7 @@ from perfjax.workloads import moe
 
 
 def _best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(timeit.repeat(fn, number=1, repeat=repeats))
 
 
 def scheduler_latency(hw, devices: int, repeats: int) -> None:

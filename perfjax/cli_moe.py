@@ -95,6 +95,7 @@ def compare_policies(hw: Any, cfg: Any, routings: list[np.ndarray], devices: int
 
 def register(commands: Any) -> None:
     """Add the ``moe`` subcommand to the CLI's subparsers."""
+    from perfjax.cli import _positive_int as _positive
     from perfjax.workloads.moe import MODELS, PHASES
 
     moe = commands.add_parser(
@@ -119,16 +120,6 @@ def register(commands: Any) -> None:
     moe.add_argument("--seed", type=int, default=0)
     moe.add_argument("--no-sim", action="store_true", help="skip the reference simulator")
     moe.add_argument("--json", required=True, metavar="OUT", help="write the report here")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
