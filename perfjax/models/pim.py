@@ -218,10 +218,15 @@ def evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placemen
     """
     base, delta = placement_linear_form(hw, cfg, counts)
     placements = jnp.asarray(placements)
-    if jnp.issubdtype(placements.dtype, jnp.floating):  # float32 placements: a float32 contraction
-        delta = delta.astype(placements.dtype)
-    totals = base[:, None] + jnp.einsum("lndm,ldmk->lndk", placements, delta)
-    arrival = dispatch_arrival(hw, cfg, counts)[:, None, :]
+    if jnp.issubdtype(placements.dtype, jnp.floating):  # float32 placements: float32 arithmetic
+        base, delta = base.astype(placements.dtype), delta.astype(placements.dtype)
+    layers, assignments, devices, slots = placements.shape
+    # one matmul per layer against a block-diagonal [D*M, D*8] (no transposed copy of the batch)
+    blocks = jnp.einsum("ldmk,de->ldmek", delta, jnp.eye(devices, dtype=delta.dtype))
+    blocks = blocks.reshape(layers, devices * slots, devices * TOTALS_FIELDS)
+    moved = placements.reshape(layers, assignments, devices * slots) @ blocks
+    totals = base[:, None] + moved.reshape(layers, assignments, devices, TOTALS_FIELDS)
+    arrival = dispatch_arrival(hw, cfg, counts)[:, None, :].astype(totals.dtype)
     device = device_time(hw, totals_from_vector(totals), mode, arrival)
     return jnp.max(arrival + device, axis=-1) + jnp.max(arrival, axis=-1)
 
