@@ -100,20 +100,20 @@ GPUS: dict[str, GPUSpec] = {
                     # ~4 us per launch on the critical path (CUDA launch latency measured in the
                     # same Hopper study; CUDA graphs lower it, kept conservative)
                     kernel_launch=4e-6,
-                    # smallest M of a Hopper wgmma tile used by grouped-GEMM MoE kernels
-                    # (PTX ISA: wgmma.mma_async m64nNk16)
-                    mma_tile_m=64.0),
+                    # token rows per tile of a decode-size fused-MoE grouped GEMM (vLLM's Triton
+                    # fused_moe default config: BLOCK_SIZE_M = 16 when tokens <= experts)
+                    mma_tile_m=16.0),
     # NVIDIA H200 SXM datasheet: same GH100 compute (989 TFLOPS dense BF16), 4.8 TB/s HBM3e,
     # 6 stacks (141 GB).
     "h200": GPUSpec(peak_flops=989.4e12, hbm_bandwidth=4.8e12, hbm_stacks=6.0,
                     flops_efficiency=0.75, bandwidth_efficiency=0.90, kernel_launch=4e-6,
-                    mma_tile_m=64.0),
+                    mma_tile_m=16.0),
     # NVIDIA A100 SXM4 80GB datasheet: 312 TFLOPS dense BF16, 2.039 TB/s HBM2e, 5 stacks.
     "a100": GPUSpec(peak_flops=312e12, hbm_bandwidth=2.039e12, hbm_stacks=5.0,
                     # ~80% of peak GEMM, ~90% of bandwidth (Jia et al. style microbenchmarks,
                     # NVIDIA A100 whitepaper's STREAM-like figures)
                     flops_efficiency=0.80, bandwidth_efficiency=0.90, kernel_launch=4e-6,
-                    # Ampere mma.sync m16n8k16 tiles; CUTLASS grouped GEMM uses 16-row minimum
+                    # the same fused_moe tile (mma.sync m16n8k16 on Ampere)
                     mma_tile_m=16.0),
 }
 
