@@ -116,6 +116,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_tune.register(commands)
     from perfjax import cli_moe
     cli_moe.register(commands)
+    from perfjax import cli_bench
+    cli_bench.register(commands)
     return parser
 
 
@@ -244,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "moe":
             from perfjax import cli_moe
             return cli_moe.run(args)
+        if args.command == "bench":
+            from perfjax import cli_bench
+            return cli_bench.run(args)
         if args.command == "demo":
             from perfjax.demo import run_demo
             return run_demo(seed=args.seed)

@@ -4,8 +4,9 @@ One suggestion:
 
 1. initial design: the default configuration first (when feasible), then feasible random points
    chosen for spread (each the farthest, in feature space, of a few random draws);
-2. a GP on log-transformed, standardized valid values (permutation-aware kernel), optionally on
-   top of a cost model's predictions as prior mean; a feasibility classifier on every outcome;
+2. a GP on log-transformed, standardized values (permutation-aware kernel; failed evaluations
+   enter at the worst valid value), optionally on top of a cost model's predictions as prior
+   mean; a feasibility classifier on every outcome;
 3. acquisition = EI (or a UCB-style optimistic improvement) x P(feasible) x prior^(beta/n)
    (pi-BO user priors), evaluated on >= 10,000 feasible random candidates plus the neighbours of
    the best observations, then improved by local search in the constrained neighbourhood
@@ -47,7 +48,7 @@ class BayesOpt:
                  prior_mean: Callable[[Mapping[str, Any]], Any] | None = None,
                  prior: Callable[[Mapping[str, Any]], Any] | None = None,
                  prior_weight: float = 10.0, local_search_starts: int = 8,
-                 local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 120):
+                 local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 100):
         if acquisition not in ACQUISITIONS:
             raise SpaceError(f"unknown acquisition {acquisition!r} (known: {', '.join(ACQUISITIONS)})")
         perms = [p for p in space.params.values() if p.kind == "permutation"]
@@ -161,11 +162,13 @@ class BayesOpt:
         x_all = features(self.space, told, self.permutation_kernel)
         valid = np.asarray(self._valid)
         values = np.asarray(self._values)
-        self._x_valid, self._y_valid = x_all[valid], values[valid]
-        self._prior_valid = (None if self.prior_mean is None else
-                             self._prior_mean_values({k: v[valid] for k, v in told.items()}))
+        # Failed points join the GP at the worst valid value: without them its uncertainty (and
+        # EI) stays high exactly where evaluations crash; the classifier adds P(feasible).
+        self._x_valid = x_all
+        self._y_valid = np.where(valid, values, np.max(values[valid]))
+        self._prior_valid = (None if self.prior_mean is None else self._prior_mean_values(told))
         self._gp.fit(self._x_valid, self._y_valid, prior=self._prior_valid, refit=True)
-        self._best_z = float(np.min(self._gp.transform(self._y_valid)))
+        self._best_z = float(np.min(self._gp.transform(values[valid])))
         self._use_feasibility = not valid.all()
         if self._use_feasibility:
             self._feasibility.fit(x_all, valid)
@@ -218,8 +221,10 @@ class BayesOpt:
             u = (self._best_z - mean) / sd
             # log EI, with the asymptotic form where EI underflows (u << 0)
             ei = sd * (u * norm.cdf(u) + norm.pdf(u))
+            far = np.minimum(u, -30.0)  # EI ~ sd phi(u) / u^2 there
             score = np.where(u > -30, np.log(np.maximum(ei, 1e-300)),
-                             np.log(sd) - 0.5 * u * u - np.log(u * u) - 0.5 * math.log(2 * math.pi))
+                             np.log(sd) - 0.5 * far * far - np.log(far * far)
+                             - 0.5 * math.log(2 * math.pi))
         else:
             gain = self._best_z - (mean - self.ucb_beta * sd)
             score = np.log(np.logaddexp(0.0, gain * 4.0) / 4.0 + 1e-300)  # softplus: positive

@@ -9,12 +9,12 @@ valid rate:
 
 Far from every observation it returns the overall rate; next to many observations it returns
 their local frequency. The lengthscale is the one of a small grid with the best leave-one-out log
-loss (each point predicted from the others), which is what calibrates the probabilities.
+loss (each point predicted from the others). Smoothing flattens a sharp boundary, so the
+leave-one-out predictions also fit a Platt recalibration sigmoid(a logit(p) + b), which is what
+makes the probabilities calibrated.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -26,19 +26,31 @@ LENGTHSCALES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.0)
 PRIOR_STRENGTH = 2.0
 
 
-@partial(jax.jit, static_argnums=())
-def _loo_log_loss(x, valid, mask, lengthscales, prior_a, prior_b):
+@jax.jit
+def _loo_predictions(x, valid, mask, lengthscales, prior_a, prior_b):
+    """Leave-one-out P(valid) of every point, per candidate lengthscale: [lengthscales, n]."""
     d2 = jnp.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1)
 
     def one(ls):
         w = jnp.exp(-d2 / (2 * ls * ls)) * (mask[:, None] * mask[None, :])
         w = w * (1.0 - jnp.eye(len(x)))  # leave the point itself out
-        p = (prior_a + w @ valid) / (prior_a + prior_b + w.sum(axis=1))
-        p = jnp.clip(p, 1e-6, 1 - 1e-6)
-        loss = -(valid * jnp.log(p) + (1 - valid) * jnp.log(1 - p))
-        return jnp.sum(jnp.where(mask, loss, 0.0))
+        return jnp.clip((prior_a + w @ valid) / (prior_a + prior_b + w.sum(axis=1)), 1e-6, 1 - 1e-6)
 
     return jax.vmap(one)(lengthscales)
+
+
+def _platt(p: np.ndarray, labels: np.ndarray, iterations: int = 25) -> tuple[float, float]:
+    """(a, b) of sigmoid(a logit(p) + b) maximizing the likelihood of ``labels``; Newton's method
+    with a weak Gaussian prior around the identity (a=1, b=0) so a few points cannot overfit."""
+    z = np.log(p) - np.log1p(-p)
+    features = np.stack([z, np.ones_like(z)], axis=1)
+    theta, prior_precision = np.array([1.0, 0.0]), 1.0
+    for _ in range(iterations):
+        q = 1 / (1 + np.exp(-(features @ theta)))
+        grad = features.T @ (labels - q) - prior_precision * (theta - [1.0, 0.0])
+        hess = features.T @ (features * (q * (1 - q))[:, None]) + prior_precision * np.eye(2)
+        theta = theta + np.linalg.solve(hess, grad)
+    return float(max(theta[0], 0.0)), float(theta[1])
 
 
 @jax.jit
@@ -78,21 +90,27 @@ class FeasibilityClassifier:
         self._x, self._valid = _pad(x, size), _pad(valid, size)
         self._mask = np.zeros(size, dtype=bool)
         self._mask[:len(x)] = True
+        self._platt = (1.0, 0.0)
         if valid.min() == valid.max():  # one class only: nothing local to learn
             self.lengthscale = float(self.lengthscales[len(self.lengthscales) // 2])
-        else:
-            losses = _loo_log_loss(self._x, self._valid, self._mask, self.lengthscales, self._a,
-                                   self._b)
-            self.lengthscale = float(self.lengthscales[int(np.argmin(np.asarray(losses)))])
+            return self
+        loo = np.asarray(_loo_predictions(self._x, self._valid, self._mask, self.lengthscales,
+                                          self._a, self._b))[:, :len(x)]
+        losses = -(valid * np.log(loo) + (1 - valid) * np.log1p(-loo)).sum(axis=1)
+        best = int(np.argmin(losses))
+        self.lengthscale = float(self.lengthscales[best])
+        self._platt = _platt(loo[best], valid)
         return self
 
     def predict(self, xq: np.ndarray) -> np.ndarray:
         """P(valid) at feature rows ``xq`` [m, F]."""
         xq = np.asarray(xq, dtype=float)
         from perfjax.surrogates.gp import bucket
-        padded = _pad(xq, bucket(len(xq), 256))
-        p = _predict(self._x, self._valid, self._mask, self.lengthscale, self._a, self._b, padded)
-        return np.asarray(p)[:len(xq)]
+        padded = _pad(xq, bucket(len(xq), 1024))
+        p = np.clip(np.asarray(_predict(self._x, self._valid, self._mask, self.lengthscale,
+                                        self._a, self._b, padded))[:len(xq)], 1e-6, 1 - 1e-6)
+        a, b = self._platt
+        return 1 / (1 + np.exp(-(a * (np.log(p) - np.log1p(-p)) + b)))
 
 
 __all__ = ["FeasibilityClassifier"]

@@ -13,8 +13,8 @@ integers and reals in [0, 1] (log scale where asked), categoricals one-hot.
 
 Hyperparameters maximize the log marginal likelihood plus gamma log-priors on the lengthscales,
 permutation scales, amplitude and noise (Adam from several starts, vmapped, in one jit).
-Observations are padded to a bucket size (16, 32, 64, ...) with a mask so a growing data set
-reuses a few compiled functions. Linear algebra is a plain Cholesky: at n <= a few hundred a
+Observations are padded to a bucket size (64, 128, ...) with a mask so a growing data set reuses
+one compiled fit (compiling costs seconds; a step at 64 rows instead of 16 costs microseconds). Linear algebra is a plain Cholesky: at n <= a few hundred a
 library GP (tinygp) adds a dependency but no solver we need, and masking padded rows is simpler
 by hand.
 """
@@ -184,8 +184,8 @@ def _sample_from_priors(layout: FeatureLayout, key: jax.Array) -> GPParams:
                     draw(ks[3], NOISE_PRIOR, ()))
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6))
-def _fit(layout, x, y, mask, starts: GPParams, steps: int, learning_rate: float) -> GPParams:
+@partial(jax.jit, static_argnums=(0, 6))
+def _fit(layout, x, y, mask, starts: GPParams, steps: jax.Array, learning_rate: float) -> GPParams:
     """Maximize mll + log prior from every start (leading axis of ``starts``); the best wins."""
     def loss(params):
         value = -(log_marginal_likelihood(layout, params, x, y, mask) + log_prior(params))
@@ -194,16 +194,16 @@ def _fit(layout, x, y, mask, starts: GPParams, steps: int, learning_rate: float)
     optimizer = optax.adam(learning_rate)
 
     def run(start):
-        def step(state, _):
+        def step(_, state):  # the step count is traced: warm and cold fits share one compile
             params, opt_state = state
-            value, grad = jax.value_and_grad(loss)(params)
+            grad = jax.grad(loss)(params)
             grad = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grad)
             updates, opt_state = optimizer.update(grad, opt_state, params)
             params = optax.apply_updates(params, updates)
             # keep hyperparameters in a sane box (guards against a diverging start)
             params = jax.tree_util.tree_map(lambda p: jnp.clip(p, -12.0, 8.0), params)
-            return (params, opt_state), value
-        (params, _), _ = jax.lax.scan(step, (start, optimizer.init(start)), None, length=steps)
+            return params, opt_state
+        params, _ = jax.lax.fori_loop(0, steps, step, (start, optimizer.init(start)))
         return params, loss(params)
 
     fitted, losses = jax.vmap(run)(starts)
@@ -226,7 +226,7 @@ def _predict(layout, params, x, mask, chol, alpha, xq):
     return mean, jnp.maximum(var, 1e-12)
 
 
-def bucket(n: int, smallest: int = 16) -> int:
+def bucket(n: int, smallest: int = 64) -> int:
     """The padded size for ``n`` rows: the next power of two, at least ``smallest``."""
     return max(smallest, 1 << max(n - 1, 0).bit_length())
 
@@ -245,9 +245,11 @@ class GaussianProcess:
     """
 
     def __init__(self, layout: FeatureLayout, *, log_outputs: bool | str = "auto",
-                 restarts: int = 4, steps: int = 120, learning_rate: float = 0.08, seed: int = 0):
+                 restarts: int = 4, steps: int = 100, warm_steps: int = 40,
+                 learning_rate: float = 0.08, seed: int = 0):
         self.layout = layout
         self.log_outputs = log_outputs
+        self.warm_steps = warm_steps
         self.restarts = restarts
         self.steps = steps
         self.learning_rate = learning_rate
@@ -310,10 +312,13 @@ class GaussianProcess:
             self._key, key = jax.random.split(self._key)
             starts = jax.vmap(lambda k: _sample_from_priors(self.layout, k))(
                 jax.random.split(key, self.restarts))
-            if self.params is not None:  # warm start: the last optimum is one of the starts
+            steps = self.steps
+            if self.params is not None:  # warm start: the last optimum is one of the starts,
+                # and from there a few steps follow the optimum as data arrive
                 starts = jax.tree_util.tree_map(lambda s, p: s.at[0].set(p), starts, self.params)
-            self.params = _fit(self.layout, self._x, self._y, self._mask, starts, self.steps,
-                               self.learning_rate)
+                steps = self.warm_steps
+            self.params = _fit(self.layout, self._x, self._y, self._mask, starts,
+                               jnp.asarray(steps), self.learning_rate)
         self._chol, self._alpha = _posterior_state(self.layout, self.params, self._x, self._y,
                                                    self._mask)
         return self
@@ -321,10 +326,11 @@ class GaussianProcess:
     def predict(self, xq: np.ndarray, *, prior: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and variance of the standardized output at rows ``xq`` (padded
-        internally to a power of two so candidate batches of any size reuse compilations);
+        internally to a power of two >= 1024 so candidate batches of any size reuse a couple of
+        compilations);
         ``prior`` holds the raw prior-mean values at ``xq`` when the fit had a prior."""
         xq = np.asarray(xq, dtype=float)
-        size = bucket(len(xq), 256)
+        size = bucket(len(xq), 1024)
         padded = np.zeros((size, self.layout.width))
         padded[:len(xq)] = xq
         mean, var = _predict(self.layout, self.params, self._x, self._mask, self._chol,

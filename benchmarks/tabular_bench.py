@@ -1,0 +1,83 @@
+"""BO vs random search vs Optuna TPE on every bacobench table (real TACO/RISE measurements).
+
+Protocol: perfjax.bench.tabular (nearest-row objective, quality = table best / best found, median
+over seeds). Prints per table the median quality at budgets 10/20/40/60 and the seconds per
+suggestion with ~60 observations, then the geometric means over tables of BO/TPE and BO/random
+quality at budgets 20 and 60 against the targets (1.25 and 1.35), and the BO >= 0.9 targets.
+
+    .venv/bin/python benchmarks/tabular_bench.py [--seeds 10] [--budget 60] [--tables a,b] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from perfjax.bench import tabular
+from perfjax.data import data_dir
+
+TARGETS = {"tpe": 1.25, "random": 1.35}
+QUALITY_TARGET = {"spmm_2630": 0.9, "sddmm_7742": 0.9}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=60)
+    parser.add_argument("--tables", default="", help="comma-separated table names (default all)")
+    parser.add_argument("--strategies", default="bo,random,tpe")
+    parser.add_argument("--out", default="", help="write each table's JSON report here")
+    args = parser.parse_args()
+    root = data_dir()
+    if root is None or not (root / "bacobench").is_dir():
+        print("no real data (../shared/data/bacobench or $PERFJAX_DATA): nothing to benchmark")
+        return 1
+    paths = sorted((root / "bacobench").glob("*.csv"))
+    if args.tables:
+        wanted = args.tables.split(",")
+        paths = [p for p in paths if p.stem in wanted]
+    strategies = args.strategies.split(",")
+    reports = {}
+    for path in paths:
+        started = time.perf_counter()
+        report = tabular.benchmark(path, strategies, seeds=args.seeds, budget=args.budget)
+        reports[path.stem] = report
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / f"{path.stem}.json").write_text(json.dumps(report, indent=2))
+        print(f"\n{path.stem}  ({time.perf_counter() - started:.0f} s)")
+        for name, row in report["strategies"].items():
+            q = "  ".join(f"@{b}={v:.3f}" for b, v in row["quality"].items())
+            print(f"  {name:<7} {q}   {row['seconds_per_suggestion']:.3f} s/suggestion")
+        sys.stdout.flush()
+    if "bo" not in strategies:
+        return 0
+    print(f"\ngeometric mean over {len(reports)} tables of BO quality / baseline quality "
+          f"({args.seeds} seeds, median each):")
+    for baseline, target in TARGETS.items():
+        if baseline not in strategies:
+            continue
+        for budget in ("20", "60"):
+            ratios = [r["strategies"]["bo"]["quality"][budget] /
+                      max(r["strategies"][baseline]["quality"][budget], 1e-12) for r in reports.values()]
+            geomean = float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-12)))))
+            print(f"  BO/{baseline:<6} @{budget}: {geomean:.3f}  (target >= {target}: "
+                  f"{'met' if geomean >= target else 'MISSED'})")
+    for table, target in QUALITY_TARGET.items():
+        if table in reports:
+            q = reports[table]["strategies"]["bo"]["quality"].get(str(args.budget), float("nan"))
+            print(f"  BO quality @{args.budget} on {table}: {q:.3f}  (target >= {target}: "
+                  f"{'met' if q >= target else 'MISSED'})")
+    latency = max(r["strategies"]["bo"]["seconds_per_suggestion"] for r in reports.values())
+    print(f"  BO seconds per suggestion at ~{args.budget} observations (worst table): "
+          f"{latency:.3f}  (target <= 1: {'met' if latency <= 1 else 'MISSED'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

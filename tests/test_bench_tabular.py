@@ -1,0 +1,113 @@
+"""The tabular benchmark protocol, against a plain-Python reading of the protocol text."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfjax import cli
+from perfjax.bench import tabular
+from perfjax.data import data_dir
+from perfjax.errors import PerfjaxError
+
+
+def write_table(path, rng, rows=40):
+    perms = list(itertools.permutations(range(3)))
+    frame = pd.DataFrame({
+        "chunk": rng.choice([1, 4, 16, 64], rows),
+        "threads": rng.choice([2, 3, 5], rows),
+        "permutation": [str(perms[i]) for i in rng.integers(0, 6, rows)],
+        "compute_time": rng.uniform(1.0, 10.0, rows),
+        "iterations": 10, "repeats": 5, "wait_after_run": 0,
+    })
+    frame.loc[3, "compute_time"] = 0.0  # a failed measurement
+    frame.loc[7, "compute_time"] = -1.0
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def reference_nearest(frame: pd.DataFrame, config: dict) -> int:
+    """The protocol's distance, row by row, in plain Python."""
+    best, best_row = math.inf, -1
+    ordinals = ["chunk", "threads"]
+    for i, row in frame.iterrows():
+        d = 0.0
+        for column in ordinals:
+            values = sorted(frame[column].unique())
+            d += abs(values.index(row[column]) - values.index(config[column])) / (len(values) - 1)
+        perm = tuple(int(v) for v in row["permutation"].strip("()").split(","))
+        d += sum(a != b for a, b in zip(perm, config["permutation"])) / len(perm)
+        if d < best:
+            best, best_row = d, i
+    return best_row
+
+
+def test_space_objective_and_quality_follow_the_protocol(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = write_table(tmp_path / "t.csv", rng)
+    problem = tabular.load_table(tmp_path / "t.csv")
+    space = problem.space
+    assert space.names == ("chunk", "threads", "permutation")  # measurement columns dropped
+    assert space.params["chunk"].values == tuple(sorted(frame["chunk"].unique()))
+    assert space.params["permutation"].n == 3
+    for config in space.to_dicts(space.sample(50, seed=1)):
+        config["permutation"] = tuple(config["permutation"])
+        row = reference_nearest(frame, config)
+        assert problem.nearest_row(config) == row
+        result = problem.objective(config)
+        time = frame["compute_time"][row]
+        assert result["valid"] == (time > 0)
+        assert (result["value"] == time) if time > 0 else math.isnan(result["value"])
+    assert problem.best == frame["compute_time"][frame["compute_time"] > 0].min()
+    values = [4.0, math.nan, 2.0, 3.0]
+    assert tabular.quality(values, 1.0, 1) == 0.25
+    assert tabular.quality(values, 1.0, 3) == 0.5
+    assert tabular.quality([math.nan, math.nan], 1.0, 2) == 0.0
+
+
+def test_cli_writes_the_report_and_bad_input_is_one_line(tmp_path, capsys):
+    write_table(tmp_path / "t.csv", np.random.default_rng(1))
+    out = tmp_path / "report.json"
+    assert cli.main(["bench", "tabular", str(tmp_path / "t.csv"), "--strategies", "random,tpe",
+                     "--seeds", "2", "--budget", "12", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["table"] == "t" and set(report["strategies"]) == {"random", "tpe"}
+    for row in report["strategies"].values():
+        assert set(row["quality"]) == {"10"}  # budgets beyond 12 are not reported
+        assert 0 < row["quality"]["10"] <= 1 and row["seconds_per_suggestion"] >= 0
+    capsys.readouterr()  # the run's progress lines
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    assert cli.main(["bench", "tabular", str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.csv: no compute_time column" in err
+
+
+def test_tpe_without_optuna_says_how_to_install_it(tmp_path, monkeypatch):
+    write_table(tmp_path / "t.csv", np.random.default_rng(2))
+    problem = tabular.load_table(tmp_path / "t.csv")
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(PerfjaxError, match=r"needs optuna: pip install 'perfjax\[bench\]'"):
+        tabular.OptunaTPE(problem.space)
+
+
+def test_real_table_loads_as_the_protocol_says():
+    root = data_dir()
+    if root is None or not (root / "bacobench" / "spmm_2630.csv").is_file():
+        pytest.skip("real data ../shared/data/bacobench is absent")
+    frame = pd.read_csv(root / "bacobench" / "spmm_2630.csv")
+    problem = tabular.load_table(root / "bacobench" / "spmm_2630.csv")
+    params = [c for c in frame.columns if c not in tabular.MEASUREMENT_COLUMNS]
+    assert problem.space.names == tuple(params)
+    expected = math.factorial(5) * np.prod([frame[c].nunique() for c in params if c != "permutation"])
+    assert problem.space.size() == expected
+    assert problem.best == frame["compute_time"][frame["compute_time"] > 0].min()
+    i = int(frame["compute_time"].idxmin())  # a row's own configuration is at distance 0
+    config = {c: frame[c][i] for c in params if c != "permutation"}
+    config["permutation"] = tuple(int(v) for v in frame["permutation"][i].strip("()").split(","))
+    assert problem.objective(config)["value"] == problem.best
