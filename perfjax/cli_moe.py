@@ -53,9 +53,12 @@ def routing_steps(spec: str, cfg: Any, tokens: int, phase: str, seed: int = 0,
 
 
 def compare_policies(hw: Any, cfg: Any, routings: list[np.ndarray], devices: int,
-                     phase: str = "decode", mode: str = "overlapped", simulate: bool = True
-                     ) -> dict[str, Any]:
-    """Model (and simulator) tokens/s and time per output token of every placement policy."""
+                     phase: str = "decode", mode: str = "overlapped", simulate: bool = True,
+                     chunks: int = 4) -> dict[str, Any]:
+    """Model (and simulator) tokens/s and time per output token of every placement policy.
+
+    ``mode`` serial | overlapped | pipelined (``chunks`` token chunks; placements are then chosen
+    for the overlapped layer and evaluated pipelined)."""
     import jax.numpy as jnp
 
     from perfjax.models import pim as model
@@ -65,17 +68,26 @@ def compare_policies(hw: Any, cfg: Any, routings: list[np.ndarray], devices: int
 
     counts = np.stack([moe.device_counts(cfg, r, devices) for r in routings])
     tokens = routings[0].shape[0]
+    place_mode = "overlapped" if mode == "pipelined" else mode
+    if mode == "pipelined":
+        chunked = jnp.asarray(np.stack([moe.chunk_device_counts(cfg, r, devices, chunks)
+                                        for r in routings]))
     policies: dict[str, Any] = {}
     errors: list[float] = []
     for policy in schedulers.POLICIES:
         placements = np.stack([np.asarray(schedulers.place(policy, hw, cfg, jnp.asarray(c), phase,
-                                                           mode)) for c in counts]) * (counts > 0)
-        critical = np.asarray(model.batched_layer_times(hw, cfg, jnp.asarray(counts),
-                                                        jnp.asarray(placements), mode).critical)
+                                                           place_mode)) for c in counts])
+        placements = placements * (counts > 0)
+        if mode == "pipelined":
+            critical = np.asarray(model.batched_pipelined_critical(hw, cfg, chunked,
+                                                                   jnp.asarray(placements)))
+        else:
+            critical = np.asarray(model.batched_layer_times(hw, cfg, jnp.asarray(counts),
+                                                            jnp.asarray(placements), mode).critical)
         row = model.step_metrics(critical, cfg, tokens)
         row["pim_fraction"] = float(placements.sum() / max((counts > 0).sum(), 1))
         if simulate:
-            simulated = np.array([simulate_layer(hw, cfg, r, pl, devices, mode).critical
+            simulated = np.array([simulate_layer(hw, cfg, r, pl, devices, mode, chunks).critical
                                   for r, pl in zip(routings, placements)])
             errors.extend(np.abs(critical - simulated) / simulated)
             sim_row = model.step_metrics(simulated, cfg, tokens)
@@ -89,6 +101,7 @@ def compare_policies(hw: Any, cfg: Any, routings: list[np.ndarray], devices: int
         "dynamic_over_best_static": policies["dynamic"]["tokens_per_s"] / best_static,
         "model_vs_sim_mape": float(100.0 * np.mean(errors)) if errors else float("nan"),
         "gpus": devices, "tokens_per_step": tokens, "phase": phase, "mode": mode,
+        "chunks": chunks if mode == "pipelined" else 1,
         "steps": len(routings),
     }
 
@@ -112,7 +125,10 @@ def register(commands: Any) -> None:
     moe.add_argument("--phase", choices=PHASES, default="decode")
     moe.add_argument("--gpus", type=_positive, default=8, help="expert-parallel GPUs (default 8)")
     moe.add_argument("--gpu", default="h100", help="h100, h200 or a100 (default h100)")
-    moe.add_argument("--mode", choices=("serial", "overlapped"), default="overlapped")
+    moe.add_argument("--mode", choices=("serial", "overlapped", "pipelined"),
+                     default="overlapped", help="GPU/PIM overlap (default overlapped)")
+    moe.add_argument("--chunks", type=_positive, default=4,
+                     help="token chunks of --mode pipelined (default 4)")
     moe.add_argument("--pim-multiple", type=float, default=4.0,
                      help="PIM internal bandwidth over external (default 4, Aquabolt-XL)")
     moe.add_argument("--pim-attach", choices=("separate", "shared"), default="separate",
@@ -136,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     tokens = args.batch or (256 if args.phase == "decode" else 2048)
     source = routing_steps(args.routing, cfg, tokens, args.phase, args.seed)
     report = compare_policies(hw, cfg, source.steps, args.gpus, args.phase, args.mode,
-                              simulate=not args.no_sim)
+                              simulate=not args.no_sim, chunks=args.chunks)
     report["routing"] = source.description
     report["gpu"], report["pim_attach"] = args.gpu, args.pim_attach
     _write_json(args.json, report)

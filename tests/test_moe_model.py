@@ -155,3 +155,28 @@ def test_linear_form_fast_path_equals_the_layer_model():
             for n in range(7):
                 whole = model.layer_times(hw, cfg, counts[layer], placements[layer, n], mode)
                 np.testing.assert_allclose(fast[layer, n], whole.critical, rtol=1e-12)
+
+
+def test_pipelined_model_matches_simulator():
+    rng = np.random.default_rng(5)
+    errors = []
+    for attach in ("separate", "shared"):
+        hw = hardware.system("h100", attach=attach)
+        for cfg, devices in CASES[:3]:
+            for tokens, chunks in [(32, 2), (256, 4), (1024, 2)]:
+                routing = moe.powerlaw_routing(cfg.experts, cfg.top_k, tokens, 1.0, seed=tokens)
+                counts = moe.device_counts(cfg, routing, devices)
+                chunked = moe.chunk_device_counts(cfg, routing, devices, chunks)
+                # chunks partition the batch: routed counts add up, every token counted once
+                np.testing.assert_array_equal(chunked.sum(0), counts)
+                for placement in _placements(counts, rng)[::2]:
+                    predicted = float(model.pipelined_critical(hw, cfg, chunked, placement))
+                    simulated = simulate_layer(hw, cfg, routing, placement, devices, "pipelined",
+                                               chunks).critical
+                    errors.append(abs(predicted - simulated) / simulated)
+                    one_chunk = model.pipelined_critical(hw, cfg, counts[None], placement)
+                    np.testing.assert_allclose(one_chunk, model.layer_times(
+                        hw, cfg, counts, placement).critical, rtol=1e-12)
+    errors = np.array(errors)
+    assert errors.mean() < 0.03, errors.mean()
+    assert errors.max() < 0.10, errors.max()

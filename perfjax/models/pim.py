@@ -12,6 +12,8 @@ GPU; fractions are the relaxation gradients flow through). Per device:
   the processing units' MAC rate, plus a command overhead per sweep;
 * GPU-PIM operand and result transfers;
 * overlap: ``serial`` runs the GPU, then every PIM expert with its transfers one after another;
+  (``pipelined_critical`` adds chunk pipelining: dispatch, experts and combine of token chunks
+  follow one another, each chunk overlapped as below);
   ``overlapped`` runs the GPU and the PIM side concurrently, except that with ``bank_conflict``
   the HBM serves either GPU streaming or PIM execution at any one time, first come first served.
 
@@ -22,6 +24,7 @@ the latest (dispatch arrival + expert phase) over devices, then the combine. Eve
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
 from functools import partial
 from typing import Any
 
@@ -33,9 +36,11 @@ from perfjax.hardware import GPUSpec, PIMSpec, System
 from perfjax.workloads.moe import MoEConfig, slot_ffn
 
 __all__ = ["MODES", "GROUPED_GEMM_LAUNCHES", "gpu_expert_time", "gpu_expert_memory_time",
-           "pim_expert_time", "SideTotals", "expert_costs", "side_totals", "device_time",
+           "pim_expert_time", "SideTotals", "expert_costs", "side_totals", "device_branches",
+           "device_time",
            "dispatch_arrival", "totals_from_vector", "placement_linear_form",
-           "evaluate_assignments", "LayerTimes", "layer_times", "batched_layer_times",
+           "evaluate_assignments", "pipelined_critical", "batched_pipelined_critical",
+           "LayerTimes", "layer_times", "batched_layer_times",
            "device_objective", "step_metrics"]
 
 MODES = ("serial", "overlapped")
@@ -151,13 +156,11 @@ def side_totals(costs: tuple[Any, ...], pim: Any) -> SideTotals:
                       jnp.sum(on_pim * local * p, -1), jnp.sum(on_pim * local, -1))
 
 
-def device_time(hw: System, totals: SideTotals, mode: str = "overlapped",
-                head_start: Any = 0.0) -> jax.Array:
-    """A device's expert-phase seconds, from its dispatch arrival on, given its side totals.
-
-    ``head_start``: seconds between the layer's start and this device's dispatch arrival, during
-    which PIM may already run the shared experts (their tokens are local).
-    """
+def device_branches(hw: System, totals: SideTotals, mode: str = "overlapped",
+                    head_start: Any = 0.0) -> tuple[tuple[jax.Array, jax.Array, jax.Array], ...]:
+    """The engines whose longest span is a device's expert phase: (GPU, PIM side, shared banks)
+    when overlapped, the one serial chain otherwise (see ``device_time``). Each is (lead, busy,
+    trail): waiting before the engine starts, the engine busy, and latency after it is free."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     any_gpu = jnp.minimum(totals.gpu_experts, 1.0)
@@ -168,20 +171,35 @@ def device_time(hw: System, totals: SideTotals, mode: str = "overlapped",
     latency = hw.link.gpu_pim_latency
     if mode == "serial":
         # every PIM expert waits for its operands, runs, and returns its results in turn
-        return gpu + totals.pim_work + bytes_time + 2.0 * latency * totals.pim_experts
+        zero = jnp.zeros_like(gpu)
+        return ((zero, gpu + totals.pim_work + bytes_time + 2.0 * latency * totals.pim_experts,
+                 zero),)
     # transfers pipeline behind PIM execution: only the first operands and last results show;
     # shared experts' PIM work may start before the dispatch arrives
     routed_start = jnp.maximum(latency * any_pim,
                                latency * any_local + totals.pim_local_work - head_start)
     routed_work = totals.pim_work - totals.pim_local_work
-    pim_side = routed_start + routed_work + bytes_time + latency * any_pim
     # shared banks, first come first served: the PIM experts, ready one operand write after the
     # dispatch, hold the banks while the GPU launches its first kernel; the GPU's expert work
     # and its second launch follow them
     first_launch = hw.gpu.kernel_launch * any_gpu
     pim_first = jnp.maximum(first_launch, routed_start + routed_work)
     contended = hw.pim.bank_conflict * (pim_first + gpu - first_launch)
-    return jnp.maximum(jnp.maximum(gpu, pim_side), contended)
+    zero = jnp.zeros_like(gpu)
+    return ((zero, gpu, zero), (routed_start, routed_work + bytes_time, latency * any_pim),
+            (zero, contended, zero))
+
+
+def device_time(hw: System, totals: SideTotals, mode: str = "overlapped",
+                head_start: Any = 0.0) -> jax.Array:
+    """A device's expert-phase seconds, from its dispatch arrival on, given its side totals.
+
+    ``head_start``: seconds between the layer's start and this device's dispatch arrival, during
+    which PIM may already run the shared experts (their tokens are local).
+    """
+    spans = [lead + busy + trail for lead, busy, trail in device_branches(hw, totals, mode,
+                                                                          head_start)]
+    return functools.reduce(jnp.maximum, spans)
 
 
 TOTALS_FIELDS = 8  # SideTotals as a vector: its fields in declaration order
@@ -278,6 +296,45 @@ def layer_times(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
     critical = jnp.max(arrival + device, axis=-1) + combine
     return LayerTimes(gpu=gpu, pim=totals.pim_work, transfer=transfer, device=device,
                       dispatch=arrival, combine=combine, critical=critical)
+
+
+def pipelined_critical(hw: System, cfg: MoEConfig, chunk_counts: Any, pim: Any) -> jax.Array:
+    """Critical path of a chunk-pipelined layer: ``chunk_counts`` [..., C, D, M] per token chunk
+    (``perfjax.workloads.moe.chunk_device_counts``), one placement ``pim`` [..., D, M].
+
+    Each chunk is dispatched, run (overlapped GPU and PIM, weights streamed again per chunk) and
+    combined; a device's port sends the chunks' dispatches back to back, each of a device's
+    engines (GPU stream, PIM side, shared banks) takes chunk c after chunk c-1, and the combine of
+    chunk c follows the last device's chunk c and the combine of chunk c-1.
+    """
+    chunk_counts = jnp.asarray(chunk_counts, dtype=float)
+    pim = jnp.asarray(pim, dtype=float)
+    ffn = slot_ffn(cfg, chunk_counts.shape[-2])
+    latency = hw.link.nvlink_latency
+    port = dispatch_arrival(hw, cfg, chunk_counts) - latency * (chunk_counts.shape[-2] > 1)
+    sent = jnp.cumsum(port, axis=-2)                        # [..., C, D]
+    engines_free: list[Any] | None = None
+    combined = None
+    for c in range(chunk_counts.shape[-3]):
+        arrival = sent[..., c, :] + latency * (chunk_counts.shape[-2] > 1)
+        totals = side_totals(expert_costs(hw, cfg, chunk_counts[..., c, :, :], ffn), pim)
+        # only the first chunk's shared experts find the PIM idle before their dispatch lands
+        engines = device_branches(hw, totals, "overlapped", arrival if c == 0 else 0.0)
+        # each engine (GPU stream, PIM side, shared banks) takes chunk c once it has finished
+        # chunk c-1; its lead (operand writes) and trail (result reads) overlap other chunks
+        previous = engines_free or [None] * len(engines)
+        engines_free = [arrival + lead + busy if free is None
+                        else jnp.maximum(arrival + lead, free) + busy
+                        for (lead, busy, _), free in zip(engines, previous)]
+        done = functools.reduce(jnp.maximum, [free + trail for free, (_, _, trail)
+                                              in zip(engines_free, engines)])
+        ready = jnp.max(done, axis=-1)
+        ready = ready if combined is None else jnp.maximum(ready, combined)
+        combined = ready + jnp.max(port[..., c, :], axis=-1)
+    return combined + latency * (chunk_counts.shape[-2] > 1)
+
+
+batched_pipelined_critical = jax.jit(pipelined_critical, static_argnames=("cfg",))
 
 
 @partial(jax.jit, static_argnames=("cfg", "mode"))

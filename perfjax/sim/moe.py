@@ -160,95 +160,109 @@ def _pim_stack_seconds(hw: System, cfg: MoEConfig, tokens: int, ffn: int) -> flo
 
 
 def simulate_layer(hw: System, cfg: MoEConfig, experts: np.ndarray, pim: np.ndarray,
-                   devices: int, mode: str = "overlapped") -> SimResult:
+                   devices: int, mode: str = "overlapped", chunks: int = 1) -> SimResult:
     """Simulate one MoE layer: ``experts`` [tokens, top_k] routing, ``pim`` [D, E/D + shared]
-    placement (true/1: PIM), expert parallelism over ``devices``, ``mode`` serial|overlapped."""
+    placement (true/1: PIM), expert parallelism over ``devices``, ``mode`` serial|overlapped|
+    pipelined (overlapped within each of ``chunks`` contiguous token chunks, whose dispatch,
+    experts and combine follow one another through the shared links and engines)."""
+    if mode not in ("serial", "overlapped", "pipelined"):
+        raise ValueError(f"unknown mode {mode!r}")
     experts = np.asarray(experts, dtype=np.int64)
     pim = np.asarray(pim) > 0.5
     per_device = cfg.experts // devices
     slots = per_device + cfg.shared_experts
     if pim.shape != (devices, slots):
         raise ValueError(f"placement shape {pim.shape} != {(devices, slots)}")
+    chunks = chunks if mode == "pipelined" else 1
     tokens = experts.shape[0]
     source = np.arange(tokens) % devices
-    owner = experts // per_device
-    # pairs[s, d]: token-expert pairs from tokens on s to experts on d
-    pairs = np.zeros((devices, devices), dtype=np.int64)
-    np.add.at(pairs, (np.repeat(source, experts.shape[1]), owner.ravel()), 1)
-    counts = np.zeros((devices, slots), dtype=np.int64)
-    np.add.at(counts, (owner.ravel(), (experts % per_device).ravel()), 1)
-    counts[:, per_device:] = np.bincount(source, minlength=devices)[:, None]
+    chunk_of = np.arange(tokens) * chunks // tokens
     ffn = [cfg.expert_ffn] * per_device + [cfg.shared_ffn] * cfg.shared_experts
     stacks = [f"stack{s}" for s in range(int(hw.pim.stacks))]
     message = cfg.hidden * cfg.act_bytes
     bw, lat = float(hw.link.nvlink_bandwidth), float(hw.link.nvlink_latency)
     path_bw, path_lat = float(hw.link.gpu_pim_bandwidth), float(hw.link.gpu_pim_latency)
+    conflict = float(hw.pim.bank_conflict) >= 0.5
 
     sim = _Simulation()
-    arrivals: list[list[int]] = [[] for _ in range(devices)]
-    for offset in range(1, devices):  # ring order: each round is a perfect matching
-        for s in range(devices):
-            d = (s + offset) % devices
-            if pairs[s, d]:
-                arrivals[d].append(sim.add(f"dispatch {s}->{d}", pairs[s, d] * message / bw,
-                                           (f"egress{s}", f"ingress{d}"), delay=lat,
-                                           reserve=False))
-    finished: list[list[int]] = []
-    for d in range(devices):
-        res = lambda name: f"{name}@{d}"  # noqa: E731 - per-device resource names
-        held_stacks = tuple(res(s) for s in stacks)
-        gpu_slots = [j for j in range(slots) if counts[d, j] and not pim[d, j]]
-        pim_slots = [j for j in range(slots) if counts[d, j] and pim[d, j]]
-        ends: list[int] = []
-        last_gpu: list[int] = []
-        if gpu_slots:
-            gpu_res = (res("gpu"),) + (held_stacks if float(hw.pim.bank_conflict) >= 0.5 else ())
-            prev = sim.add(f"launch gate_up @{d}", float(hw.gpu.kernel_launch), (res("gpu"),),
-                           deps=arrivals[d])
-            for j in gpu_slots:
-                prev = sim.add(f"gate_up e{j} @{d}",
-                               _gpu_matrix_seconds(hw, cfg, counts[d, j], cfg.hidden, 2 * ffn[j]),
-                               gpu_res, deps=[prev])
-            prev = sim.add(f"launch down @{d}", float(hw.gpu.kernel_launch), (res("gpu"),),
-                           deps=[prev])
-            for j in gpu_slots:
-                prev = sim.add(f"down e{j} @{d}",
-                               _gpu_matrix_seconds(hw, cfg, counts[d, j], ffn[j], cfg.hidden),
-                               gpu_res, deps=[prev])
-            last_gpu = [prev]
-            ends.append(prev)
-        chain = list(last_gpu) if mode == "serial" else []
-        for j in pim_slots:
-            operand = counts[d, j] * message / path_bw
-            # shared-expert tokens are local; routed ones wait for the dispatch
-            wait = arrivals[d] if j < per_device else []
-            write = sim.add(f"pim write e{j} @{d}", operand, (res("path"),), deps=wait + chain,
-                            delay=path_lat)
-            seconds = _pim_stack_seconds(hw, cfg, counts[d, j], ffn[j])
-            parts = [sim.add(f"pim e{j} {s} @{d}", seconds, (res(s),), deps=[write])
-                     for s in stacks]
-            read = sim.add(f"pim read e{j} @{d}", operand, (res("path"),), deps=parts,
-                           delay=path_lat)
-            ends.append(read)
-            if mode == "serial":
-                chain = [read]
-        finished.append(ends)
-    combines: list[list[int]] = [[] for _ in range(devices)]
-    for offset in range(1, devices):
+    all_arrivals: list[list[int]] = [[] for _ in range(devices)]
+    all_finished: list[list[int]] = [[] for _ in range(devices)]
+    all_combines: list[list[int]] = [[] for _ in range(devices)]
+    gpu_tail: list[list[int]] = [[] for _ in range(devices)]  # stream order across chunks
+    for chunk in range(chunks):
+        rows = chunk_of == chunk
+        chunk_experts, chunk_source = experts[rows], source[rows]
+        owner = chunk_experts // per_device
+        # pairs[s, d]: token-expert pairs from tokens on s to experts on d
+        pairs = np.zeros((devices, devices), dtype=np.int64)
+        np.add.at(pairs, (np.repeat(chunk_source, experts.shape[1]), owner.ravel()), 1)
+        counts = np.zeros((devices, slots), dtype=np.int64)
+        np.add.at(counts, (owner.ravel(), (chunk_experts % per_device).ravel()), 1)
+        counts[:, per_device:] = np.bincount(chunk_source, minlength=devices)[:, None]
+        arrivals: list[list[int]] = [[] for _ in range(devices)]
+        for offset in range(1, devices):  # ring order: each round is a perfect matching
+            for src in range(devices):
+                d = (src + offset) % devices
+                if pairs[src, d]:
+                    arrivals[d].append(sim.add(
+                        f"dispatch c{chunk} {src}->{d}", pairs[src, d] * message / bw,
+                        (f"egress{src}", f"ingress{d}"), delay=lat, reserve=False))
+        finished: list[list[int]] = []
         for d in range(devices):
-            s = (d + offset) % devices
-            if pairs[s, d]:
-                combines[s].append(sim.add(f"combine {d}->{s}", pairs[s, d] * message / bw,
-                                           (f"egress{d}", f"ingress{s}"),
-                                           deps=finished[d] + arrivals[d], delay=lat,
-                                           reserve=False))
+            res = lambda name: f"{name}@{d}"  # noqa: E731 - per-device resource names
+            held_stacks = tuple(res(s) for s in stacks)
+            gpu_slots = [j for j in range(slots) if counts[d, j] and not pim[d, j]]
+            pim_slots = [j for j in range(slots) if counts[d, j] and pim[d, j]]
+            ends: list[int] = []
+            last_gpu: list[int] = []
+            if gpu_slots:
+                gpu_res = (res("gpu"),) + (held_stacks if conflict else ())
+                prev = sim.add(f"launch gate_up c{chunk} @{d}", float(hw.gpu.kernel_launch),
+                               (res("gpu"),), deps=arrivals[d] + gpu_tail[d])
+                for j in gpu_slots:
+                    prev = sim.add(f"gate_up c{chunk} e{j} @{d}", _gpu_matrix_seconds(
+                        hw, cfg, counts[d, j], cfg.hidden, 2 * ffn[j]), gpu_res, deps=[prev])
+                prev = sim.add(f"launch down c{chunk} @{d}", float(hw.gpu.kernel_launch),
+                               (res("gpu"),), deps=[prev])
+                for j in gpu_slots:
+                    prev = sim.add(f"down c{chunk} e{j} @{d}", _gpu_matrix_seconds(
+                        hw, cfg, counts[d, j], ffn[j], cfg.hidden), gpu_res, deps=[prev])
+                last_gpu = gpu_tail[d] = [prev]
+                ends.append(prev)
+            chain = list(last_gpu) if mode == "serial" else []
+            for j in pim_slots:
+                operand = counts[d, j] * message / path_bw
+                # shared-expert tokens are local; routed ones wait for the dispatch
+                wait = arrivals[d] if j < per_device else []
+                write = sim.add(f"pim write c{chunk} e{j} @{d}", operand, (res("path"),),
+                                deps=wait + chain, delay=path_lat)
+                seconds = _pim_stack_seconds(hw, cfg, counts[d, j], ffn[j])
+                parts = [sim.add(f"pim c{chunk} e{j} {s} @{d}", seconds, (res(s),), deps=[write])
+                         for s in stacks]
+                read = sim.add(f"pim read c{chunk} e{j} @{d}", operand, (res("path"),),
+                               deps=parts, delay=path_lat)
+                ends.append(read)
+                if mode == "serial":
+                    chain = [read]
+            finished.append(ends)
+        for offset in range(1, devices):
+            for d in range(devices):
+                src = (d + offset) % devices
+                if pairs[src, d]:
+                    all_combines[src].append(sim.add(
+                        f"combine c{chunk} {d}->{src}", pairs[src, d] * message / bw,
+                        (f"egress{d}", f"ingress{src}"), deps=finished[d] + arrivals[d],
+                        delay=lat, reserve=False))
+        for d in range(devices):
+            all_arrivals[d] += arrivals[d]
+            all_finished[d] += finished[d]
     sim.run()
 
     def latest(ids: list[int], default: float = 0.0) -> float:
         return max((sim.tasks[i].done for i in ids), default=default)
 
-    dispatch_done = np.array([latest(arrivals[d]) for d in range(devices)])
-    expert_done = np.array([latest(finished[d], dispatch_done[d]) for d in range(devices)])
-    finish = np.array([max(latest(combines[s]), expert_done[s]) for s in range(devices)])
+    dispatch_done = np.array([latest(all_arrivals[d]) for d in range(devices)])
+    expert_done = np.array([latest(all_finished[d], dispatch_done[d]) for d in range(devices)])
+    finish = np.array([max(latest(all_combines[s]), expert_done[s]) for s in range(devices)])
     return SimResult(critical=float(finish.max()), expert_phase=expert_done - dispatch_done,
                      dispatch_done=dispatch_done, finish=finish, tasks=len(sim.tasks))

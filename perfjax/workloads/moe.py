@@ -20,7 +20,7 @@ from perfjax.errors import WorkloadError
 
 __all__ = ["MoEConfig", "MODELS", "SIEVE_MODELS", "model_config", "RoutingTrace", "read_trace",
            "read_traces", "expert_counts", "powerlaw_routing", "bimodal_routing",
-           "rescale_routing", "device_counts", "slot_ffn", "PHASES"]
+           "rescale_routing", "device_counts", "chunk_device_counts", "slot_ffn", "PHASES"]
 
 PHASES = ("decode", "prefill")
 
@@ -264,3 +264,22 @@ def device_counts(cfg: MoEConfig, experts: np.ndarray, devices: int) -> np.ndarr
     local_tokens = np.bincount(np.arange(experts.shape[0]) % devices, minlength=devices)
     shared = np.repeat(local_tokens[:, None], cfg.shared_experts, axis=1)
     return np.concatenate([routed, shared], axis=1).astype(float)
+
+
+def chunk_device_counts(cfg: MoEConfig, experts: np.ndarray, devices: int, chunks: int
+                        ) -> np.ndarray:
+    """Per-chunk ``device_counts`` [chunks, devices, slots]: token t belongs to chunk
+    t * chunks // tokens (contiguous chunks, as a chunk-pipelined layer splits its batch)."""
+    experts = np.asarray(experts)
+    if not 1 <= chunks <= experts.shape[0]:
+        raise WorkloadError(f"chunks: need 1 <= chunks <= tokens ({experts.shape[0]}), got {chunks}")
+    chunk_of = np.arange(experts.shape[0]) * chunks // experts.shape[0]
+    per_device = cfg.experts // devices
+    out = []
+    for c in range(chunks):
+        rows = np.flatnonzero(chunk_of == c)
+        counts = device_counts(cfg, experts[rows], devices)
+        # the shared experts run where each token sits: t % devices over the whole batch
+        counts[:, per_device:] = np.bincount(rows % devices, minlength=devices)[:, None]
+        out.append(counts)
+    return np.stack(out)
