@@ -103,7 +103,7 @@ def policy_gains(traces, devices: int, batches, settings) -> None:
     print(f"[4] decode, {devices} GPUs, real traces rescaled: dynamic over the best static policy"
           " (best static in brackets)")
     header = "".join(f"{f'B={b}':>22}" for b in batches)
-    print(f"    {'setting':<26}{'model':<19}{header}{'Sieve':>8}")
+    print(f"    {'setting':<30}{'model':<19}{header}{'Sieve':>8}")
     for label, hw, mode in settings:
         for name, published in moe.SIEVE_MODELS.items():
             cfg = moe.model_config(name)
@@ -114,7 +114,7 @@ def policy_gains(traces, devices: int, batches, settings) -> None:
                 best = max(experts.STATIC_POLICIES,
                            key=lambda p: report["policies"][p]["tokens_per_s"])
                 cells.append(f"{report['dynamic_over_best_static']:.2f}x [{best}]")
-            print(f"    {label:<26}{name:<19}{''.join(f'{c:>22}' for c in cells)}"
+            print(f"    {label:<30}{name:<19}{''.join(f'{c:>22}' for c in cells)}"
                   f"{published:>7.1f}x")
 
 

@@ -41,7 +41,7 @@ def test_dynamic_equals_brute_force_in_decode(attach):
     checked = 0
     # serial time is additive over experts; one (heterogeneous) model suffices for it
     for (cfg, devices), mode in [(c, "overlapped") for c in SMALL] + [(SMALL[3], "serial")]:
-        for routing in _routings(cfg, range(10)):
+        for routing in _routings(cfg, range(8)):
             counts = moe.device_counts(cfg, routing, devices)
             placement = np.asarray(experts.dynamic(hw, cfg, jnp.asarray(counts), mode))
             _, optimum = experts.brute_force(hw, cfg, counts, mode)
@@ -49,7 +49,7 @@ def test_dynamic_equals_brute_force_in_decode(attach):
             np.testing.assert_allclose(ours, optimum, rtol=1e-9,
                                        err_msg=f"{cfg.name} {mode} {counts}")
             checked += len(optimum)
-    assert checked > 150
+    assert checked > 120
 
 
 def test_dynamic_near_brute_force_at_prefill_sizes():
@@ -57,7 +57,7 @@ def test_dynamic_near_brute_force_at_prefill_sizes():
     partitioning problem, and the heuristic may land a hair above the optimum."""
     hw = hardware.system("h100")
     ratios = []
-    for cfg, devices in SMALL[:3]:
+    for cfg, devices in SMALL[:2]:
         for seed in range(4):
             routing = moe.powerlaw_routing(cfg.experts, cfg.top_k, 4096, 0.8 + 0.15 * seed, seed)
             counts = moe.device_counts(cfg, routing, devices)
