@@ -69,27 +69,34 @@ _PAIR_WINDOW = 16  # beyond 2x this many experts, pairs are searched near the th
 
 
 def _dynamic_device(hw: System, base: jax.Array, delta: jax.Array, head_start: jax.Array,
-                    mode: str) -> jax.Array:
+                    mode: str, shared: int) -> jax.Array:
     """Best placement of one device's experts from its linear form: totals = base + pim @ delta
-    (``base`` [8], ``delta`` [M, 8], see ``perfjax.models.pim.placement_linear_form``)."""
+    (``base`` [8], ``delta`` [M, 8], see ``perfjax.models.pim.placement_linear_form``); its last
+    ``shared`` slots are shared experts."""
     slots = delta.shape[0]
 
     def score(totals: jax.Array) -> jax.Array:
         return device_time(hw, totals_from_vector(totals), mode, head_start)
 
-    # sort: GPU first for the experts where PIM would cost most extra (PIM seconds - GPU seconds)
-    order = jnp.argsort(-(delta[:, 3] + delta[:, 0]))
-    # every split j (the j first experts on the GPU, the rest on PIM) by cumulative sums
-    suffix = jnp.cumsum(delta[order][::-1], axis=0)[::-1]               # [M, 8]: ranks >= j
-    split_totals = base + jnp.concatenate([suffix, jnp.zeros((1, 8))])  # [M+1, 8]
-    scores = score(split_totals)
-    best_split = jnp.argmin(scores)
-    placement = (jnp.argsort(order) >= best_split).astype(float)
-    value = scores[best_split]
+    routed = slots - shared
+    # sort the routed experts: GPU first where PIM would cost most extra (PIM - GPU seconds)
+    order = jnp.argsort(-(delta[:routed, 3] + delta[:routed, 0]))
+    # every split j (the j first routed experts on the GPU, the rest on PIM) by cumulative sums,
+    # for every placement of the few shared experts (wide ones trade against several routed)
+    suffix = jnp.cumsum(delta[:routed][order][::-1], axis=0)[::-1]      # [R, 8]: ranks >= j
+    suffix = jnp.concatenate([suffix, jnp.zeros((1, 8))])               # [R+1, 8]
+    masks = ((jnp.arange(2 ** shared)[:, None] >> jnp.arange(shared)) & 1).astype(float)
+    split_totals = base + suffix[None] + (masks @ delta[routed:])[:, None]  # [2^S, R+1, 8]
+    scores = score(split_totals).ravel()
+    best = jnp.argmin(scores)
+    best_mask, best_split = best // (routed + 1), best % (routed + 1)
+    placement = jnp.concatenate([(jnp.argsort(order) >= best_split).astype(float),
+                                 masks[best_mask]])
+    value = scores[best]
     triples = slots <= _TRIPLE_MOVES_UP_TO
-    if slots > 2 * _PAIR_WINDOW:
-        # many experts: pairs among the experts ranked nearest the threshold split only
-        start = jnp.clip(best_split - _PAIR_WINDOW, 0, slots - 2 * _PAIR_WINDOW)
+    if routed > 2 * _PAIR_WINDOW:
+        # many experts: pairs among the routed experts ranked nearest the threshold split only
+        start = jnp.clip(best_split - _PAIR_WINDOW, 0, routed - 2 * _PAIR_WINDOW)
         window = jax.lax.dynamic_slice(order, (start,), (2 * _PAIR_WINDOW,))
     else:
         window = jnp.arange(slots)
@@ -154,7 +161,8 @@ def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
     counts = jnp.asarray(counts, dtype=float)
     base, delta = placement_linear_form(hw, cfg, counts)
     arrival = dispatch_arrival(hw, cfg, counts)
-    return jax.vmap(lambda b, d, h: _dynamic_device(hw, b, d, h, mode))(base, delta, arrival)
+    return jax.vmap(lambda b, d, h: _dynamic_device(hw, b, d, h, mode, cfg.shared_experts))(
+        base, delta, arrival)
 
 
 @partial(jax.jit, static_argnames=("cfg", "mode", "steps"))
