@@ -9,12 +9,12 @@ slot layout of ``perfjax.workloads.moe.device_counts``. Policies:
   byte) is below a fixed Op/B threshold, the crossover of the PIM and GPU rooflines (Duplex's
   rule: the processor is chosen by each operation's Op/B);
 * ``dynamic`` (Sieve-style): from the step's token counts, per device, the best threshold
-  placement (experts sorted by how much the GPU saves over PIM, every split point scored from
-  cumulative sums of the experts' contributions), refined by single moves and pairwise exchanges
-  (with many experts, pairs among the 32 ranked nearest the split) until none helps — what
-  handles shared and other heterogeneous experts. The critical path is the latest (dispatch
-  arrival + expert phase) over devices, then the combine; the exchanges do not depend on the
-  placement, so minimising each device's expert phase minimises the layer;
+  placement (routed experts sorted by how much the GPU saves over PIM, every split point scored
+  from cumulative sums of the experts' contributions, for every placement of the shared experts),
+  refined by moves of one, two and (up to 24 experts per device) three experts until none helps;
+  with many experts, pairs are drawn from the 32 ranked nearest the split. The critical path is
+  the latest (dispatch arrival + expert phase) over devices, then the combine; the exchanges do
+  not depend on the placement, so minimising each device's expert phase minimises the layer;
 * ``relaxed``: a sigmoid-relaxed placement optimised with optax (Adam) through the model, then
   threshold-rounded;
 * ``brute_force``: every one of the 2^M placements of each device scored with the model (M <= 20),
