@@ -66,7 +66,7 @@ def compare_policies(hw: Any, cfg: Any, routings: list[np.ndarray], devices: int
     from perfjax.sim.moe import simulate_layer
     from perfjax.workloads import moe
 
-    counts = np.stack([moe.device_counts(cfg, r, devices) for r in routings])
+    counts = moe.check_counts(np.stack([moe.device_counts(cfg, r, devices) for r in routings]))
     tokens = routings[0].shape[0]
     place_mode = "overlapped" if mode == "pipelined" else mode
     if mode == "pipelined":

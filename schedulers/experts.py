@@ -34,7 +34,7 @@ import optax
 from perfjax.hardware import System
 from perfjax.models.pim import (MODES, device_objective, device_time, dispatch_arrival,
                                 placement_linear_form, totals_from_vector)
-from perfjax.workloads.moe import MoEConfig, slot_ffn
+from perfjax.workloads.moe import MoEConfig, check_counts, slot_ffn
 
 __all__ = ["POLICIES", "STATIC_POLICIES", "gpu_only", "static_pim", "static_threshold", "dynamic",
            "relaxed", "brute_force", "place"]
@@ -199,7 +199,7 @@ def relaxed(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
 def brute_force(hw: System, cfg: MoEConfig, counts: Any, mode: str = "overlapped"
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Optimal placement [D, M] and each device's optimal time by enumerating 2^M placements."""
-    counts = np.asarray(counts, dtype=float)
+    counts = check_counts(counts, "brute_force counts")
     slots = counts.shape[-1]
     if slots > 20:
         raise ValueError(f"brute force over {slots} experts per device is too large (max 20)")

@@ -155,3 +155,11 @@ def test_bad_generator_arguments_and_models():
         moe.bimodal_routing(8, 2, 10, hot_experts=8, hot_mass=0.5)
     with pytest.raises(WorkloadError, match="cannot split"):
         moe.device_counts(moe.model_config("mixtral-8x7b"), np.zeros((3, 2), int), 3)
+
+
+def test_negative_or_nan_counts_are_rejected():
+    with pytest.raises(WorkloadError, match="counts must be finite and non-negative, found -1"):
+        moe.check_counts(np.array([[3.0, -1.0]]))
+    with pytest.raises(WorkloadError, match="my counts"):
+        moe.check_counts(np.array([np.nan]), "my counts")
+    np.testing.assert_array_equal(moe.check_counts([0, 2]), [0.0, 2.0])

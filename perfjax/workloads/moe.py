@@ -20,7 +20,8 @@ from perfjax.errors import WorkloadError
 
 __all__ = ["MoEConfig", "MODELS", "SIEVE_MODELS", "model_config", "RoutingTrace", "read_trace",
            "read_traces", "expert_counts", "powerlaw_routing", "bimodal_routing",
-           "rescale_routing", "device_counts", "chunk_device_counts", "slot_ffn", "PHASES"]
+           "rescale_routing", "device_counts", "chunk_device_counts", "check_counts", "slot_ffn",
+           "PHASES"]
 
 PHASES = ("decode", "prefill")
 
@@ -283,3 +284,13 @@ def chunk_device_counts(cfg: MoEConfig, experts: np.ndarray, devices: int, chunk
         counts[:, per_device:] = np.bincount(rows % devices, minlength=devices)[:, None]
         out.append(counts)
     return np.stack(out)
+
+
+def check_counts(counts: np.ndarray, what: str = "token counts") -> np.ndarray:
+    """``counts`` as floats, or a WorkloadError naming ``what`` when any is negative or not
+    finite (the models take counts as data and cannot check them under jit)."""
+    counts = np.asarray(counts, dtype=float)
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        bad = counts[~np.isfinite(counts) | (counts < 0)].ravel()[0]
+        raise WorkloadError(f"{what}: counts must be finite and non-negative, found {bad}")
+    return counts
