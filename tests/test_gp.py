@@ -130,3 +130,22 @@ def test_a_good_prior_mean_improves_predictions_far_from_data():
         mean, _ = gp.predict(test, prior=prior)
         err[name] = np.sqrt(np.mean((gp.untransform(mean) - f(test)) ** 2))
     assert err["informed"] < 0.3 * err["plain"]
+
+
+def test_analytic_gradient_of_the_fit_objective_matches_jax_autodiff():
+    import jax
+
+    from perfjax.surrogates.gp import _flatten, _Objective, _unflatten, log_prior
+    space = mixed_space()
+    layout = feature_layout(space, "kendall")
+    x = features(space, space.sample(20, seed=11), "kendall")
+    z = np.random.default_rng(4).normal(size=20)
+    theta = _flatten(random_params(layout, np.random.default_rng(5)))
+    mask = np.ones(20, dtype=bool)
+
+    def loss(t):
+        params = _unflatten(layout, t)
+        return -(log_marginal_likelihood(layout, params, x, z, mask) + log_prior(params))
+    _, grad = _Objective(layout, x, z)(theta)
+    np.testing.assert_allclose(grad, np.asarray(jax.grad(loss)(jnp.asarray(theta))), rtol=1e-6,
+                               atol=1e-8)
