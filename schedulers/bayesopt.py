@@ -4,6 +4,7 @@ One suggestion:
 
 1. initial design: the default configuration first (when feasible), then feasible random points
    chosen for spread (each the farthest, in feature space, of a few random draws);
+   candidates also include random perturbations of the best observations (a trust region);
 2. a GP on log-transformed, standardized values (permutation-aware kernel; failed evaluations
    enter at the worst valid value), optionally on top of a cost model's predictions as prior
    mean; a feasibility classifier on every outcome;
@@ -48,7 +49,8 @@ class BayesOpt:
                  prior_mean: Callable[[Mapping[str, Any]], Any] | None = None,
                  prior: Callable[[Mapping[str, Any]], Any] | None = None,
                  prior_weight: float = 10.0, local_search_starts: int = 8,
-                 local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 100):
+                 local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 100,
+                 local_candidates: int = 4096):
         if acquisition not in ACQUISITIONS:
             raise SpaceError(f"unknown acquisition {acquisition!r} (known: {', '.join(ACQUISITIONS)})")
         perms = [p for p in space.params.values() if p.kind == "permutation"]
@@ -69,6 +71,7 @@ class BayesOpt:
         self.prior_weight = prior_weight
         self.local_search_starts = local_search_starts
         self.local_search_steps = local_search_steps
+        self.local_candidates = local_candidates
         self._rng = np.random.default_rng(seed)
         self._gp = GaussianProcess(self.layout, restarts=gp_restarts, steps=gp_steps, seed=seed)
         self._feasibility = FeasibilityClassifier()
@@ -138,7 +141,9 @@ class BayesOpt:
             default = {k: np.asarray(v) for k, v in default.items()}
             if bool(np.asarray(self.space.feasible(default))[0]) and self._unseen(default)[0]:
                 return default
-        pool = self._sample(64)
+        # A few random draws only: maximin over many would pick the corners of the space, where
+        # the extreme settings of every parameter at once rarely perform well.
+        pool = self._sample(8)
         keep = self._unseen(pool)
         if not keep.any():
             pool = self._sample(1024)
@@ -234,10 +239,48 @@ class BayesOpt:
             score = score + self.prior_weight / max(len(self._values), 1) * self._log_prior(batch)
         return score
 
+    def _perturb(self, count: int) -> dict:
+        """Feasible random perturbations of the best observations: each changes a few
+        parameters (about two) to nearby values, so the search also samples densely where the
+        best results are (a trust region around them) and not only uniformly."""
+        rng = self._rng
+        base = {k: v[rng.integers(0, len(v), count)] for k, v in self._incumbents.items()}
+        d = len(self.space.names)
+        change = rng.uniform(size=(count, d)) < min(1.0, 2.0 / d)
+        change[np.arange(count), rng.integers(0, d, count)] = True
+        out = {}
+        for j, (name, param) in enumerate(self.space.params.items()):
+            column = np.array(base[name], copy=True)
+            rows = np.nonzero(change[:, j])[0]
+            if param.kind == "permutation":
+                for _ in range(2):  # one or two random swaps
+                    a, b = rng.integers(0, param.n, len(rows)), rng.integers(0, param.n, len(rows))
+                    col_a, col_b = column[rows, a], column[rows, b]
+                    column[rows, a], column[rows, b] = col_b, col_a
+                    rows = rows[rng.uniform(size=len(rows)) < 0.5]
+            elif param.kind == "categorical":
+                column[rows] = rng.integers(0, len(param.values), len(rows))
+            elif name in self.space._domain:  # ordinals and small integer ranges: move by ranks
+                domain = self.space._domain[name]
+                idx = np.clip(np.searchsorted(domain, column[rows]), 0, len(domain) - 1)
+                radius = max(1, int(round(0.25 * (len(domain) - 1))))
+                step = rng.integers(-radius, radius + 1, len(rows))
+                column[rows] = domain[np.clip(idx + step, 0, len(domain) - 1)]
+            else:
+                lo, hi = param.bounds()
+                moved = column[rows] + rng.normal(0, 0.1 * (hi - lo), len(rows))
+                column[rows] = np.clip(np.round(moved) if param.kind == "integer" else moved, lo, hi)
+            out[name] = column
+        ok = np.asarray(self.space.feasible(out))
+        return {k: v[ok] for k, v in out.items()}
+
     def _optimize_acquisition(self) -> dict:
         pool = self._sample(self.candidates)
         near, _ = self.space.neighbors(self._incumbents, feasible_only=True)
-        pool = {k: np.concatenate([pool[k], np.asarray(near[k])]) for k in self.space.names}
+        parts = [pool, {k: np.asarray(v) for k, v in near.items()}]
+        if self.local_candidates:
+            parts.append(self._perturb(self.local_candidates))
+        pool = {k: np.concatenate([part[k] for part in parts]) for k in self.space.names}
         keep = self._unseen(pool)
         if not keep.any():
             return self._design_point([])
