@@ -198,6 +198,7 @@ class GridInput(NamedTuple):
     set and reused by every strategy, worker count, chunk and cost vector evaluated on it."""
 
     indptr: jax.Array  # int64 [matrices, padded rows + 1]
+    ends: jax.Array  # int64 [matrices, padded rows]: merge-path position of each row end
     n_rows: jax.Array  # int64 [matrices]
 
 
@@ -207,7 +208,9 @@ def prepare(stats) -> GridInput:
     lengths = lengths[None] if lengths.ndim == 1 else lengths
     indptr = np.zeros((lengths.shape[0], lengths.shape[1] + 1), dtype=np.int64)
     np.cumsum(lengths, axis=1, out=indptr[:, 1:])
-    return GridInput(jnp.asarray(indptr), jnp.asarray(np.atleast_1d(np.asarray(stats.n_rows, np.int64))))
+    ends = indptr[:, 1:] + np.arange(lengths.shape[1], dtype=np.int64)
+    return GridInput(jnp.asarray(indptr), jnp.asarray(ends),
+                     jnp.asarray(np.atleast_1d(np.asarray(stats.n_rows, np.int64))))
 
 
 def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_workers: int = 64) -> dict:
@@ -237,7 +240,7 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
         raise WorkloadError(f"chunk sizes must be >= 1, got {list(chunks_t)}")
     grid = stats if isinstance(stats, GridInput) else prepare(stats)
     codes = tuple(STRATEGY_CODES[n] for n in names)
-    return _grid_program(codes, workers_t, chunks_t, max_workers)(grid.indptr, grid.n_rows, cost)
+    return _grid_program(codes, workers_t, chunks_t, max_workers)(grid.indptr, grid.ends, grid.n_rows, cost)
 
 
 @functools.lru_cache(maxsize=64)
@@ -260,7 +263,7 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
         return (jnp.diff(rows_at, axis=1), jnp.diff(nnz_at, axis=1), jnp.asarray(active, jnp.int64),
                 jnp.where(active, searches, 0), partial)
 
-    def one_matrix(indptr, n, cost):
+    def one_matrix(indptr, ends, n, cost):
         padded = indptr.shape[0] - 1
         nnz = indptr[-1]
         searches = _log2_ceil(n).astype(jnp.int64)
@@ -277,7 +280,6 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
             return contiguous(rows, cuts, searches, (cuts > indptr[rows]).astype(jnp.int64))
 
         def merge_path():
-            ends = indptr[1:] + jnp.arange(padded)
             diagonals = flat_p * (n + nnz) // flat_P
             rows = jnp.searchsorted(ends, diagonals, side="left").astype(jnp.int64)
             cols = diagonals - rows
@@ -339,4 +341,4 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
                 out[key].append(jnp.stack([r[key] for r in per_chunk], axis=1))  # [W, C, ...]
         return {key: jnp.stack(v) for key, v in out.items()}  # [S, W, C, ...]
 
-    return jax.jit(jax.vmap(one_matrix, in_axes=(0, 0, None)))
+    return jax.jit(jax.vmap(one_matrix, in_axes=(0, 0, 0, None)))
