@@ -80,26 +80,37 @@ def main(argv: list[str] | None = None) -> int:
                 result = objective(config)
                 times.append(result["value"] if result["valid"] else float("nan"))
         again = [statistics.median(t) for t in fresh]
+        # The fastest round too: preemption on a shared machine only ever adds time.
+        fastest = [min(t) for t in fresh]
         default = again[0]
-        row = {"default_ms": default * 1e3, "nnz": int(a.nnz)}
+        row = {"default_ms": default * 1e3, "default_fastest_ms": fastest[0] * 1e3,
+               "nnz": int(a.nnz)}
         print(f"  default schedule {default * 1e3:.4f} ms (median of {args.remeasure} fresh "
-              f"measurements)")
+              f"measurements; fastest {fastest[0] * 1e3:.4f} ms)")
         for strategy in strategies:
             as_found = statistics.median(v for v, _ in found[strategy])
             remeasured = statistics.median(
                 t for (s, _, _), t in zip(candidates, again) if s == strategy)
+            remeasured_fastest = statistics.median(
+                t for (s, _, _), t in zip(candidates, fastest) if s == strategy)
             row[strategy] = {"best_as_found_ms": as_found * 1e3,
                              "best_remeasured_ms": remeasured * 1e3,
+                             "best_remeasured_fastest_ms": remeasured_fastest * 1e3,
                              "seeds": [v * 1e3 for v, _ in found[strategy]],
                              "configs": [c for _, c in found[strategy]]}
             print(f"  {strategy:<6} median of seed bests: {as_found * 1e3:.4f} ms as found, "
                   f"{remeasured * 1e3:.4f} ms remeasured; default / {strategy} = "
-                  f"{default / remeasured:.2f}x (as found {default / as_found:.2f}x)")
+                  f"{default / remeasured:.2f}x (as found {default / as_found:.2f}x); fastest "
+                  f"rounds {remeasured_fastest * 1e3:.4f} ms, default / {strategy} = "
+                  f"{fastest[0] / remeasured_fastest:.2f}x")
         if "bo" in strategies and "random" in strategies:
             ratio = row["random"]["best_remeasured_ms"] / row["bo"]["best_remeasured_ms"]
             found_ratio = row["random"]["best_as_found_ms"] / row["bo"]["best_as_found_ms"]
+            fastest_ratio = row["random"]["best_remeasured_fastest_ms"] / \
+                row["bo"]["best_remeasured_fastest_ms"]
             row["random_over_bo"] = ratio
-            print(f"  random / bo = {ratio:.2f}x remeasured ({found_ratio:.2f}x as found)")
+            print(f"  random / bo = {ratio:.2f}x remeasured ({found_ratio:.2f}x as found, "
+                  f"{fastest_ratio:.2f}x fastest rounds)")
         report[name] = row
         (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults: {out / 'results.json'}")
