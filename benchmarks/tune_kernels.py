@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=32, help="K (default 32)")
     parser.add_argument("--repeats", type=int, default=9, help="timed repetitions per evaluation")
     parser.add_argument("--strategies", default="bo,random")
+    parser.add_argument("--statistic", default="median", choices=("median", "min"),
+                        help="an evaluation's value of its repetitions (default median)")
     parser.add_argument("--remeasure", type=int, default=5,
                         help="rounds of fresh, interleaved measurements of the winners")
     parser.add_argument("--out", default="/tmp/perfjax-tune-kernels", help="studies and results")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
     for name in args.matrices.split(","):
         objective = KernelObjective("spmm", directory / f"{name}.mtx", width=args.width,
-                                    repeats=args.repeats)
+                                    repeats=args.repeats, statistic=args.statistic)
         space = objective.space
         a = objective.matrix
         print(f"\n== {name}: {a.shape[0]}x{a.shape[1]}, {a.nnz} nonzeros, SpMM K={args.width}, "

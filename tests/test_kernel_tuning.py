@@ -18,7 +18,7 @@ from perfjax import scenarios
 from perfjax.bench import kernel_tuning
 from perfjax.bench.kernel_tuning import KernelObjective
 from perfjax.cli import main
-from perfjax.errors import SpaceError
+from perfjax.errors import PerfjaxError, SpaceError
 from perfjax.kernels.c import KernelError, KernelSpec, OpSpec, sddmm, spmm
 from perfjax.schedulers.partition import partition
 from perfjax.space import Space
@@ -154,6 +154,23 @@ def test_objective_times_the_default_and_a_sampled_schedule(small, kernel):
         assert result["valid"] is True, (config, result)
         assert math.isfinite(result["value"]) and result["value"] > 0
         assert result["best_seconds"] <= result["value"]
+
+
+def test_objective_statistic_min_is_the_fastest_repetition(small, monkeypatch):
+    objective = KernelObjective("spmv", small, repeats=4, statistic="min")
+    import perfjax.kernels.c as kernels
+    real = kernels.spmv
+    seen = []
+
+    def recording(*a, **k):
+        seen.append(real(*a, **k))
+        return seen[-1]
+    monkeypatch.setattr(kernels, "spmv", recording)
+    result = objective(objective.default_config())
+    assert len(seen[0].seconds) == 5  # one warm-up repetition, then the 4 timed ones
+    assert result["value"] == min(seen[0].seconds[1:]) == result["best_seconds"]
+    with pytest.raises(PerfjaxError, match="statistic"):
+        KernelObjective("spmv", small, statistic="mean")
 
 
 def test_objective_marks_wrong_crashing_and_rejected_schedules_invalid(small, monkeypatch):
