@@ -50,7 +50,7 @@ class BayesOpt:
                  prior: Callable[[Mapping[str, Any]], Any] | None = None,
                  prior_weight: float = 10.0, local_search_starts: int = 8,
                  local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 100,
-                 local_candidates: int = 4096):
+                 local_candidates: int = 4096, local_every: int = 0):
         if acquisition not in ACQUISITIONS:
             raise SpaceError(f"unknown acquisition {acquisition!r} (known: {', '.join(ACQUISITIONS)})")
         perms = [p for p in space.params.values() if p.kind == "permutation"]
@@ -72,6 +72,8 @@ class BayesOpt:
         self.local_search_starts = local_search_starts
         self.local_search_steps = local_search_steps
         self.local_candidates = local_candidates
+        self.local_every = local_every
+        self._model_suggestions = 0
         self._rng = np.random.default_rng(seed)
         self._gp = GaussianProcess(self.layout, restarts=gp_restarts, steps=gp_steps, seed=seed)
         self._feasibility = FeasibilityClassifier()
@@ -275,11 +277,15 @@ class BayesOpt:
         return {k: v[ok] for k, v in out.items()}
 
     def _optimize_acquisition(self) -> dict:
-        pool = self._sample(self.candidates)
+        self._model_suggestions += 1
         near, _ = self.space.neighbors(self._incumbents, feasible_only=True)
-        parts = [pool, {k: np.asarray(v) for k, v in near.items()}]
+        parts = [{k: np.asarray(v) for k, v in near.items()}]
         if self.local_candidates:
             parts.append(self._perturb(self.local_candidates))
+        # Every local_every-th suggestion searches only around the best observations (the
+        # exploit half of a trust-region method); the others search the whole space as well.
+        if not (self.local_every and self._model_suggestions % self.local_every == 0):
+            parts.append(self._sample(self.candidates))
         pool = {k: np.concatenate([part[k] for part in parts]) for k in self.space.names}
         keep = self._unseen(pool)
         if not keep.any():

@@ -118,10 +118,17 @@ class GPParams(NamedTuple):
     log_noise: jax.Array
 
 
-# Gamma priors (concentration, rate): lengthscales on the unit cube ~ mean 0.5 (as BoTorch);
+# Gamma priors (concentration, rate): lengthscales on the unit cube with mean 0.5 sqrt(D) for D
+# numeric features (longer in more dimensions, after Hvarfner et al. 2024, "Vanilla Bayesian
+# optimization performs great in high dimensions": short ones make BO explore blindly there);
 # permutation scales mean 3 (a full reversal decorrelates to ~5%); amplitude and noise variance
 # of standardized outputs as BoTorch's defaults.
-LENGTHSCALE_PRIOR = (3.0, 6.0)
+
+
+def lengthscale_prior(dimensions: int) -> tuple[float, float]:
+    return 3.0, 6.0 / math.sqrt(max(dimensions, 1))
+
+
 SCALE_PRIOR = (2.0, 0.67)
 AMPLITUDE_PRIOR = (2.0, 0.15)
 NOISE_PRIOR = (1.1, 0.05)
@@ -168,7 +175,8 @@ def log_marginal_likelihood(layout, params, x, y, mask) -> jax.Array:
 
 
 def log_prior(params: GPParams) -> jax.Array:
-    return (jnp.sum(_gamma_logpdf(jnp.exp(params.log_lengthscales), LENGTHSCALE_PRIOR))
+    prior = lengthscale_prior(int(np.shape(params.log_lengthscales)[0]))
+    return (jnp.sum(_gamma_logpdf(jnp.exp(params.log_lengthscales), prior))
             + jnp.sum(_gamma_logpdf(jnp.exp(params.log_scales), SCALE_PRIOR))
             + _gamma_logpdf(jnp.exp(params.log_amplitude), AMPLITUDE_PRIOR)
             + _gamma_logpdf(jnp.exp(params.log_noise), NOISE_PRIOR))
@@ -179,7 +187,7 @@ def _sample_from_priors(layout: FeatureLayout, rng: np.random.Generator) -> np.n
     def draw(prior, size):
         a, b = prior
         return np.log(rng.gamma(a, 1.0 / b, size))
-    return np.concatenate([draw(AMPLITUDE_PRIOR, 1), draw(LENGTHSCALE_PRIOR, layout.numeric),
+    return np.concatenate([draw(AMPLITUDE_PRIOR, 1), draw(lengthscale_prior(layout.numeric), layout.numeric),
                            draw(SCALE_PRIOR, len(layout.permutations)), draw(NOISE_PRIOR, 1)])
 
 
@@ -254,7 +262,7 @@ class _Objective:
         grad[-1] = np.trace(w) * (noise - MIN_NOISE)
         # gamma log priors on the positive values (x = e^theta): (a - 1) log x - b x
         log_prior, prior_grad = 0.0, np.zeros_like(theta)
-        for sl, prior in ((slice(0, 1), AMPLITUDE_PRIOR), (slice(1, 1 + d), LENGTHSCALE_PRIOR),
+        for sl, prior in ((slice(0, 1), AMPLITUDE_PRIOR), (slice(1, 1 + d), lengthscale_prior(d)),
                           (slice(1 + d, 1 + d + p), SCALE_PRIOR), (slice(-1, None), NOISE_PRIOR)):
             a, b = prior
             value = np.exp(theta[sl])
