@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine with Python >= 3.11 and a C compiler:
-#   make demo   - create .venv if missing, install perfjax with its test extras, run `perfjax demo`
+#   make demo   - create .venv if missing, install perfjax with its test and bench extras, run `perfjax demo`
 #   make test   - the same setup, then the full test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,10 +8,10 @@ STAMP := $(VENV)/.perfjax-installed
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
