@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from perfjax.kernels.c.emit import KernelError, _tree_sum
+from perfjax.kernels.c.emit import KernelError, _tree_sum, schedule_clause, schedule_region
 
 LOOP_ITEMS = ("i0", "i1", "k", "j0", "j1")
 IDENTITY = (0, 1, 2, 3, 4)
@@ -225,10 +225,6 @@ def _chunk_size(spec) -> int:
     return 1 if spec.chunk_size is None else spec.chunk_size
 
 
-def _clause(spec) -> str:
-    return spec.schedule + ("" if spec.chunk is None else f", {spec.chunk}")
-
-
 def spmm_row_kernel(spec) -> str:
     """SpMM's ``row_kernel`` (partition mode) in the order of ``spec.loop_order``'s k, j0, j1."""
     from perfjax.kernels.c.emit import _ROW_SIGNATURE
@@ -244,10 +240,10 @@ def spmm_row_kernel(spec) -> str:
 def spmm_schedule_kernel(spec) -> str:
     """SpMM's ``kernel`` (schedule mode): the whole nest of ``spec.loop_order``, OpenMP
     schedule(kind, chunk) over chunks of ``chunk_size`` rows (1 when not given)."""
-    count = spec.instrument
+    count, clause = spec.instrument, schedule_clause(spec)
     chunk_lines = ["rows += hi - lo;", "nnz += indptr[hi] - indptr[lo];"] if count else []
     return "\n".join(line for line in [
-        f"/* OpenMP schedule({_clause(spec)}) over chunks of {_chunk_size(spec)} rows, loops "
+        f"/* OpenMP schedule({clause}) over chunks of {_chunk_size(spec)} rows, loops "
         f"{describe(spec.loop_order)}; `single` does not apply here. */",
         "static void kernel(const Problem *pb, int threads, int64_t single)",
         "{",
@@ -258,19 +254,8 @@ def spmm_schedule_kernel(spec) -> str:
         "    double *restrict y = pb->y;",
         f"    const int64_t w = pb->width, nrows = pb->nrows, chunk_size = {_chunk_size(spec)};",
         "    const int64_t nchunks = (nrows + chunk_size - 1) / chunk_size;",
-        "#pragma omp parallel num_threads(threads)",
-        "    {",
-        "        const double t0 = now();" if count else None,
-        "        int64_t rows = 0, nnz = 0;" if count else None,
-        f"#pragma omp for schedule({_clause(spec)}) nowait",
-        *_indent(nest_lines("spmm", spec.loop_order, spec.unroll, chunk_lines=chunk_lines),
-                 "        "),
-        "        const int p = omp_get_thread_num();" if count else None,
-        "        pb->rows_done[p] = rows;" if count else None,
-        "        pb->nnz_done[p] = nnz;" if count else None,
-        "        pb->span_start[p] = t0;" if count else None,
-        "        pb->span_end[p] = now();" if count else None,
-        "    }",
+        *schedule_region(clause, _indent(nest_lines("spmm", spec.loop_order, spec.unroll,
+                                                    chunk_lines=chunk_lines), "        "), count),
         "}"] if line is not None)
 
 
@@ -295,8 +280,9 @@ def sddmm_span(spec) -> str:
 def sddmm_schedule_kernel(spec) -> str:
     """SDDMM's ``kernel`` (schedule mode): the whole nest of ``spec.loop_order`` over chunks of
     ``chunk_size`` rows, with the ops driver's COUNT / SPAN instrumentation."""
+    clause = schedule_clause(spec)
     return "\n".join([
-        f"/* OpenMP schedule({_clause(spec)}) over chunks of {_chunk_size(spec)} rows, loops "
+        f"/* OpenMP schedule({clause}) over chunks of {_chunk_size(spec)} rows, loops "
         f"{describe(spec.loop_order)}; `single` does not apply. */",
         "static void kernel(Problem *pb, int threads, int64_t single)",
         "{",
@@ -312,7 +298,7 @@ def sddmm_schedule_kernel(spec) -> str:
         "        (void) p;",
         "        SPAN_BEGIN;",
         "        int64_t cnt[D] = {0};",
-        f"#pragma omp for schedule({_clause(spec)}) nowait",
+        f"#pragma omp for schedule({clause}) nowait",
         *_indent(nest_lines("sddmm", spec.loop_order, spec.unroll,
                             chunk_lines=["COUNT(0, hi - lo);",
                                          "COUNT(1, indptr[hi] - indptr[lo]);"]), "        "),

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from string import Template
 
 from perfjax.kernels.c.emit import (
-    CSpec, KernelError, _lines, _tree_sum, check_unroll, driver_parts, header_enum)
+    CSpec, KernelError, _lines, _tree_sum, check_unroll, driver_parts, header_enum, schedule_clause)
 
 OPS = ("sddmm", "spadd2", "spadd3", "spmul2", "ttv", "mttkrp")
 COITERATION = {"spadd2": ("add", 2), "spadd3": ("add", 3), "spmul2": ("mul", 2)}
@@ -153,13 +153,9 @@ def _ctype(kind: str) -> str:
     return "int64_t" if kind == "i64" else "double"
 
 
-def _schedule_clause(spec: OpSpec) -> str:
-    return spec.schedule + ("" if spec.chunk is None else f", {spec.chunk}")
-
-
 def _omp_units(spec: OpSpec, n: str, var: str, body: list[str], indent: str = "        ") -> str:
     """``#pragma omp for`` (nowait) over units 0..n-1 as ``var``, chunked when chunk_size is set."""
-    clause = _schedule_clause(spec)
+    clause = schedule_clause(spec)
     if spec.chunk_size is None:
         return _lines(f"#pragma omp for schedule({clause}) nowait",
                       f"{indent}for (int64_t {var} = 0; {var} < {n}; ++{var}) {{",
@@ -326,7 +322,7 @@ static void kernel(Problem *pb, int threads, int64_t single)
 
 def _schedule_kernel(spec: OpSpec, n: str, var: str, body: list[str], fixup: bool = False) -> str:
     return _lines(
-        f"/* OpenMP schedule({_schedule_clause(spec)}) over the {var}s"
+        f"/* OpenMP schedule({schedule_clause(spec)}) over the {var}s"
         + ("" if spec.chunk_size is None else f" in chunks of {spec.chunk_size}")
         + "; `single` does not apply. */",
         "static void kernel(Problem *pb, int threads, int64_t single)",
@@ -502,7 +498,7 @@ def _coiteration(spec: OpSpec) -> dict:
         count_full = [f"COUNT({q + 1}, pb->ip{q}[row + 1] - pb->ip{q}[row]);" for q in ops]
         kernel = _lines(
             merge(False), "", merge(True), "",
-            f"/* OpenMP schedule({_schedule_clause(spec)}) over the rows"
+            f"/* OpenMP schedule({schedule_clause(spec)}) over the rows"
             + ("" if spec.chunk_size is None else f" in chunks of {spec.chunk_size}")
             + ": count per row, scan, fill. */",
             "static void kernel(Problem *pb, int threads, int64_t single)",
