@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from perfjax.errors import WorkloadError
 from perfjax.hardware import System
 from perfjax.models.pim import (MODES, device_objective, device_time, dispatch_arrival,
                                 placement_linear_form, totals_from_vector)
@@ -229,7 +230,7 @@ def brute_force(hw: System, cfg: MoEConfig, counts: Any, mode: str = "overlapped
     counts = check_counts(counts, "brute_force counts")
     slots = counts.shape[-1]
     if slots > 20:
-        raise ValueError(f"brute force over {slots} experts per device is too large (max 20)")
+        raise WorkloadError(f"brute force over {slots} experts per device is too large (max 20)")
     bits = np.asarray(_bits(slots))
     ffn = slot_ffn(cfg, counts.shape[0])
     arrival = dispatch_arrival(hw, cfg, jnp.asarray(counts))
@@ -250,7 +251,7 @@ def place(policy: str, hw: System, cfg: MoEConfig, counts: Any, phase: str = "de
           mode: str = "overlapped") -> jax.Array:
     """The placement [D, M] that ``policy`` (one of ``POLICIES`` or ``relaxed``) picks."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise WorkloadError(f"mode must be one of {MODES}, got {mode!r}")
     counts = jnp.asarray(counts, dtype=float)
     table: dict[str, Callable[[], jax.Array]] = {
         "gpu_only": lambda: gpu_only(counts),
@@ -260,5 +261,5 @@ def place(policy: str, hw: System, cfg: MoEConfig, counts: Any, phase: str = "de
         "relaxed": lambda: relaxed(hw, cfg, counts, mode),
     }
     if policy not in table:
-        raise ValueError(f"unknown placement policy {policy!r} (known: {', '.join(table)})")
+        raise WorkloadError(f"unknown placement policy {policy!r} (known: {', '.join(table)})")
     return table[policy]()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from perfjax import hardware
+from perfjax.errors import WorkloadError
 from perfjax.models import pim as model
 from perfjax.schedulers import experts
 from perfjax.workloads import moe
@@ -117,7 +118,7 @@ def test_static_policies():
     crossover = pim_flops / 3.35e12
     np.testing.assert_array_equal(np.asarray(experts.place("static_threshold", hw, cfg, counts)),
                                   (counts <= crossover).astype(float))
-    with pytest.raises(ValueError, match="unknown placement policy"):
+    with pytest.raises(WorkloadError, match="unknown placement policy"):
         experts.place("oracle", hw, cfg, counts)
 
 

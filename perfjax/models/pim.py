@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perfjax.errors import WorkloadError
 from perfjax.hardware import GPUSpec, PIMSpec, System
 from perfjax.workloads.moe import MoEConfig, slot_ffn
 
@@ -162,7 +163,7 @@ def device_branches(hw: System, totals: SideTotals, mode: str = "overlapped",
     when overlapped, the one serial chain otherwise (see ``device_time``). Each is (lead, busy,
     trail): waiting before the engine starts, the engine busy, and latency after it is free."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise WorkloadError(f"mode must be one of {MODES}, got {mode!r}")
     any_gpu = jnp.minimum(totals.gpu_experts, 1.0)
     any_pim = jnp.minimum(totals.pim_experts, 1.0)
     any_local = jnp.minimum(totals.pim_local_experts, 1.0)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from perfjax.errors import WorkloadError
 from perfjax.hardware import System
 from perfjax.workloads.moe import MoEConfig
 
@@ -166,13 +167,14 @@ def simulate_layer(hw: System, cfg: MoEConfig, experts: np.ndarray, pim: np.ndar
     pipelined (overlapped within each of ``chunks`` contiguous token chunks, whose dispatch,
     experts and combine follow one another through the shared links and engines)."""
     if mode not in ("serial", "overlapped", "pipelined"):
-        raise ValueError(f"unknown mode {mode!r}")
+        raise WorkloadError(f"simulate_layer mode: unknown mode {mode!r} (known: serial, overlapped, pipelined)")
     experts = np.asarray(experts, dtype=np.int64)
     pim = np.asarray(pim) > 0.5
     per_device = cfg.experts // devices
     slots = per_device + cfg.shared_experts
     if pim.shape != (devices, slots):
-        raise ValueError(f"placement shape {pim.shape} != {(devices, slots)}")
+        raise WorkloadError(f"simulate_layer placement: shape {pim.shape} != {(devices, slots)} "
+                            f"(devices x ({per_device} routed + {cfg.shared_experts} shared) slots)")
     chunks = chunks if mode == "pipelined" else 1
     tokens = experts.shape[0]
     source = np.arange(tokens) % devices
