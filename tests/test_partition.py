@@ -172,7 +172,72 @@ def test_model_time_is_linear_in_costs_and_differentiable():
         cost.vector())
     slowest = int(np.argmax(expected))
     assert np.allclose(grad, [part.work()[slowest, 1], part.work()[slowest, 0], 1.0, search_steps,
-                              starts_mid_row[slowest], 1.0])
+                              starts_mid_row[slowest], 1.0, 0.0])
+
+
+def _gather_misses_reference(matrix, width, cache_bytes):
+    """Walk the gathers one by one, remembering when each cache line was last touched."""
+    per_line = max(1, 64 // (8 * width))
+    lines = -(-8 * width // 64)
+    last, out = {}, np.zeros(matrix.shape[0])
+    position = 0
+    for row in range(matrix.shape[0]):
+        for col in matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]:
+            line = col // per_line if per_line > 1 else col * lines
+            if line not in last or (position - last[line]) * lines > cache_bytes // 64:
+                out[row] += 1
+            last[line] = position
+            position += 1
+    return out
+
+
+@pytest.mark.parametrize("width", [1, 4, 16])
+def test_gather_misses_match_a_walk_over_the_gathers(width):
+    for name in ("rmat", "skewed+empty", "banded"):
+        matrix = MATRICES[name]
+        for cache in (1024, 8192):
+            ours = sparse.gather_misses(matrix, width, cache_bytes=cache)
+            assert np.array_equal(ours, _gather_misses_reference(matrix, width, cache)), name
+    # a band walks x in order: only each line's first touch misses, however small the cache
+    band = sparse.banded(2000, 2, seed=0)
+    assert sparse.gather_misses(band, 1, cache_bytes=4096).sum() == -(-band.shape[1] // 8)
+    with pytest.raises(WorkloadError, match="width"):
+        sparse.gather_misses(band, 0)
+
+
+def _misses_reference(matrix, part, row_misses):
+    """Each nonzero carries an equal share of its row's misses; a worker sums its nonzeros'."""
+    lengths = np.diff(matrix.indptr)
+    share = np.repeat(np.divide(row_misses, np.maximum(lengths, 1)), lengths)
+    prefix = np.concatenate([[0.0], np.cumsum(share)])
+    out = np.zeros(part.workers)
+    np.add.at(out, part.owner, prefix[part.end[:, 1]] - prefix[part.start[:, 1]])
+    return out
+
+
+def test_miss_counters_follow_the_partition():
+    cost = balance.BalanceCost(per_nnz=1.0, per_row=0.5, per_miss=4.0)
+    for name in ("rmat", "skewed+empty"):
+        matrix = MATRICES[name]
+        misses = sparse.gather_misses(matrix, 1, cache_bytes=2048)
+        stats = sparse.stats(matrix, pad_to=matrix.shape[0] + 7)
+        padded = np.pad(misses, (0, 7))
+        prepared = balance.prepare(sparse.stack_stats([stats]), padded[None])
+        grid = balance.evaluate_grid(prepared, list(balance.STRATEGY_CODES), [1, 3, 8], [1, 6],
+                                     cost, 8)
+        for s, (strategy, code) in enumerate(balance.STRATEGY_CODES.items()):
+            for w, workers in enumerate((1, 3, 8)):
+                for c, chunk in enumerate((1, 6)):
+                    part = partition.partition(strategy, matrix, workers, chunk=chunk)
+                    expected = _misses_reference(matrix, part, misses)
+                    work = balance.worker_work_jit(stats.row_lengths, stats.n_rows,
+                                                   jnp.asarray(code), workers, chunk,
+                                                   max_workers=8, row_misses=padded)
+                    assert np.allclose(np.asarray(work.misses)[:workers], expected), strategy
+                    assert np.isclose(float(np.sum(work.misses)), misses.sum())
+                    times = (np.asarray(work.features())[:workers]
+                             @ np.asarray(cost.vector()))
+                    assert np.allclose(grid["times"][0, s, w, c][:workers], times, rtol=1e-12)
 
 
 def test_grid_matches_partitioners_and_single_evaluations():

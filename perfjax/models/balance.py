@@ -5,8 +5,10 @@ size, ``worker_work`` computes exactly what each worker processes on the merge p
 row ends, and nonzeros), how many segments it starts, how many binary-search steps it spends
 finding its split and whether it must fix up a row cut by its split. These are the same counters
 the partitioners in ``perfjax.schedulers.partition`` produce and the instrumented kernels count.
-``predict`` turns them into per-worker times with a ``BalanceCost`` pytree whose every term can be
-calibrated (and differentiated). Everything is jit- and vmap-friendly: strategies, worker counts
+Given per-row predicted cache misses of the dense operand's gathers
+(``perfjax.workloads.gather_misses``), it also sums each worker's misses (prorated inside a row
+cut by a split). ``predict`` turns them into per-worker times with a ``BalanceCost`` pytree whose
+every term can be calibrated (and differentiated). Everything is jit- and vmap-friendly: strategies, worker counts
 and matrices batch together (row lengths padded with zeros; ``max_workers`` static).
 
 ``relaxed_work`` is the differentiable variant: continuous split diagonals in, piecewise-linear
@@ -38,14 +40,18 @@ class BalanceCost:
     per_search: Any = 0.0
     fixup: Any = 0.0
     launch: Any = 0.0
+    per_miss: Any = 0.0  # per gather of the dense operand that misses the cache
 
     @staticmethod
     def from_vector(v: Any) -> "BalanceCost":
-        return BalanceCost(*[v[i] for i in range(6)])
+        return BalanceCost(*[v[i] for i in range(len(COST_TERMS))])
 
     def vector(self) -> jax.Array:
-        return jnp.stack([jnp.asarray(x, dtype=float) for x in (
-            self.per_nnz, self.per_row, self.per_segment, self.per_search, self.fixup, self.launch)])
+        return jnp.stack([jnp.asarray(getattr(self, term), dtype=float) for term in COST_TERMS])
+
+
+COST_TERMS = ("per_nnz", "per_row", "per_segment", "per_search", "fixup", "launch", "per_miss")
+"""BalanceCost's fields in ``vector`` order, the columns of ``WorkerWork.features``."""
 
 
 @jax.tree_util.register_dataclass
@@ -58,24 +64,52 @@ class WorkerWork:
     segments: Any
     searches: Any
     partial: Any
+    misses: Any  # float: predicted cache-missing gathers (0 unless row misses were given)
     active: Any  # bool: p < P
 
     def features(self) -> jax.Array:
-        """[max_workers, 6] counters in BalanceCost's order (launch counts 1 per active worker)."""
+        """[max_workers, 7] counters in BalanceCost's order (launch counts 1 per active worker)."""
         return jnp.stack([self.nnz, self.rows, self.segments, self.searches, self.partial,
-                          self.active], axis=-1).astype(float)
+                          self.active, self.misses], axis=-1).astype(float)
 
 
 def _log2_ceil(x: jax.Array) -> jax.Array:
     return jnp.ceil(jnp.log2(jnp.maximum(x, 1).astype(float) + 1.0))
 
 
+def _miss_tables(row_misses: Any, padded: int) -> tuple[Any, Any]:
+    """(prefix sums [..., padded+1], per-row misses padded with a zero row [..., padded+1]), or
+    (None, None) without row misses: then the miss counters are zeros and cost nothing."""
+    if row_misses is None:
+        return None, None
+    row_misses = jnp.asarray(row_misses, dtype=float)
+    pad = [(0, 0)] * (row_misses.ndim - 1) + [(0, padded + 1 - row_misses.shape[-1])]
+    row_misses = jnp.pad(row_misses, pad)
+    prefix = jnp.concatenate([jnp.zeros(row_misses.shape[:-1] + (1,)),
+                              jnp.cumsum(row_misses[..., :-1], axis=-1)], axis=-1)
+    return prefix, row_misses
+
+
+def _misses_at(prefix: Any, row_misses: Any, indptr: jax.Array, rows: jax.Array,
+               position: jax.Array) -> jax.Array:
+    """Misses before nonzero ``position`` lying in row ``rows``: whole rows before it, plus the
+    row's misses prorated by the share of its nonzeros before the position (0 without misses)."""
+    if prefix is None:
+        return jnp.zeros(rows.shape)
+    done = (position - indptr[rows]) / jnp.maximum(indptr[rows + 1] - indptr[rows], 1)
+    return prefix[rows] + row_misses[rows] * jnp.clip(done, 0.0, 1.0)
+
+
 def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, workers: jax.Array,
-                chunk: jax.Array, max_workers: int) -> WorkerWork:
-    """Exact per-worker counters for one (matrix, strategy, P, chunk); see module docstring."""
+                chunk: jax.Array, max_workers: int, row_misses: Any = None) -> WorkerWork:
+    """Exact per-worker counters for one (matrix, strategy, P, chunk); see module docstring.
+    ``row_misses`` (``perfjax.workloads.gather_misses``, padded like ``row_lengths``) adds the
+    predicted cache-missing gathers per worker; without it they are 0."""
     row_lengths = jnp.asarray(row_lengths, dtype=jnp.int64)
     padded = row_lengths.shape[0]
     indptr = jnp.concatenate([jnp.zeros(1, jnp.int64), jnp.cumsum(row_lengths)])
+    miss_prefix, miss_rows = _miss_tables(row_misses, padded)
+    indptr_ext = jnp.concatenate([indptr, indptr[-1:]])  # row `padded` (none) has 0 nonzeros
     nnz = indptr[-1]
     n = jnp.asarray(n_rows, jnp.int64)
     P = jnp.asarray(workers, jnp.int64)
@@ -88,8 +122,10 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
         rows_at = jnp.where(p <= P, rows_at, rows_at[jnp.minimum(P, max_workers)])
         nnz_at = jnp.where(p <= P, nnz_at, nnz_at[jnp.minimum(P, max_workers)])
         zero = jnp.zeros(max_workers, jnp.int64)
+        misses = _misses_at(miss_prefix, miss_rows, indptr_ext, rows_at, nnz_at)
         return (jnp.diff(rows_at), jnp.diff(nnz_at), active.astype(jnp.int64),
-                jnp.where(active, searches, zero), jnp.where(active, partial, zero))
+                jnp.where(active, searches, zero), jnp.where(active, partial, zero),
+                jnp.diff(misses))
 
     def row_blocks():
         bounds = jnp.minimum(p, P) * n // P
@@ -118,13 +154,16 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
     stop = jnp.minimum((k + 1) * chunk, n)
     chunk_rows = stop - start
     chunk_nnz = indptr[stop] - indptr[start]
+    chunk_misses = (jnp.zeros(stop.shape) if miss_prefix is None
+                    else miss_prefix[stop] - miss_prefix[start])
     nonempty = chunk_rows > 0
 
     def owned(owner):
         def total(x):
             return jax.ops.segment_sum(jnp.where(nonempty, x, 0), owner, num_segments=max_workers)
         zero = jnp.zeros(max_workers, jnp.int64)
-        return (total(chunk_rows), total(chunk_nnz), total(jnp.ones_like(chunk_rows)), zero, zero)
+        return (total(chunk_rows), total(chunk_nnz), total(jnp.ones_like(chunk_rows)), zero, zero,
+                total(chunk_misses))
 
     def static_chunks():
         return owned(k % P)
@@ -145,10 +184,10 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
 
     branches = [row_blocks, static_chunks, dynamic_chunks, nnz_split, merge_path]
     if isinstance(strategy, int):  # known when tracing: build only that strategy's graph
-        rows, nnz_w, segments, searches, partial = branches[strategy]()
+        counters = branches[strategy]()
     else:
-        rows, nnz_w, segments, searches, partial = jax.lax.switch(jnp.asarray(strategy), branches)
-    return WorkerWork(rows, nnz_w, segments, searches, partial, active)
+        counters = jax.lax.switch(jnp.asarray(strategy), branches)
+    return WorkerWork(*counters, active)
 
 
 worker_work_jit = jax.jit(worker_work, static_argnames=("max_workers",))
@@ -182,15 +221,17 @@ def relaxed_work(row_lengths: jax.Array, diagonals: jax.Array) -> tuple[jax.Arra
     return jnp.diff(rows_before), jnp.diff(nnz_before)
 
 
-def evaluate(row_lengths, n_rows, strategy, workers, chunk, cost: BalanceCost, max_workers: int) -> dict:
+def evaluate(row_lengths, n_rows, strategy, workers, chunk, cost: BalanceCost, max_workers: int,
+             row_misses: Any = None) -> dict:
     """worker_work + predict for one configuration (vmap it over batches)."""
-    work = worker_work(row_lengths, n_rows, strategy, workers, chunk, max_workers)
+    work = worker_work(row_lengths, n_rows, strategy, workers, chunk, max_workers, row_misses)
     return {**predict(cost, work), "work": work}
 
 
 evaluate_batch = jax.jit(
-    jax.vmap(evaluate, in_axes=(0, 0, 0, 0, 0, None, None)), static_argnums=(6,))
-"""``evaluate`` over a batch of (row_lengths, n_rows, strategy, workers, chunk) rows."""
+    jax.vmap(evaluate, in_axes=(0, 0, 0, 0, 0, None, None, 0)), static_argnums=(6,))
+"""``evaluate`` over a batch of (row_lengths, n_rows, strategy, workers, chunk, row_misses) rows
+(``row_misses`` an array batch, or None for no miss term)."""
 
 
 class GridInput(NamedTuple):
@@ -200,17 +241,24 @@ class GridInput(NamedTuple):
     indptr: jax.Array  # int64 [matrices, padded rows + 1]
     ends: jax.Array  # int64 [matrices, padded rows]: merge-path position of each row end
     n_rows: jax.Array  # int64 [matrices]
+    miss_prefix: Any  # float [matrices, padded rows + 1]: cache-missing gathers before a row
+    row_misses: Any  # float [matrices, padded rows + 1]: per row (a zero row appended); or None
 
 
-def prepare(stats) -> GridInput:
-    """Prefix sums of a (batched or single) SparseStats' row lengths, for ``evaluate_grid``."""
+def prepare(stats, row_misses: Any = None) -> GridInput:
+    """Prefix sums of a (batched or single) SparseStats' row lengths, for ``evaluate_grid``;
+    ``row_misses`` ([matrices, rows], rows padded with zeros, from
+    ``perfjax.workloads.gather_misses``) enables the cache-miss term."""
     lengths = np.asarray(stats.row_lengths, dtype=np.int64)
     lengths = lengths[None] if lengths.ndim == 1 else lengths
     indptr = np.zeros((lengths.shape[0], lengths.shape[1] + 1), dtype=np.int64)
     np.cumsum(lengths, axis=1, out=indptr[:, 1:])
     ends = indptr[:, 1:] + np.arange(lengths.shape[1], dtype=np.int64)
+    if row_misses is not None:
+        row_misses = np.asarray(row_misses, dtype=float).reshape(lengths.shape[0], -1)
+    prefix, per_row = _miss_tables(row_misses, lengths.shape[1])
     return GridInput(jnp.asarray(indptr), jnp.asarray(ends),
-                     jnp.asarray(np.atleast_1d(np.asarray(stats.n_rows, np.int64))))
+                     jnp.asarray(np.atleast_1d(np.asarray(stats.n_rows, np.int64))), prefix, per_row)
 
 
 def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_workers: int = 64) -> dict:
@@ -240,7 +288,8 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
         raise WorkloadError(f"chunk sizes must be >= 1, got {list(chunks_t)}")
     grid = stats if isinstance(stats, GridInput) else prepare(stats)
     codes = tuple(STRATEGY_CODES[n] for n in names)
-    return _grid_program(codes, workers_t, chunks_t, max_workers)(grid.indptr, grid.ends, grid.n_rows, cost)
+    return _grid_program(codes, workers_t, chunks_t, max_workers)(
+        grid.indptr, grid.ends, grid.n_rows, grid.miss_prefix, grid.row_misses, cost)
 
 
 @functools.lru_cache(maxsize=64)
@@ -257,15 +306,18 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
     expand = offsets[:, None] + clamped  # [W, maxP+1] index into the flat list
     zero = jnp.zeros((W, max_workers), jnp.int64)
 
-    def contiguous(rows_flat, nnz_flat, searches, partial_flat):
-        rows_at, nnz_at = rows_flat[expand], nnz_flat[expand]
-        partial = jnp.where(active, partial_flat[expand[:, :-1]], 0)
-        return (jnp.diff(rows_at, axis=1), jnp.diff(nnz_at, axis=1), jnp.asarray(active, jnp.int64),
-                jnp.where(active, searches, 0), partial)
-
-    def one_matrix(indptr, ends, n, cost):
+    def one_matrix(indptr, ends, n, miss_prefix, row_misses, cost):
         padded = indptr.shape[0] - 1
         nnz = indptr[-1]
+        indptr_ext = jnp.concatenate([indptr, indptr[-1:]])
+
+        def contiguous(rows_flat, nnz_flat, searches, partial_flat):
+            rows_at, nnz_at = rows_flat[expand], nnz_flat[expand]
+            partial = jnp.where(active, partial_flat[expand[:, :-1]], 0)
+            misses = _misses_at(miss_prefix, row_misses, indptr_ext, rows_flat, nnz_flat)[expand]
+            return (jnp.diff(rows_at, axis=1), jnp.diff(nnz_at, axis=1),
+                    jnp.asarray(active, jnp.int64), jnp.where(active, searches, 0), partial,
+                    jnp.diff(misses, axis=1))
         searches = _log2_ceil(n).astype(jnp.int64)
         results = {}
 
@@ -289,21 +341,30 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
             count = -(-padded // chunk)
             k = jnp.arange(count, dtype=jnp.int64)
             start, stop = jnp.minimum(k * chunk, n), jnp.minimum((k + 1) * chunk, n)
-            return stop - start, indptr[stop] - indptr[start]
+            misses = (jnp.zeros(stop.shape) if miss_prefix is None
+                      else miss_prefix[stop] - miss_prefix[start])
+            return stop - start, indptr[stop] - indptr[start], misses
 
         def static_chunks(chunk):
-            chunk_rows, chunk_nnz = chunk_sizes(chunk)
-            counts = jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)])
-            per_count = []
-            for w in workers:  # round robin: worker q owns chunks q, q+w, ...: a strided sum
-                width = -(-counts.shape[1] // w) * w
-                sums = jnp.pad(counts, ((0, 0), (0, width - counts.shape[1]))).reshape(3, -1, w).sum(1)
-                per_count.append(jnp.pad(sums, ((0, 0), (0, max_workers - w))))
-            rows, nnz_w, segments = jnp.stack(per_count, axis=1)
-            return rows, nnz_w, segments, zero, zero
+            chunk_rows, chunk_nnz, chunk_misses = chunk_sizes(chunk)
+
+            def round_robin(counts):  # worker q owns chunks q, q+w, ...: a strided sum per w
+                per_count = []
+                for w in workers:
+                    width = -(-counts.shape[1] // w) * w
+                    sums = jnp.pad(counts, ((0, 0), (0, width - counts.shape[1]))).reshape(
+                        counts.shape[0], -1, w).sum(1)
+                    per_count.append(jnp.pad(sums, ((0, 0), (0, max_workers - w))))
+                return jnp.stack(per_count, axis=1)
+
+            rows, nnz_w, segments = round_robin(
+                jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)]))
+            misses = (jnp.zeros((W, max_workers)) if miss_prefix is None
+                      else round_robin(chunk_misses[None])[0])
+            return rows, nnz_w, segments, zero, zero, misses
 
         def dynamic_chunks(chunk):
-            chunk_rows, chunk_nnz = chunk_sizes(chunk)
+            chunk_rows, chunk_nnz, chunk_misses = chunk_sizes(chunk)
             size = jnp.where(chunk_rows > 0, chunk_rows + chunk_nnz, 0)
             taken = jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)], axis=1)
             # Loads and worker id in one key (load * max_workers + id, unique per worker): a plain
@@ -321,7 +382,10 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
             segment = (owners + jnp.arange(W)[None, :] * max_workers).ravel()
             totals = jax.ops.segment_sum(jnp.repeat(taken, W, axis=0), segment,
                                          num_segments=W * max_workers).reshape(W, max_workers, 3)
-            return totals[..., 0], totals[..., 1], totals[..., 2], zero, zero
+            misses = jnp.zeros((W, max_workers)) if miss_prefix is None else jax.ops.segment_sum(
+                jnp.repeat(chunk_misses, W), segment, num_segments=W * max_workers
+            ).reshape(W, max_workers)
+            return totals[..., 0], totals[..., 1], totals[..., 2], zero, zero, misses
 
         predict_each = jax.vmap(predict, in_axes=(None, 0))  # over worker counts
         for code in codes:
@@ -341,4 +405,4 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
                 out[key].append(jnp.stack([r[key] for r in per_chunk], axis=1))  # [W, C, ...]
         return {key: jnp.stack(v) for key, v in out.items()}  # [S, W, C, ...]
 
-    return jax.jit(jax.vmap(one_matrix, in_axes=(0, 0, 0, None)))
+    return jax.jit(jax.vmap(one_matrix, in_axes=(0, 0, 0, 0, 0, None)))  # None misses: no axis

@@ -7,8 +7,11 @@ compare with the model: work counters must be equal, predicted and measured make
 compared by Spearman rank correlation and MAPE per matrix. For P no larger than the machine's
 cores the kernel also runs truly in parallel and that wall time is reported beside.
 
-The model's cost terms are calibrated on generated matrices (``CALIBRATION``), never on the
-matrices being scored.
+The model's cost terms are calibrated on generated matrices (``calibration_matrices``), never on
+the matrices being scored. Besides the work counters, each worker's predicted cache-missing
+gathers of the dense operand (``perfjax.workloads.gather_misses`` at this CPU's L1 size) enter
+the model as a cost term: irregular column access into an operand larger than L1 costs several
+times more per nonzero than a band's.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ def measure_matrix(name: str, matrix, settings: Settings,
     rows = []
     cores = os.cpu_count() or 1
     for kernel in settings.kernels:
+        # the dense operand's gathers that miss this CPU's L1 (SpMV: x, SpMM: rows of X)
+        row_misses = sparse.gather_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
         for strategy in settings.strategies:
             for workers in settings.workers:
                 try:
@@ -94,7 +99,8 @@ def measure_matrix(name: str, matrix, settings: Settings,
                 work = balance.worker_work_jit(stats.row_lengths, stats.n_rows,
                                                jnp.asarray(balance.STRATEGY_CODES[strategy]),
                                                workers, settings.chunk,
-                                               max_workers=max(settings.workers))
+                                               max_workers=max(settings.workers),
+                                               row_misses=row_misses)
                 features = np.asarray(work.features())[:workers]
                 exact = bool((np.asarray(work.rows)[:workers] == result.worker_rows).all()
                              and (np.asarray(work.nnz)[:workers] == result.worker_nnz).all()
@@ -174,8 +180,7 @@ def validate(matrices: dict, settings: Settings = Settings(),
         "calibration": {"matrices": sorted(calibration),
                         "costs": {k: [float(x) for x in np.asarray(c.vector())]
                                   for k, c in costs.items()},
-                        "cost_terms": ["per_nnz", "per_row", "per_segment", "per_search", "fixup",
-                                       "launch"]},
+                        "cost_terms": list(balance.COST_TERMS)},
         "parallel": parallel,
     }
 

@@ -1,9 +1,10 @@
 """Workloads: sparse matrices and tensors (reading, formats, statistics, generators)."""
 
 from perfjax.workloads.sparse import (
-    COO3, CSF, DCSR, SparseStats, banded, coo3, generated, powerlaw_rows, random_tensor3,
-    read_matrix, read_tns, rmat, stack_stats, stats, uniform_random)
+    COO3, CSF, DCSR, SparseStats, banded, coo3, gather_misses, generated, l1_data_cache_bytes,
+    powerlaw_rows, random_tensor3, read_matrix, read_tns, rmat, stack_stats, stats, uniform_random)
 
-__all__ = ["COO3", "CSF", "DCSR", "SparseStats", "banded", "coo3", "generated", "powerlaw_rows",
+__all__ = ["COO3", "CSF", "DCSR", "SparseStats", "banded", "coo3", "gather_misses", "generated",
+           "l1_data_cache_bytes", "powerlaw_rows",
            "random_tensor3", "read_matrix", "read_tns", "rmat", "stack_stats", "stats",
            "uniform_random"]

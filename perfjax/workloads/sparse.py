@@ -218,6 +218,48 @@ def stats(matrix: sp.csr_array | sp.csr_matrix, name: str = "", pad_to: int | No
                        np.quantile(lengths, QUANTILES), name)
 
 
+def l1_data_cache_bytes(default: int = 32 * 1024) -> int:
+    """This CPU's level-1 data cache per core, from Linux sysfs (``default`` where unreadable)."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if ((index / "level").read_text().strip() == "1"
+                    and (index / "type").read_text().strip() in ("Data", "Unified")):
+                text = (index / "size").read_text().strip().upper()
+                scale = {"K": 1024, "M": 1024 ** 2}.get(text[-1:], 1)
+                return int(text.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def gather_misses(matrix, width: int = 1, cache_bytes: int | None = None) -> np.ndarray:
+    """Per row, how many of its gathers of the dense operand are predicted to miss the cache.
+
+    The kernels read ``x[col]`` (SpMV, ``width`` 1) or ``X[col, 0:width]`` (SpMM) for every
+    nonzero in CSR order. A gather misses when the cache line(s) it needs were last touched more
+    than ``cache_bytes`` worth of lines ago in that stream (a reuse-distance estimate of an LRU
+    cache, by access count; first touches miss). Default cache: the L1 data cache. Returns float64
+    [n_rows]; its sum over a worker's nonzeros is the load-balance model's ``misses`` counter.
+    """
+    matrix = sp.csr_array(matrix)
+    if width < 1:
+        raise WorkloadError(f"gather_misses: width must be >= 1, got {width}")
+    cache_bytes = l1_data_cache_bytes() if cache_bytes is None else int(cache_bytes)
+    row_bytes = 8 * width
+    lines_per_gather = -(-row_bytes // 64)
+    cols = matrix.indices.astype(np.int64)
+    line = cols // max(1, 64 // row_bytes) if row_bytes < 64 else cols * lines_per_gather
+    count = len(line)
+    order = np.lexsort((np.arange(count), line))  # by line, then by position in the stream
+    previous = np.full(count, -np.inf)
+    same = line[order[1:]] == line[order[:-1]]
+    previous[order[1:][same]] = order[:-1][same]
+    distance = np.arange(count) - previous
+    missed = (distance * lines_per_gather > cache_bytes // 64).astype(np.float64)
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    return np.bincount(rows, weights=missed, minlength=matrix.shape[0])
+
+
 def stack_stats(items: list[SparseStats]) -> SparseStats:
     """Stack statistics of several matrices into one batched pytree (rows padded to the longest)."""
     width = max(len(s.row_lengths) for s in items)
