@@ -118,16 +118,15 @@ def section_balance(seed: int) -> None:
 
     settings = validation.Settings(kernels=("spmv",), workers=(1, 4, 16), repeats=5)
     calibration = validation.calibration_matrices(seed + 1)  # other seeds than this matrix
-    costs = validation.calibrate(r for name, m in calibration.items()
-                                 for r in validation.measure_matrix(name, m, settings))
-    vector = np.asarray(costs["spmv"].vector())
+    fitted = validation.calibrate(r for name, m in calibration.items()
+                                  for r in validation.measure_matrix(name, m, settings))
     print(f"generated C SpMV, each of 8 workers timed alone on one core; model costs calibrated on "
           f"{', '.join(calibration)} (not this matrix):")
     for strategy in ("row_blocks", "merge_path"):
         rows = validation.measure_matrix("demo", matrix, validation.Settings(
             kernels=("spmv",), workers=(8,), strategies=(strategy,), repeats=5))
         row = rows[0]
-        predicted = row["features"] @ vector * 1e6
+        predicted = fitted.predict(row) * 1e6
         measured = row["worker_seconds"] * 1e6
         print(f"  {strategy:<11} predicted us " + " ".join(f"{v:6.0f}" for v in predicted))
         print(f"  {'':<11} measured  us " + " ".join(f"{v:6.0f}" for v in measured)

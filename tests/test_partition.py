@@ -172,7 +172,7 @@ def test_model_time_is_linear_in_costs_and_differentiable():
         cost.vector())
     slowest = int(np.argmax(expected))
     assert np.allclose(grad, [part.work()[slowest, 1], part.work()[slowest, 0], 1.0, search_steps,
-                              starts_mid_row[slowest], 1.0, 0.0])
+                              starts_mid_row[slowest], 1.0, 0.0, 0.0])
 
 
 def _gather_misses_reference(matrix, width, cache_bytes):
@@ -206,22 +206,43 @@ def test_gather_misses_match_a_walk_over_the_gathers(width):
 
 
 def _misses_reference(matrix, part, row_misses):
-    """Each nonzero carries an equal share of its row's misses; a worker sums its nonzeros'."""
+    """Walk each segment: the rows whose ends it passes count whole, the row it starts inside
+    loses the share of its nonzeros already done, the row it stops inside adds the share done."""
     lengths = np.diff(matrix.indptr)
-    share = np.repeat(np.divide(row_misses, np.maximum(lengths, 1)), lengths)
-    prefix = np.concatenate([[0.0], np.cumsum(share)])
+
+    def done(row, k):
+        if row >= len(lengths) or lengths[row] == 0:
+            return 0.0
+        return row_misses[row] * (k - matrix.indptr[row]) / lengths[row]
+
     out = np.zeros(part.workers)
-    np.add.at(out, part.owner, prefix[part.end[:, 1]] - prefix[part.start[:, 1]])
+    for (r0, k0), (r1, k1), owner in zip(part.start, part.end, part.owner):
+        out[owner] += row_misses[r0:r1].sum() - done(r0, k0) + done(r1, k1)
     return out
 
 
+def test_length_changes_and_row_misses():
+    matrix = MATRICES["skewed+empty"]
+    lengths = np.diff(matrix.indptr)
+    changes = sparse.length_changes(matrix)
+    assert changes[0] == 1.0
+    assert all(changes[i] == float(lengths[i] != lengths[i - 1]) for i in range(1, len(lengths)))
+    both = sparse.row_misses(matrix, 4, cache_bytes=4096, predictor_rows=matrix.shape[0] / 4)
+    assert np.array_equal(both[:, 0], sparse.gather_misses(matrix, 4, cache_bytes=4096))
+    assert np.allclose(both[:, 1], 0.75 * changes)
+    assert not sparse.row_misses(matrix, predictor_rows=10 * matrix.shape[0])[:, 1].any()
+    with pytest.raises(WorkloadError, match="predictor_rows"):
+        sparse.row_misses(matrix, predictor_rows=-1)
+
+
 def test_miss_counters_follow_the_partition():
-    cost = balance.BalanceCost(per_nnz=1.0, per_row=0.5, per_miss=4.0)
+    cost = balance.BalanceCost(per_nnz=1.0, per_row=0.5, per_miss=4.0, per_branch_miss=3.0)
     for name in ("rmat", "skewed+empty"):
         matrix = MATRICES[name]
-        misses = sparse.gather_misses(matrix, 1, cache_bytes=2048)
+        both = sparse.row_misses(matrix, 1, cache_bytes=2048, predictor_rows=10)
+        misses = both.sum(axis=1)  # the reference sees one kind; the model both, summed below
         stats = sparse.stats(matrix, pad_to=matrix.shape[0] + 7)
-        padded = np.pad(misses, (0, 7))
+        padded = np.pad(both, ((0, 7), (0, 0)))
         prepared = balance.prepare(sparse.stack_stats([stats]), padded[None])
         grid = balance.evaluate_grid(prepared, list(balance.STRATEGY_CODES), [1, 3, 8], [1, 6],
                                      cost, 8)
@@ -233,8 +254,10 @@ def test_miss_counters_follow_the_partition():
                     work = balance.worker_work_jit(stats.row_lengths, stats.n_rows,
                                                    jnp.asarray(code), workers, chunk,
                                                    max_workers=8, row_misses=padded)
-                    assert np.allclose(np.asarray(work.misses)[:workers], expected), strategy
-                    assert np.isclose(float(np.sum(work.misses)), misses.sum())
+                    per_worker = np.asarray(work.misses)[:workers]
+                    assert per_worker.shape == (workers, 2)
+                    assert np.allclose(per_worker.sum(axis=1), expected), strategy
+                    assert np.allclose(per_worker.sum(axis=0), both.sum(axis=0))
                     times = (np.asarray(work.features())[:workers]
                              @ np.asarray(cost.vector()))
                     assert np.allclose(grid["times"][0, s, w, c][:workers], times, rtol=1e-12)

@@ -5,9 +5,9 @@ size, ``worker_work`` computes exactly what each worker processes on the merge p
 row ends, and nonzeros), how many segments it starts, how many binary-search steps it spends
 finding its split and whether it must fix up a row cut by its split. These are the same counters
 the partitioners in ``perfjax.schedulers.partition`` produce and the instrumented kernels count.
-Given per-row predicted cache misses of the dense operand's gathers
-(``perfjax.workloads.gather_misses``), it also sums each worker's misses (prorated inside a row
-cut by a split). ``predict`` turns them into per-worker times with a ``BalanceCost`` pytree whose
+Given per-row predicted misses (``perfjax.workloads.row_misses``: the dense operand's gathers
+that miss the cache, and row ends whose loop exit the branch predictor gets wrong), it also sums
+each worker's misses of both kinds (prorated inside a row cut by a split). ``predict`` turns them into per-worker times with a ``BalanceCost`` pytree whose
 every term can be calibrated (and differentiated). Everything is jit- and vmap-friendly: strategies, worker counts
 and matrices batch together (row lengths padded with zeros; ``max_workers`` static).
 
@@ -41,6 +41,7 @@ class BalanceCost:
     fixup: Any = 0.0
     launch: Any = 0.0
     per_miss: Any = 0.0  # per gather of the dense operand that misses the cache
+    per_branch_miss: Any = 0.0  # per row end whose loop exit is mispredicted
 
     @staticmethod
     def from_vector(v: Any) -> "BalanceCost":
@@ -50,7 +51,9 @@ class BalanceCost:
         return jnp.stack([jnp.asarray(getattr(self, term), dtype=float) for term in COST_TERMS])
 
 
-COST_TERMS = ("per_nnz", "per_row", "per_segment", "per_search", "fixup", "launch", "per_miss")
+COST_TERMS = ("per_nnz", "per_row", "per_segment", "per_search", "fixup", "launch", "per_miss",
+              "per_branch_miss")
+MISS_KINDS = 2  # columns of row misses: cache-missing gathers, mispredicted row ends
 """BalanceCost's fields in ``vector`` order, the columns of ``WorkerWork.features``."""
 
 
@@ -64,29 +67,35 @@ class WorkerWork:
     segments: Any
     searches: Any
     partial: Any
-    misses: Any  # float: predicted cache-missing gathers (0 unless row misses were given)
+    misses: Any  # float [..., MISS_KINDS]: predicted cache and branch misses (0 unless given)
     active: Any  # bool: p < P
 
     def features(self) -> jax.Array:
-        """[max_workers, 7] counters in BalanceCost's order (launch counts 1 per active worker)."""
-        return jnp.stack([self.nnz, self.rows, self.segments, self.searches, self.partial,
-                          self.active, self.misses], axis=-1).astype(float)
+        """[max_workers, 8] counters in BalanceCost's order (launch counts 1 per active worker)."""
+        counters = jnp.stack([self.nnz, self.rows, self.segments, self.searches, self.partial,
+                              self.active], axis=-1).astype(float)
+        return jnp.concatenate([counters, jnp.asarray(self.misses, dtype=float)], axis=-1)
 
 
 def _log2_ceil(x: jax.Array) -> jax.Array:
     return jnp.ceil(jnp.log2(jnp.maximum(x, 1).astype(float) + 1.0))
 
 
-def _miss_tables(row_misses: Any, padded: int) -> tuple[Any, Any]:
-    """(prefix sums [..., padded+1], per-row misses padded with a zero row [..., padded+1]), or
-    (None, None) without row misses: then the miss counters are zeros and cost nothing."""
+def _miss_tables(row_misses: Any, padded: int, batched: bool = False) -> tuple[Any, Any]:
+    """(prefix sums [..., padded+1, K], per-row misses with a zero row appended [..., padded+1,
+    K]) from row misses [..., rows] (cache misses only) or [..., rows, K]; (None, None) without
+    them: the miss counters are then zeros and cost nothing."""
     if row_misses is None:
         return None, None
     row_misses = jnp.asarray(row_misses, dtype=float)
-    pad = [(0, 0)] * (row_misses.ndim - 1) + [(0, padded + 1 - row_misses.shape[-1])]
+    if row_misses.ndim == 1 + batched:
+        row_misses = jnp.stack([row_misses, jnp.zeros_like(row_misses)], axis=-1)
+    if row_misses.shape[-1] != MISS_KINDS:
+        raise ValueError(f"row misses need {MISS_KINDS} columns, got shape {row_misses.shape}")
+    pad = [(0, 0)] * (row_misses.ndim - 2) + [(0, padded + 1 - row_misses.shape[-2]), (0, 0)]
     row_misses = jnp.pad(row_misses, pad)
-    prefix = jnp.concatenate([jnp.zeros(row_misses.shape[:-1] + (1,)),
-                              jnp.cumsum(row_misses[..., :-1], axis=-1)], axis=-1)
+    prefix = jnp.concatenate([jnp.zeros(row_misses.shape[:-2] + (1, MISS_KINDS)),
+                              jnp.cumsum(row_misses[..., :-1, :], axis=-2)], axis=-2)
     return prefix, row_misses
 
 
@@ -95,16 +104,17 @@ def _misses_at(prefix: Any, row_misses: Any, indptr: jax.Array, rows: jax.Array,
     """Misses before nonzero ``position`` lying in row ``rows``: whole rows before it, plus the
     row's misses prorated by the share of its nonzeros before the position (0 without misses)."""
     if prefix is None:
-        return jnp.zeros(rows.shape)
+        return jnp.zeros(rows.shape + (MISS_KINDS,))
     done = (position - indptr[rows]) / jnp.maximum(indptr[rows + 1] - indptr[rows], 1)
-    return prefix[rows] + row_misses[rows] * jnp.clip(done, 0.0, 1.0)
+    return prefix[rows] + row_misses[rows] * jnp.clip(done, 0.0, 1.0)[..., None]
 
 
 def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, workers: jax.Array,
                 chunk: jax.Array, max_workers: int, row_misses: Any = None) -> WorkerWork:
     """Exact per-worker counters for one (matrix, strategy, P, chunk); see module docstring.
-    ``row_misses`` (``perfjax.workloads.gather_misses``, padded like ``row_lengths``) adds the
-    predicted cache-missing gathers per worker; without it they are 0."""
+    ``row_misses`` ([rows] cache misses, or [rows, 2] with branch misses too, from
+    ``perfjax.workloads.row_misses``; rows padded like ``row_lengths``) adds each worker's
+    predicted misses; without it they are 0."""
     row_lengths = jnp.asarray(row_lengths, dtype=jnp.int64)
     padded = row_lengths.shape[0]
     indptr = jnp.concatenate([jnp.zeros(1, jnp.int64), jnp.cumsum(row_lengths)])
@@ -125,7 +135,7 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
         misses = _misses_at(miss_prefix, miss_rows, indptr_ext, rows_at, nnz_at)
         return (jnp.diff(rows_at), jnp.diff(nnz_at), active.astype(jnp.int64),
                 jnp.where(active, searches, zero), jnp.where(active, partial, zero),
-                jnp.diff(misses))
+                jnp.diff(misses, axis=0))
 
     def row_blocks():
         bounds = jnp.minimum(p, P) * n // P
@@ -154,13 +164,14 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
     stop = jnp.minimum((k + 1) * chunk, n)
     chunk_rows = stop - start
     chunk_nnz = indptr[stop] - indptr[start]
-    chunk_misses = (jnp.zeros(stop.shape) if miss_prefix is None
+    chunk_misses = (jnp.zeros(stop.shape + (MISS_KINDS,)) if miss_prefix is None
                     else miss_prefix[stop] - miss_prefix[start])
     nonempty = chunk_rows > 0
 
     def owned(owner):
         def total(x):
-            return jax.ops.segment_sum(jnp.where(nonempty, x, 0), owner, num_segments=max_workers)
+            keep = nonempty.reshape(nonempty.shape + (1,) * (x.ndim - 1))
+            return jax.ops.segment_sum(jnp.where(keep, x, 0), owner, num_segments=max_workers)
         zero = jnp.zeros(max_workers, jnp.int64)
         return (total(chunk_rows), total(chunk_nnz), total(jnp.ones_like(chunk_rows)), zero, zero,
                 total(chunk_misses))
@@ -241,22 +252,24 @@ class GridInput(NamedTuple):
     indptr: jax.Array  # int64 [matrices, padded rows + 1]
     ends: jax.Array  # int64 [matrices, padded rows]: merge-path position of each row end
     n_rows: jax.Array  # int64 [matrices]
-    miss_prefix: Any  # float [matrices, padded rows + 1]: cache-missing gathers before a row
-    row_misses: Any  # float [matrices, padded rows + 1]: per row (a zero row appended); or None
+    miss_prefix: Any  # float [matrices, padded rows + 1, 2]: misses before a row; or None
+    row_misses: Any  # float [matrices, padded rows + 1, 2]: per row (a zero row appended)
 
 
 def prepare(stats, row_misses: Any = None) -> GridInput:
     """Prefix sums of a (batched or single) SparseStats' row lengths, for ``evaluate_grid``;
-    ``row_misses`` ([matrices, rows], rows padded with zeros, from
-    ``perfjax.workloads.gather_misses``) enables the cache-miss term."""
+    ``row_misses`` ([matrices, rows] or [matrices, rows, 2], rows padded with zeros, from
+    ``perfjax.workloads.row_misses``) enables the miss terms."""
     lengths = np.asarray(stats.row_lengths, dtype=np.int64)
-    lengths = lengths[None] if lengths.ndim == 1 else lengths
+    single = lengths.ndim == 1
+    lengths = lengths[None] if single else lengths
     indptr = np.zeros((lengths.shape[0], lengths.shape[1] + 1), dtype=np.int64)
     np.cumsum(lengths, axis=1, out=indptr[:, 1:])
     ends = indptr[:, 1:] + np.arange(lengths.shape[1], dtype=np.int64)
     if row_misses is not None:
-        row_misses = np.asarray(row_misses, dtype=float).reshape(lengths.shape[0], -1)
-    prefix, per_row = _miss_tables(row_misses, lengths.shape[1])
+        row_misses = np.asarray(row_misses, dtype=float)
+        row_misses = row_misses[None] if single else row_misses
+    prefix, per_row = _miss_tables(row_misses, lengths.shape[1], batched=True)
     return GridInput(jnp.asarray(indptr), jnp.asarray(ends),
                      jnp.asarray(np.atleast_1d(np.asarray(stats.n_rows, np.int64))), prefix, per_row)
 
@@ -315,6 +328,7 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
             rows_at, nnz_at = rows_flat[expand], nnz_flat[expand]
             partial = jnp.where(active, partial_flat[expand[:, :-1]], 0)
             misses = _misses_at(miss_prefix, row_misses, indptr_ext, rows_flat, nnz_flat)[expand]
+            # [W, maxP+1, K]
             return (jnp.diff(rows_at, axis=1), jnp.diff(nnz_at, axis=1),
                     jnp.asarray(active, jnp.int64), jnp.where(active, searches, 0), partial,
                     jnp.diff(misses, axis=1))
@@ -341,7 +355,7 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
             count = -(-padded // chunk)
             k = jnp.arange(count, dtype=jnp.int64)
             start, stop = jnp.minimum(k * chunk, n), jnp.minimum((k + 1) * chunk, n)
-            misses = (jnp.zeros(stop.shape) if miss_prefix is None
+            misses = (jnp.zeros(stop.shape + (MISS_KINDS,)) if miss_prefix is None
                       else miss_prefix[stop] - miss_prefix[start])
             return stop - start, indptr[stop] - indptr[start], misses
 
@@ -359,8 +373,8 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
 
             rows, nnz_w, segments = round_robin(
                 jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)]))
-            misses = (jnp.zeros((W, max_workers)) if miss_prefix is None
-                      else round_robin(chunk_misses[None])[0])
+            misses = (jnp.zeros((W, max_workers, MISS_KINDS)) if miss_prefix is None
+                      else jnp.moveaxis(round_robin(chunk_misses.T), 0, -1))
             return rows, nnz_w, segments, zero, zero, misses
 
         def dynamic_chunks(chunk):
@@ -382,9 +396,9 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
             segment = (owners + jnp.arange(W)[None, :] * max_workers).ravel()
             totals = jax.ops.segment_sum(jnp.repeat(taken, W, axis=0), segment,
                                          num_segments=W * max_workers).reshape(W, max_workers, 3)
-            misses = jnp.zeros((W, max_workers)) if miss_prefix is None else jax.ops.segment_sum(
-                jnp.repeat(chunk_misses, W), segment, num_segments=W * max_workers
-            ).reshape(W, max_workers)
+            misses = jnp.zeros((W, max_workers, MISS_KINDS)) if miss_prefix is None else \
+                jax.ops.segment_sum(jnp.repeat(chunk_misses, W, axis=0), segment,
+                                    num_segments=W * max_workers).reshape(W, max_workers, -1)
             return totals[..., 0], totals[..., 1], totals[..., 2], zero, zero, misses
 
         predict_each = jax.vmap(predict, in_axes=(None, 0))  # over worker counts

@@ -8,10 +8,12 @@ compared by Spearman rank correlation and MAPE per matrix. For P no larger than 
 cores the kernel also runs truly in parallel and that wall time is reported beside.
 
 The model's cost terms are calibrated on generated matrices (``calibration_matrices``), never on
-the matrices being scored. Besides the work counters, each worker's predicted cache-missing
-gathers of the dense operand (``perfjax.workloads.gather_misses`` at this CPU's L1 size) enter
-the model as a cost term: irregular column access into an operand larger than L1 costs several
-times more per nonzero than a band's.
+the matrices being scored. Besides the work counters, two predicted miss counts per worker enter
+the model as cost terms (``perfjax.workloads.row_misses``): gathers of the dense operand that miss
+this CPU's L1 (irregular column access into an operand larger than L1 costs several times more
+per nonzero than a band's), and row ends whose loop exit the branch predictor gets wrong (rows of
+varied lengths, in matrices with more rows than the predictor can learn: the calibration picks
+that reach from ``PREDICTOR_ROWS``).
 """
 
 from __future__ import annotations
@@ -46,9 +48,16 @@ class Settings:
     timeout: float = 60.0
 
 
+PREDICTOR_ROWS = (0, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000)
+"""Candidate reaches of the branch predictor (``sparse.row_misses``) the calibration picks from."""
+
+
 def calibration_matrices(seed: int = 0) -> dict:
     """Generated matrices the costs are fitted on: skewed, graph-like, regular and random, each
-    small (cache-resident, where fixed per-worker costs dominate) and large."""
+    small (cache-resident, where fixed per-worker costs dominate) and large; plus rows of varied
+    lengths reading the dense operand in order, at three sizes, and equal-length rows with random
+    columns, so that cache misses and mispredicted row ends are told apart and the branch
+    predictor's reach can be located."""
     return {
         "gen-powerlaw-s": sparse.powerlaw_rows(2_000, 2_000, 12_000, alpha=1.1, seed=seed),
         "gen-powerlaw-l": sparse.powerlaw_rows(20_000, 20_000, 200_000, alpha=1.1, seed=seed),
@@ -58,6 +67,11 @@ def calibration_matrices(seed: int = 0) -> dict:
         "gen-banded-l": sparse.banded(30_000, 3, seed=seed),
         "gen-uniform-s": sparse.uniform_random(3_000, 3_000, 1e-3, seed=seed),
         "gen-uniform-l": sparse.uniform_random(10_000, 10_000, 8e-4, seed=seed),
+        **{f"gen-varlen-local-{size}": sparse.powerlaw_rows(n, n, 10 * n, alpha=1.1, seed=seed,
+                                                            columns="local")
+           for size, n in (("s", 2_000), ("m", 8_000), ("l", 30_000))},
+        "gen-regular-random-l": sparse.powerlaw_rows(30_000, 30_000, 300_000, alpha=0.0,
+                                                     seed=seed),
     }
 
 
@@ -83,8 +97,9 @@ def measure_matrix(name: str, matrix, settings: Settings,
     rows = []
     cores = os.cpu_count() or 1
     for kernel in settings.kernels:
-        # the dense operand's gathers that miss this CPU's L1 (SpMV: x, SpMM: rows of X)
-        row_misses = sparse.gather_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
+        # the dense operand's gathers that miss this CPU's L1 (SpMV: x, SpMM: rows of X), and
+        # every row-length change (scaled by the branch predictor's reach at calibration)
+        row_misses = sparse.row_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
         for strategy in settings.strategies:
             for workers in settings.workers:
                 try:
@@ -110,7 +125,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
                     wall = _run_kernel(kernel, matrix, part, settings)
                     parallel = wall.best if wall.ok else None
                 rows.append(dict(matrix=name, kernel=kernel, strategy=strategy, workers=workers,
-                                 features=features,
+                                 features=features, n_rows=int(matrix.shape[0]),
                                  worker_seconds=np.asarray(result.worker_seconds, dtype=float),
                                  work_exact=exact, imbalance=float(
                                      (result.worker_rows + result.worker_nnz).max()
@@ -121,26 +136,60 @@ def measure_matrix(name: str, matrix, settings: Settings,
     return rows
 
 
-def calibrate(rows: Iterable[dict]) -> dict[str, balance.BalanceCost]:
-    """One BalanceCost per kernel, fitted on every worker of every calibration run."""
-    costs = {}
+def _features(row: dict, predictor_rows: float) -> np.ndarray:
+    """A measured row's per-worker features with its length changes scaled to branch misses."""
+    features = np.array(row["features"], dtype=float)
+    features[:, -1] *= max(0.0, 1.0 - predictor_rows / max(row["n_rows"], 1))
+    return features
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted costs per kernel (``calibration["spmv"]``) and the branch predictor's reach."""
+
+    costs: dict
+    predictor_rows: float
+    residual: float  # the fit's mean squared relative error over every calibration worker
+
+    def __getitem__(self, kernel: str) -> balance.BalanceCost:
+        return self.costs[kernel]
+
+    def predict(self, row: dict) -> np.ndarray:
+        """Predicted seconds of each worker of a ``measure_matrix`` row."""
+        return _features(row, self.predictor_rows) @ np.asarray(self.costs[row["kernel"]].vector())
+
+
+def calibrate(rows: Iterable[dict], predictor_rows: Sequence[float] = PREDICTOR_ROWS
+              ) -> Calibration:
+    """One BalanceCost per kernel, fitted on every worker of every calibration run (relative
+    least squares, ``fit_linear_cost``), with the branch predictor's reach chosen from
+    ``predictor_rows`` by the smallest residual of those fits."""
     rows = list(rows)
-    for kernel in {r["kernel"] for r in rows}:
-        mine = [r for r in rows if r["kernel"] == kernel]
-        features = np.concatenate([r["features"] for r in mine])
-        seconds = np.concatenate([r["worker_seconds"] for r in mine])
-        costs[kernel] = balance.BalanceCost.from_vector(fit_linear_cost(features, seconds))
-    return costs
+    best = None
+    for reach in predictor_rows:
+        costs, squared, count = {}, 0.0, 0
+        for kernel in sorted({r["kernel"] for r in rows}):
+            mine = [r for r in rows if r["kernel"] == kernel]
+            features = np.concatenate([_features(r, reach) for r in mine])
+            seconds = np.concatenate([r["worker_seconds"] for r in mine])
+            vector = fit_linear_cost(features, seconds)
+            costs[kernel] = balance.BalanceCost.from_vector(vector)
+            keep = seconds > 0
+            squared += float(np.sum(((features[keep] @ vector) / seconds[keep] - 1.0) ** 2))
+            count += int(keep.sum())
+        candidate = Calibration(costs, float(reach), squared / max(count, 1))
+        if best is None or candidate.residual < best.residual:
+            best = candidate
+    return best
 
 
-def score(rows: Sequence[dict], costs: dict[str, balance.BalanceCost]) -> dict:
+def score(rows: Sequence[dict], calibration: Calibration) -> dict:
     """Per matrix: Spearman and MAPE of predicted vs measured makespan over its configurations,
     exactness of the work counters, and measured imbalance per strategy at the largest P."""
     report = {}
     for name in dict.fromkeys(r["matrix"] for r in rows):
         mine = [r for r in rows if r["matrix"] == name]
-        predicted = np.array([(r["features"] @ np.asarray(costs[r["kernel"]].vector())).max()
-                              for r in mine])
+        predicted = np.array([calibration.predict(r).max() for r in mine])
         measured = np.array([r["worker_seconds"].max() for r in mine])
         top = max(r["workers"] for r in mine)
         report[name] = {
@@ -165,9 +214,9 @@ def validate(matrices: dict, settings: Settings = Settings(),
         raise PerfjaxError(f"calibration and scored matrices overlap: {sorted(overlap)}")
     calib_rows = [r for name, m in calibration.items()
                   for r in measure_matrix(name, m, settings, progress)]
-    costs = calibrate(calib_rows)
+    fitted = calibrate(calib_rows)
     rows = [r for name, m in matrices.items() for r in measure_matrix(name, m, settings, progress)]
-    per_matrix = score(rows, costs)
+    per_matrix = score(rows, fitted)
     parallel = [
         {"matrix": r["matrix"], "kernel": r["kernel"], "strategy": r["strategy"],
          "workers": r["workers"], "parallel_seconds": r["parallel_seconds"],
@@ -179,8 +228,10 @@ def validate(matrices: dict, settings: Settings = Settings(),
         "median_mape": float(np.median([v["mape"] for v in per_matrix.values()])),
         "calibration": {"matrices": sorted(calibration),
                         "costs": {k: [float(x) for x in np.asarray(c.vector())]
-                                  for k, c in costs.items()},
-                        "cost_terms": list(balance.COST_TERMS)},
+                                  for k, c in fitted.costs.items()},
+                        "cost_terms": list(balance.COST_TERMS),
+                        "predictor_rows": fitted.predictor_rows,
+                        "residual": fitted.residual},
         "parallel": parallel,
     }
 

@@ -260,6 +260,27 @@ def gather_misses(matrix, width: int = 1, cache_bytes: int | None = None) -> np.
     return np.bincount(rows, weights=missed, minlength=matrix.shape[0])
 
 
+def length_changes(matrix) -> np.ndarray:
+    """Per row, 1.0 where its length differs from the previous row's (the first row: 1.0): the
+    row ends whose inner-loop exit a branch predictor cannot guess from the last trip count."""
+    lengths = np.diff(sp.csr_array(matrix).indptr)
+    return np.concatenate([[1.0], (lengths[1:] != lengths[:-1]).astype(float)])[:len(lengths)]
+
+
+def row_misses(matrix, width: int = 1, cache_bytes: int | None = None,
+               predictor_rows: float = 0.0) -> np.ndarray:
+    """[n_rows, 2] per-row predicted misses for the load-balance model: column 0 the dense
+    operand's gathers that miss the cache (``gather_misses``), column 1 the mispredicted row ends:
+    ``length_changes`` scaled by max(0, 1 - predictor_rows / n_rows), a predictor that learns a
+    repeated pattern of up to ``predictor_rows`` loop exits (a calibrated, per-CPU constant)."""
+    matrix = sp.csr_array(matrix)
+    if predictor_rows < 0:
+        raise WorkloadError(f"row_misses: predictor_rows must be >= 0, got {predictor_rows}")
+    unlearned = max(0.0, 1.0 - float(predictor_rows) / max(matrix.shape[0], 1))
+    return np.stack([gather_misses(matrix, width, cache_bytes),
+                     length_changes(matrix) * unlearned], axis=1)
+
+
 def stack_stats(items: list[SparseStats]) -> SparseStats:
     """Stack statistics of several matrices into one batched pytree (rows padded to the longest)."""
     width = max(len(s.row_lengths) for s in items)
@@ -278,10 +299,15 @@ def _check_positive(**values: Any) -> None:
             raise WorkloadError(f"generator argument {name} must be a positive integer, got {value!r}")
 
 
-def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: int = 0) -> sp.csr_array:
+def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: int = 0,
+                  columns: str = "random") -> sp.csr_array:
     """Rows whose lengths follow a Zipf law (row of rank r gets weight r^-alpha), shuffled, with
-    distinct uniformly random columns: the skew of web and social graphs."""
+    distinct uniformly random columns: the skew of web and social graphs. ``alpha=0`` gives
+    (nearly) equal lengths; ``columns="local"`` puts row i's entries in the consecutive columns
+    from i on (wrapping), so the dense operand is read in order whatever the lengths."""
     _check_positive(n_rows=n_rows, n_cols=n_cols, nnz=nnz)
+    if columns not in ("random", "local"):
+        raise WorkloadError(f"powerlaw_rows: columns must be 'random' or 'local', got {columns!r}")
     if nnz > n_rows * n_cols:
         raise WorkloadError(f"powerlaw_rows: nnz {nnz} exceeds {n_rows} x {n_cols} entries")
     rng = np.random.default_rng(seed)
@@ -294,8 +320,12 @@ def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: 
         deficit = nnz - lengths.sum()
     lengths = rng.permutation(lengths)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.concatenate([np.sort(rng.choice(n_cols, size=k, replace=False)) if k else
-                              np.zeros(0, np.int64) for k in lengths])
+    if columns == "local":
+        indices = np.concatenate([np.sort((i + np.arange(k)) % n_cols) for i, k in
+                                  enumerate(lengths)])
+    else:
+        indices = np.concatenate([np.sort(rng.choice(n_cols, size=k, replace=False)) if k else
+                                  np.zeros(0, np.int64) for k in lengths])
     return sp.csr_array((rng.standard_normal(nnz), indices, indptr), shape=(n_rows, n_cols))
 
 
