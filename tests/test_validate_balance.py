@@ -57,3 +57,28 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
         main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmx",
               "--json", "o.json"])
     assert info.value.code == 2
+
+
+def test_calibration_recovers_known_costs_and_predictor_reach():
+    """Synthetic workers timed by known costs and a known branch-predictor reach: the fit must
+    find that reach among the candidates and the costs that produced the times."""
+    import numpy as np
+
+    from perfjax.models import balance as model
+
+    rng = np.random.default_rng(0)
+    truth = np.array([0.4, 0.3, 6.0, 0.2, 1.0, 12.0, 0.8, 7.0]) * 1e-9
+    rows = []
+    for n_rows in (2_000, 8_000, 30_000, 60_000):
+        for kernel in ("spmv", "spmm"):
+            raw = rng.uniform(0, 1, (40, len(model.COST_TERMS))) * [1e4, 3e3, 2, 20, 1, 1, 2e3, 2e3]
+            scaled = raw.copy()
+            scaled[:, -1] *= max(0.0, 1.0 - 4_000 / n_rows)
+            rows.append(dict(kernel=kernel, features=raw, n_rows=n_rows,
+                             worker_seconds=scaled @ truth))
+    fitted = balance.calibrate(rows)
+    assert fitted.predictor_rows == 4_000
+    assert fitted.residual < 1e-12
+    for kernel in ("spmv", "spmm"):
+        assert np.allclose(np.asarray(fitted[kernel].vector()), truth, rtol=1e-6)
+    assert np.allclose(fitted.predict(rows[0]), rows[0]["worker_seconds"])
