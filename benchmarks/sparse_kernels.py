@@ -4,12 +4,15 @@ For each matrix: the generated kernel's best time over repetitions (timed inside
 around the kernel only) and scipy's best time for ``A @ x`` (timed in Python around the call,
 which adds about a microsecond of call overhead to scipy). Printed ratio = scipy / perfjax:
 above 1 means the generated kernel is faster. Then, on the skewed matrices (max/mean row length
->= 20), two threads with a merge-path partition vs scipy's single thread.
+>= 20), two threads with a merge-path partition vs scipy's single thread: the plain merge path
+(equal items per thread) and the model-weighted one (``partition.weighted_merge_path`` with every
+nonzero and row end weighted by the load-balance model's predicted cost, cache and branch misses
+included; costs calibrated first on generated matrices only, never on these).
 
 Targets (issue "load-balanced sparse tensor algebra"): single-thread ratio >= 1 for SpMV and
 SpMM; two-thread merge path >= 1.6 on the skewed matrices.
 
-Usage: python benchmarks/sparse_kernels.py [--matrices DIR] [--k 16] [--repeats 200]
+Usage: python benchmarks/sparse_kernels.py [--matrices DIR] [--k 16] [--repeats 200] [--no-weighted]
 """
 
 from __future__ import annotations
@@ -44,15 +47,29 @@ def main() -> None:
                         "(default: the real matrices in $PERFJAX_DATA or ../shared/data)")
     parser.add_argument("--k", type=int, default=16, help="dense columns of SpMM")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--no-weighted", action="store_true",
+                        help="skip the model-weighted merge path (and its calibration)")
     args = parser.parse_args()
     directory = Path(args.matrices) if args.matrices else (data_dir() or Path("missing")) / "matrices"
     if not directory.is_dir():
         raise SystemExit(f"no matrix directory at {directory}; pass --matrices DIR")
     files = sorted(directory.glob("*.mtx"))
     rng = np.random.default_rng(0)
+    fitted = None
+    if not args.no_weighted:
+        from perfjax.validate import balance as validation
+        started = time.perf_counter()
+        settings = validation.Settings(workers=(1, 2, 8, 32), spmm_width=args.k,
+                                       strategies=("row_blocks", "nnz_split", "merge_path"))
+        fitted = validation.calibrate(
+            r for name, m in validation.calibration_matrices().items()
+            for r in validation.measure_matrix(name, m, settings))
+        print(f"model costs calibrated on generated matrices in {time.perf_counter() - started:.0f}"
+              f" s (branch predictor reach {fitted.predictor_rows:.0f} rows)")
     print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV 2t-mp':>11}"
-          f"{'SpMM 2t-mp':>11}   (ratio = scipy time / perfjax time; {os.cpu_count()} cores)")
-    single_spmv, single_spmm, skewed_2t = [], [], []
+          f"{'SpMM 2t-mp':>11}{'SpMV 2t-wmp':>12}{'SpMM 2t-wmp':>12}"
+          f"   (ratio = scipy time / perfjax time; {os.cpu_count()} cores)")
+    single_spmv, single_spmm, skewed_2t, skewed_weighted = [], [], [], []
     for path in files:
         matrix = sparse.read_matrix(path)
         lengths = np.diff(matrix.indptr)
@@ -79,8 +96,20 @@ def main() -> None:
                 two.append(scipy_best(matrix, operand) / ours.best)
             skewed_2t.append(two)
             cells += [f"{two[0]:11.2f}", f"{two[1]:11.2f}"]
+            if fitted is not None:
+                weighted = []
+                for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
+                    part = partition.weighted_merge_path(matrix, 2, *fitted.path_weights(
+                        matrix, op, 1 if op == "spmv" else args.k))
+                    ours = run(matrix, operand, part, repeats=args.repeats,
+                               unroll=4 if op == "spmm" else 1)
+                    if not ours.ok:
+                        raise SystemExit(f"{path.name} {op} 2 threads weighted: {ours.reason}")
+                    weighted.append(scipy_best(matrix, operand) / ours.best)
+                skewed_weighted.append(weighted)
+                cells += [f"{weighted[0]:12.2f}", f"{weighted[1]:12.2f}"]
         else:
-            cells += [f"{'-':>11}", f"{'-':>11}"]
+            cells += [f"{'-':>11}", f"{'-':>11}"] + ([f"{'-':>12}"] * 2 if fitted else [])
         print(f"{path.stem:<24}{matrix.nnz:>9}{skew:>7.0f}  " + "".join(cells))
     print(f"single thread: SpMV ratio min {min(single_spmv):.2f} median {np.median(single_spmv):.2f}; "
           f"SpMM ratio min {min(single_spmm):.2f} median {np.median(single_spmm):.2f}")
@@ -88,6 +117,10 @@ def main() -> None:
         two = np.array(skewed_2t)
         print(f"two threads, merge path, skewed matrices: SpMV min {two[:, 0].min():.2f}, "
               f"SpMM min {two[:, 1].min():.2f} (target >= 1.6)")
+    if skewed_weighted:
+        two = np.array(skewed_weighted)
+        print(f"two threads, model-weighted merge path, skewed matrices: SpMV min "
+              f"{two[:, 0].min():.2f}, SpMM min {two[:, 1].min():.2f} (target >= 1.6)")
 
 
 if __name__ == "__main__":

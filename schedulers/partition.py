@@ -16,7 +16,8 @@ kernels count exactly the same items at run time, and the load-balance model pre
 Strategies: ``row_blocks`` (uniform coordinate), ``static_chunks`` and ``dynamic_chunks``
 (OpenMP schedule(static|dynamic, c); dynamic simulated as greedy assignment to the least-loaded
 worker), ``nnz_split`` (TACO ``pos`` split), ``merge_path`` (Merrill & Garland, for any number of
-compressed levels) and ``merge_path_nway`` (N sparse operands split at one joint coordinate).
+compressed levels), ``weighted_merge_path`` (equal predicted cost instead of equal items) and
+``merge_path_nway`` (N sparse operands split at one joint coordinate).
 """
 
 from __future__ import annotations
@@ -191,6 +192,39 @@ def merge_path(matrix_or_ptrs, workers: int) -> Partition:
     counts = [np.searchsorted(e, diagonals, side="left") for e in ends]
     points = np.stack([*counts, diagonals - sum(counts)], axis=1)
     return _contiguous("merge_path", points)
+
+
+def weighted_merge_path(matrix, workers: int, nonzero_weights, row_end_weights) -> Partition:
+    """Merge path split into equal *weighted* shares: each nonzero and each row end carries its
+    own (predicted) cost, e.g. from the load-balance model (``balance_weights``), so that workers
+    get equal predicted time rather than equal item counts. Segments, counters and kernels are
+    those of ``merge_path``; with unit weights the two coincide."""
+    indptr = _indptr(matrix)
+    n, nnz = len(indptr) - 1, int(indptr[-1])
+    nonzero_weights = np.broadcast_to(np.asarray(nonzero_weights, dtype=float), (nnz,))
+    row_end_weights = np.broadcast_to(np.asarray(row_end_weights, dtype=float), (n,))
+    if not (np.all(np.isfinite(nonzero_weights)) and np.all(np.isfinite(row_end_weights))
+            and nonzero_weights.min(initial=0.0) >= 0 and row_end_weights.min(initial=0.0) >= 0):
+        raise WorkloadError("weighted_merge_path: weights must be finite and non-negative")
+    _check_workers(workers, n + nnz, "merge-path items")
+    ends = indptr[1:] + np.arange(n)  # path position of each row end
+    path = np.empty(n + nnz)
+    is_end = np.zeros(n + nnz, dtype=bool)
+    is_end[ends] = True
+    path[is_end] = row_end_weights
+    path[~is_end] = nonzero_weights
+    prefix = np.concatenate([[0.0], np.cumsum(path)])
+    if prefix[-1] <= 0:
+        raise WorkloadError("weighted_merge_path: the weights sum to zero")
+    targets = np.arange(workers + 1) * prefix[-1] / workers
+    # the last path point whose weight before it does not exceed the target (for unit weights,
+    # merge_path's floor(p * total / P))
+    diagonals = np.maximum(np.searchsorted(prefix, targets * (1 + 1e-12), side="right") - 1,
+                           0).astype(np.int64)
+    diagonals[0], diagonals[-1] = 0, n + nnz
+    rows = np.searchsorted(ends, diagonals, side="left")
+    points = np.stack([rows, diagonals - rows], axis=1)
+    return _contiguous("weighted_merge_path", points)
 
 
 def merge_path_nway(operands: Sequence, workers: int) -> Partition:

@@ -70,6 +70,31 @@ def test_merge_path_is_balanced_to_one_item(name):
     assert items.max() - items.min() <= 1
 
 
+@pytest.mark.parametrize("name", sorted(MATRICES))
+def test_weighted_merge_path_equalizes_weighted_shares(name):
+    matrix = MATRICES[name]
+    indptr = matrix.indptr.astype(np.int64)
+    # unit weights: the plain merge path
+    unit = partition.weighted_merge_path(matrix, 7, 1.0, 1.0)
+    assert np.array_equal(unit.start, partition.merge_path(matrix, 7).start)
+    rng = np.random.default_rng(1)
+    nz_w, end_w = rng.uniform(0.1, 3.0, matrix.nnz), rng.uniform(0.0, 20.0, matrix.shape[0])
+    part = partition.weighted_merge_path(matrix, 5, nz_w, end_w)
+    # the brute-force walk: every item's weight, summed per worker along the path
+    weights = []
+    for r in range(len(indptr) - 1):
+        weights += list(nz_w[indptr[r]:indptr[r + 1]]) + [end_w[r]]
+    weights = np.array(weights)
+    shares = np.array([weights[int(s.sum()):int(e.sum())].sum()
+                       for s, e in zip(part.start, part.end)])
+    assert np.isclose(shares.sum(), weights.sum())
+    target = weights.sum() / 5
+    # each split lands on the last path point not past its target: off by under one item
+    assert np.all(np.abs(np.cumsum(shares)[:-1] - target * np.arange(1, 5)) <= weights.max())
+    with pytest.raises(WorkloadError, match="non-negative"):
+        partition.weighted_merge_path(matrix, 2, -1.0, 1.0)
+
+
 def test_dynamic_chunks_is_greedy_least_loaded():
     matrix = MATRICES["skewed+empty"]
     part = partition.dynamic_chunks(matrix, 4, 3)

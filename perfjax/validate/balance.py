@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 import scipy.stats
 
 from perfjax.errors import PerfjaxError, WorkloadError
@@ -157,6 +158,17 @@ class Calibration:
     def predict(self, row: dict) -> np.ndarray:
         """Predicted seconds of each worker of a ``measure_matrix`` row."""
         return _features(row, self.predictor_rows) @ np.asarray(self.costs[row["kernel"]].vector())
+
+    def path_weights(self, matrix, kernel: str, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted seconds of each nonzero and each row end of ``matrix`` under ``kernel``
+        (its cache and branch misses included), for ``partition.weighted_merge_path``."""
+        cost = self.costs[kernel]
+        matrix = scipy.sparse.csr_array(matrix)
+        lengths = np.diff(matrix.indptr)
+        misses = sparse.row_misses(matrix, width, predictor_rows=self.predictor_rows)
+        per_nonzero = float(cost.per_nnz) + float(cost.per_miss) * np.repeat(
+            misses[:, 0] / np.maximum(lengths, 1), lengths)
+        return per_nonzero, float(cost.per_row) + float(cost.per_branch_miss) * misses[:, 1]
 
 
 def calibrate(rows: Iterable[dict], predictor_rows: Sequence[float] = PREDICTOR_ROWS
