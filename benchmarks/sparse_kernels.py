@@ -67,7 +67,7 @@ def main() -> None:
         print(f"model costs calibrated on generated matrices in {time.perf_counter() - started:.0f}"
               f" s (branch predictor reach {fitted.predictor_rows:.0f} rows)")
     print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV 2t-mp':>11}"
-          f"{'SpMM 2t-mp':>11}{'SpMV 2t-wmp':>12}{'SpMM 2t-wmp':>12}"
+          f"{'SpMM 2t-mp':>11}" + (f"{'SpMV 2t-wmp':>12}{'SpMM 2t-wmp':>12}" if fitted else "") +
           f"   (ratio = scipy time / perfjax time; {os.cpu_count()} cores)")
     single_spmv, single_spmm, skewed_2t, skewed_weighted = [], [], [], []
     for path in files:
@@ -76,36 +76,32 @@ def main() -> None:
         skew = lengths.max() / max(lengths.mean(), 1e-12)
         x = rng.standard_normal(matrix.shape[1])
         X = rng.standard_normal((matrix.shape[1], args.k))
-        ratios = []
-        for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
-            ours = run(matrix, operand, repeats=args.repeats, unroll=4 if op == "spmm" else 1)
-            if not ours.ok:
-                raise SystemExit(f"{path.name} {op}: {ours.reason}")
-            ratios.append(scipy_best(matrix, operand) / ours.best)
+
+        def ratios_for(part_of, what: str) -> list[float]:
+            """scipy / perfjax for SpMV and SpMM, run with the partition part_of(op) (or none)."""
+            out = []
+            for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
+                part = part_of(op)
+                ours = run(matrix, operand, *([part] if part is not None else []),
+                           repeats=args.repeats, unroll=4 if op == "spmm" else 1)
+                if not ours.ok:
+                    raise SystemExit(f"{path.name} {op}{what}: {ours.reason}")
+                out.append(scipy_best(matrix, operand) / ours.best)
+            return out
+
+        ratios = ratios_for(lambda op: None, "")
         single_spmv.append(ratios[0])
         single_spmm.append(ratios[1])
-        cells = [f"{r:8.2f}" for r in ratios[:1]] + [f"{ratios[1]:9.2f}"]
+        cells = [f"{ratios[0]:8.2f}", f"{ratios[1]:9.2f}"]
         if skew >= 20:
-            part = partition.merge_path(matrix, 2)
-            two = []
-            for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
-                ours = run(matrix, operand, part, repeats=args.repeats,
-                           unroll=4 if op == "spmm" else 1)
-                if not ours.ok:
-                    raise SystemExit(f"{path.name} {op} 2 threads: {ours.reason}")
-                two.append(scipy_best(matrix, operand) / ours.best)
+            plain = partition.merge_path(matrix, 2)
+            two = ratios_for(lambda op: plain, " 2 threads")
             skewed_2t.append(two)
             cells += [f"{two[0]:11.2f}", f"{two[1]:11.2f}"]
             if fitted is not None:
-                weighted = []
-                for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
-                    part = partition.weighted_merge_path(matrix, 2, *fitted.path_weights(
-                        matrix, op, 1 if op == "spmv" else args.k))
-                    ours = run(matrix, operand, part, repeats=args.repeats,
-                               unroll=4 if op == "spmm" else 1)
-                    if not ours.ok:
-                        raise SystemExit(f"{path.name} {op} 2 threads weighted: {ours.reason}")
-                    weighted.append(scipy_best(matrix, operand) / ours.best)
+                weighted = ratios_for(lambda op: partition.weighted_merge_path(
+                    matrix, 2, *fitted.path_weights(matrix, op, 1 if op == "spmv" else args.k)),
+                    " 2 threads weighted")
                 skewed_weighted.append(weighted)
                 cells += [f"{weighted[0]:12.2f}", f"{weighted[1]:12.2f}"]
         else:
