@@ -52,6 +52,9 @@ def register(commands: Any) -> None:
     tune.add_argument("--statistic", choices=STATISTICS, default="median",
                       help="an evaluation's value: the median of its repetitions (default) or "
                            "the fastest (robust on a busy machine)")
+    tune.add_argument("--model-prior", action="store_true",
+                      help="bo on spmv / spmm: the load-balance model (calibrated first on "
+                           "generated matrices, ~20 s) as the GP's prior mean")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
     space = scenarios.resolve(args.scenario)
     objective = KernelObjective(args.kernel, args.matrix, space=space, width=args.width,
                                 repeats=args.repeats, seed=args.seed, statistic=args.statistic)
+    options = {}
+    if args.model_prior:
+        from perfjax.bench.kernel_tuning import ModelPrior, calibrate_model
+        if args.strategy != "bo":
+            raise PerfjaxError("--model-prior needs --strategy bo")
+        print("calibrating the load-balance model on generated matrices ...", file=sys.stderr)
+        options["prior_mean"] = ModelPrior(objective, calibrate_model(args.kernel, args.width))
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"{best}, last {step.seconds:.2f} s/eval", refresh=False)
                 bar.refresh()
             result = tune(space, objective, strategy=args.strategy, budget=args.budget,
-                          study=study, seed=args.seed, callback=progress)
+                          study=study, seed=args.seed, callback=progress, **options)
     finally:
         study.close()
     summary = _summary(args, result, objective.default_config(), default)

@@ -266,3 +266,40 @@ def test_cli_tune_bad_input_is_one_line_and_status_2(tmp_path, capsys, change, w
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("perfjax") and words in err, err
+
+
+def test_model_prior_prices_each_configuration_like_the_model(small):
+    """ModelPrior's table lookup against the model evaluated one configuration at a time."""
+    import jax.numpy as jnp
+
+    from perfjax import tune
+    from perfjax.models import balance
+    from perfjax.validate.balance import Calibration
+    from perfjax.workloads import sparse
+
+    cost = balance.BalanceCost(per_nnz=2e-9, per_row=1e-9, per_segment=5e-8, per_search=1e-9,
+                               fixup=1e-8, launch=1e-6, per_miss=3e-9, per_branch_miss=7e-9)
+    calibration = Calibration({"spmm": cost}, predictor_rows=100.0, residual=0.0)
+    objective = KernelObjective("spmm", small, width=8, repeats=1)
+    prior = kernel_tuning.ModelPrior(objective, calibration, cores=2)
+    batch = objective.space.sample(24, seed=2)
+    predicted = prior(batch)
+    stats = sparse.stats(objective.matrix)
+    misses = sparse.row_misses(objective.matrix, 8, predictor_rows=100.0)
+    for config, value in zip(objective.space.to_dicts(batch), predicted):
+        strategy = config["partition"]
+        if strategy == "omp":
+            strategy = "static_chunks" if config["omp_scheduling_type"] == "static" \
+                else "dynamic_chunks"
+        threads = config["omp_num_threads"]
+        work = balance.worker_work_jit(stats.row_lengths, stats.n_rows,
+                                       jnp.asarray(balance.STRATEGY_CODES[strategy]), threads,
+                                       config["chunk_size"] * config["omp_chunk_size"],
+                                       max_workers=4, row_misses=misses)
+        times = np.asarray(balance.predict(cost, work)["times"])
+        assert np.isclose(value, max(times.max(), times.sum() / min(threads, 2)), rtol=1e-9)
+    # as the Bayesian optimizer's prior mean
+    result = tune(objective.space, objective, strategy="bo", budget=8, seed=0, prior_mean=prior)
+    assert len(result.records) == 8 and result.best_config is not None
+    with pytest.raises(PerfjaxError, match="no spmv costs"):
+        kernel_tuning.ModelPrior(KernelObjective("spmv", small), calibration)

@@ -22,10 +22,12 @@ parameter names (the rest keep the built-in defaults); another name is a ``Space
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 
@@ -189,6 +191,112 @@ class KernelObjective:
         timed = result.seconds[WARMUP:]
         value = np.median(timed) if self.statistic == "median" else min(timed)
         return {"value": float(value), "valid": True, "best_seconds": min(timed)}
+
+
+@functools.partial(jax.jit, static_argnums=(6,))
+def _price_all(row_lengths, n_rows, strategies, threads, chunks, cost, max_workers, row_misses):
+    """Per-worker predicted seconds [configs, max_workers] of many (strategy, P, chunk) rows."""
+    from perfjax.models import balance
+
+    def one(strategy, workers, chunk):
+        work = balance.worker_work(row_lengths, n_rows, strategy, workers, chunk, max_workers,
+                                   row_misses)
+        return balance.predict(cost, work)["times"]
+
+    return jax.vmap(one)(strategies, threads, chunks)
+
+
+class ModelPrior:
+    """The load-balance model's predicted seconds of a batch of kernel configurations: a perfjax
+    cost model as the Bayesian optimizer's prior mean (``tune(..., prior_mean=ModelPrior(...))``).
+
+    It models what the partition does to the threads' work: the strategy ("omp" static / dynamic
+    / guided chunks map to static / dynamic chunks of ``chunk_size * omp_chunk_size`` rows), the
+    worker count, each worker's rows, nonzeros, segments, cache and branch misses, priced by a
+    ``perfjax.validate.balance.Calibration`` (fitted on generated matrices, never this one); more
+    threads than ``cores`` share the cores (time >= total work / cores). Unroll and loop order are
+    not modelled: the GP learns them from the measurements.
+    """
+
+    def __init__(self, objective: "KernelObjective", calibration: Any, cores: int | None = None):
+        from perfjax.models import balance
+        from perfjax.workloads import sparse
+
+        if objective.kernel not in calibration.costs:
+            raise PerfjaxError(f"model prior: the calibration has no {objective.kernel} costs "
+                               f"(has {', '.join(calibration.costs)})")
+        self.objective = objective
+        self.cost = calibration.costs[objective.kernel]
+        self.cores = cores or scenarios._cores()
+        space = objective.space
+        full = objective.full_config
+
+        def values(name: str) -> list:
+            if name in space.params:
+                param = space.params[name]
+                return list(param.values) if param.kind == "categorical" else \
+                    [int(v) for v in np.asarray(param.values_array())]
+            return [full({})[name]]
+
+        self._values = {name: values(name) for name in ("partition", "omp_scheduling_type",
+                                                         "omp_num_threads", "chunk_size",
+                                                         "omp_chunk_size")}
+        threads = sorted(set(self._values["omp_num_threads"]))
+        chunks = sorted({c * o for c in self._values["chunk_size"]
+                         for o in self._values["omp_chunk_size"]})
+        matrix = objective.matrix
+        stats = sparse.stats(matrix)
+        width = 1 if objective.kernel == "spmv" else objective.width
+        misses = sparse.row_misses(matrix, width, predictor_rows=calibration.predictor_rows)
+        # every (strategy, threads, chunk) at once: one compiled, vmapped model evaluation
+        combos = np.array([(code, t, c) for code in balance.STRATEGY_CODES.values()
+                           for t in threads for c in chunks])
+        times = np.asarray(_price_all(stats.row_lengths, stats.n_rows, combos[:, 0], combos[:, 1],
+                                      combos[:, 2], self.cost, max(threads), misses))
+        times = times.reshape(len(balance.STRATEGY_CODES), len(threads), len(chunks), -1)
+        shared = times.sum(axis=-1) / np.minimum(np.asarray(threads), self.cores)[None, :, None]
+        self._table = np.maximum(times.max(axis=-1), shared)
+        codes = list(balance.STRATEGY_CODES)
+        static, dynamic = codes.index("static_chunks"), codes.index("dynamic_chunks")
+        # strategy row of the table per (partition index, schedule index): "omp" follows the
+        # schedule (static -> static chunks; dynamic, guided -> dynamic chunks)
+        self._strategy = np.array([[(static if schedule == "static" else dynamic)
+                                    if partition == "omp" else codes.index(partition)
+                                    for schedule in self._values["omp_scheduling_type"]]
+                                   for partition in self._values["partition"]])
+        self._threads = np.asarray(threads)
+        self._chunks = np.asarray(chunks)
+
+    def _column(self, batch: Mapping[str, Any], name: str, count: int) -> np.ndarray:
+        if name in batch:
+            return np.asarray(batch[name]).reshape(count)
+        default = self._values[name][0]
+        categorical = name in ("partition", "omp_scheduling_type")
+        return np.full(count, 0 if categorical else default)
+
+    def __call__(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """Predicted seconds [n] of a struct-of-arrays batch of configurations."""
+        count = len(np.asarray(next(iter(batch.values()))))
+        col = {name: self._column(batch, name, count) for name in self._values}
+        strategy = self._strategy[col["partition"].astype(int),
+                                  col["omp_scheduling_type"].astype(int)]
+        threads = np.searchsorted(self._threads, col["omp_num_threads"])
+        chunks = np.searchsorted(self._chunks, col["chunk_size"] * col["omp_chunk_size"])
+        return self._table[strategy, threads, chunks]
+
+
+def calibrate_model(kernel: str, width: int = DEFAULT_WIDTH):
+    """A load-balance model ``Calibration`` for ``kernel`` (spmv / spmm) at ``width``, fitted on
+    ``perfjax.validate.balance``'s generated matrices (about 20 s of kernel runs)."""
+    from perfjax.validate import balance as validation
+
+    if _check_kernel(kernel) == "sddmm":
+        raise PerfjaxError("the load-balance model prices spmv and spmm, not sddmm")
+    settings = validation.Settings(kernels=(kernel,), workers=(1, 2, 8, 32), spmm_width=width,
+                                   strategies=("row_blocks", "static_chunks", "nnz_split",
+                                               "merge_path"))
+    return validation.calibrate(r for name, m in validation.calibration_matrices().items()
+                                for r in validation.measure_matrix(name, m, settings))
 
 
 def _main() -> None:  # pragma: no cover - a quick manual check: python -m perfjax.bench.kernel_tuning
