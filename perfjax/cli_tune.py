@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         from perfjax.bench.kernel_tuning import ModelPrior, calibrate_model
         if args.strategy != "bo":
             raise PerfjaxError("--model-prior needs --strategy bo")
+        if args.kernel == "sddmm":
+            raise PerfjaxError("--model-prior: the load-balance model prices spmv and spmm, "
+                               "not sddmm")
         print("calibrating the load-balance model on generated matrices ...", file=sys.stderr)
         options["prior_mean"] = ModelPrior(objective, calibrate_model(args.kernel, args.width))
     out = Path(args.out)

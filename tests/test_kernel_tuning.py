@@ -303,3 +303,17 @@ def test_model_prior_prices_each_configuration_like_the_model(small):
     assert len(result.records) == 8 and result.best_config is not None
     with pytest.raises(PerfjaxError, match="no spmv costs"):
         kernel_tuning.ModelPrior(KernelObjective("spmv", small), calibration)
+
+
+@pytest.mark.parametrize("kernel, strategy, words", [("spmm", "random", "needs --strategy bo"),
+                                                     ("sddmm", "bo", "not sddmm")])
+def test_cli_tune_model_prior_bad_combinations_are_one_line(tmp_path, capsys, kernel, strategy,
+                                                            words):
+    matrix = tmp_path / "m.mtx"
+    scipy.io.mmwrite(matrix, sp.random(20, 20, density=0.2, random_state=0))
+    argv = ["tune", f"builtin:kernel-{kernel}", "--kernel", kernel, "--matrix", str(matrix),
+            "--budget", "2", "--out", str(tmp_path / "out"), "--strategy", strategy,
+            "--model-prior"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
