@@ -4,14 +4,20 @@ One suggestion:
 
 1. initial design: the default configuration first (when feasible), then feasible random points
    chosen for spread (each the farthest, in feature space, of a few random draws);
-   candidates also include random perturbations of the best observations (a trust region);
+   candidates also include random perturbations of the best observations (a trust region) and
+   draws from a per-parameter kernel density over the best ~15% of observations (TPE's proposal,
+   which recombines the values of different good configurations);
 2. a GP on log-transformed, standardized values (permutation-aware kernel; failed evaluations
    enter at the worst valid value), optionally on top of a cost model's predictions as prior
    mean; a feasibility classifier on every outcome;
 3. acquisition = EI (or a UCB-style optimistic improvement) x P(feasible) x prior^(beta/n)
    (pi-BO user priors), evaluated on >= 10,000 feasible random candidates plus the neighbours of
    the best observations, then improved by local search in the constrained neighbourhood
-   (``Space.neighbors``) from the best few;
+   (``Space.neighbors``) from the best few. EI counts improvement beyond the incumbent minus
+   ``improvement_margin`` (0.3 standard deviations of the transformed outputs: the classic
+   exploration margin xi, Lizotte 2008), so a point that can at best tie with the incumbent
+   earns little: on plateaus (settings that do not matter, or a measured table's nearest rows)
+   plain EI keeps resampling the incumbent's flat neighbourhood;
 4. for q > 1, kriging believer: the chosen point joins the data with its predicted mean and the
    next one is chosen against that.
 
@@ -42,6 +48,10 @@ class BayesOpt:
     per row (any perfjax cost model), used as the GP's prior mean. ``prior``: callable taking a
     batch and returning a (relative) probability per row that it is good, on top of the space's
     own parameter priors; both enter the acquisition as pi-BO's prior^(prior_weight / n).
+
+    ``improvement_margin``: EI's exploration margin xi, in standard deviations of the transformed
+    outputs. ``density_candidates``: candidates per suggestion drawn from the kernel density of
+    the best ``good_fraction`` of observations.
     """
 
     def __init__(self, space, *, seed: int = 0, initial: int | None = None,
@@ -51,7 +61,11 @@ class BayesOpt:
                  prior: Callable[[Mapping[str, Any]], Any] | None = None,
                  prior_weight: float = 10.0, local_search_starts: int = 8,
                  local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 100,
-                 local_candidates: int = 4096, local_every: int = 0):
+                 local_candidates: int = 4096, local_every: int = 0,
+                 density_candidates: int = 4096, good_fraction: float = 0.15,
+                 improvement_margin: float = 0.3):
+        if not improvement_margin >= 0:
+            raise SpaceError(f"improvement_margin must be >= 0, got {improvement_margin}")
         if acquisition not in ACQUISITIONS:
             raise SpaceError(f"unknown acquisition {acquisition!r} (known: {', '.join(ACQUISITIONS)})")
         perms = [p for p in space.params.values() if p.kind == "permutation"]
@@ -74,6 +88,9 @@ class BayesOpt:
         self.local_search_steps = local_search_steps
         self.local_candidates = local_candidates
         self.local_every = local_every
+        self.density_candidates = density_candidates
+        self.good_fraction = good_fraction
+        self.improvement_margin = improvement_margin
         self._model_suggestions = 0
         self._rng = np.random.default_rng(seed)
         self._gp = GaussianProcess(self.layout, restarts=gp_restarts, steps=gp_steps, seed=seed)
@@ -182,11 +199,15 @@ class BayesOpt:
         self._y_valid = np.where(valid, values, np.max(values[valid]))
         self._prior_valid = (None if self.prior_mean is None else self._prior_mean_values(told))
         self._gp.fit(self._x_valid, self._y_valid, prior=self._prior_valid, refit=True)
-        self._best_z = float(np.min(self._gp.transform(values[valid])))
+        self._best_z = (float(np.min(self._gp.transform(values[valid])))
+                        - self.improvement_margin)
         self._use_feasibility = not valid.all()
         if self._use_feasibility:
             self._feasibility.fit(x_all, valid)
-        self._incumbents = {k: v[valid][np.argsort(values[valid])[:4]] for k, v in told.items()}
+        order = np.argsort(values[valid])
+        self._incumbents = {k: v[valid][order[:4]] for k, v in told.items()}
+        good = max(2, int(math.ceil(self.good_fraction * valid.sum())))
+        self._good = {k: v[valid][order[:good]] for k, v in told.items()}
 
     def _believe(self, row: Mapping[str, Any]) -> None:
         """Kriging believer: pretend the last suggestion returned the model's mean there."""
@@ -283,12 +304,50 @@ class BayesOpt:
         ok = np.asarray(self.space.feasible(out))
         return {k: v[ok] for k, v in out.items()}
 
+    def _density_sample(self, count: int) -> dict:
+        """Candidates drawn, parameter by parameter independently, from a kernel density over
+        the best observations (TPE's proposal, Bergstra et al. 2011): each parameter takes the
+        value of a random good observation, moved by a small kernel step, or (with probability
+        1 / (good + 1), the prior's weight) a uniform draw. Mixing parameters of different good
+        points proposes combinations the incumbents' neighbourhoods miss; EI still decides."""
+        rng = self._rng
+        good = self._good
+        m = len(good[self.space.names[0]])
+        uniform = self._sample(count)
+        out = {}
+        for name, param in self.space.params.items():
+            column = np.array(good[name][rng.integers(0, m, count)], copy=True)
+            if param.kind == "permutation":
+                swap = np.nonzero(rng.uniform(size=count) < 0.5)[0]
+                a, b = rng.integers(0, param.n, len(swap)), rng.integers(0, param.n, len(swap))
+                col_a, col_b = column[swap, a], column[swap, b]
+                column[swap, a], column[swap, b] = col_b, col_a
+            elif param.kind == "categorical":
+                pass  # the good observation's category (or, below, the prior's draw)
+            elif name in self.space._domain:
+                domain = self.space._domain[name]
+                idx = np.clip(np.searchsorted(domain, column), 0, len(domain) - 1)
+                width = max(1.0, len(domain) / (m + 1) ** 0.5 / 2)
+                step = np.round(rng.normal(0, width, count)).astype(int)
+                column = domain[np.clip(idx + step, 0, len(domain) - 1)]
+            else:
+                lo, hi = param.bounds()
+                moved = column + rng.normal(0, (hi - lo) / (m + 1) ** 0.5 / 2, count)
+                column = np.clip(np.round(moved) if param.kind == "integer" else moved, lo, hi)
+            prior = rng.uniform(size=count) < 1.0 / (m + 1)
+            column[prior] = np.asarray(uniform[name])[prior]
+            out[name] = column
+        ok = np.asarray(self.space.feasible(out))
+        return {k: v[ok] for k, v in out.items()}
+
     def _optimize_acquisition(self) -> dict:
         self._model_suggestions += 1
         near, _ = self.space.neighbors(self._incumbents, feasible_only=True)
         parts = [{k: np.asarray(v) for k, v in near.items()}]
         if self.local_candidates:
             parts.append(self._perturb(self.local_candidates))
+        if self.density_candidates:
+            parts.append(self._density_sample(self.density_candidates))
         # Every local_every-th suggestion searches only around the best observations (the
         # exploit half of a trust-region method); the others search the whole space as well.
         if not (self.local_every and self._model_suggestions % self.local_every == 0):

@@ -147,3 +147,39 @@ def test_bad_options_are_named(space):
         make_strategy("bo", space, acquisition="pi")
     with pytest.raises(SpaceError, match="unknown permutation kernel 'cayley'"):
         make_strategy("bo", space, permutation_kernel="cayley")
+
+
+def test_improvement_margin_lowers_the_ei_threshold_below_the_incumbent(space):
+    from perfjax.schedulers.bayesopt import BayesOpt
+    from perfjax.schedulers.base import batch_to_configs
+    rows = space.sample(12, seed=3)
+    told = batch_to_configs(space, {k: np.asarray(v) for k, v in rows.items()})
+    results = [{"value": objective(c), "valid": True} for c in told]
+    thresholds = {}
+    for margin in (0.0, 0.3):
+        bo = BayesOpt(space, seed=0, improvement_margin=margin, **SMALL)
+        bo.tell(told, results)
+        bo._fit_models()
+        incumbent = float(np.min(bo._gp.transform([r["value"] for r in results])))
+        thresholds[margin] = bo._best_z - incumbent
+    assert thresholds[0.0] == pytest.approx(0.0, abs=1e-12)
+    assert thresholds[0.3] == pytest.approx(-0.3, abs=1e-12)
+    with pytest.raises(SpaceError, match="improvement_margin"):
+        make_strategy("bo", space, improvement_margin=-1.0)
+
+
+def test_density_candidates_are_feasible_and_concentrate_near_the_best_observations(space):
+    from perfjax.schedulers.base import batch_to_configs
+    from perfjax.schedulers.bayesopt import BayesOpt
+    told = batch_to_configs(space, {k: np.asarray(v) for k, v in space.sample(40, seed=5).items()})
+    results = [{"value": objective(c), "valid": True} for c in told]
+    bo = BayesOpt(space, seed=0, **SMALL)
+    bo.tell(told, results)
+    bo._fit_models()
+    drawn = bo._density_sample(2000)
+    assert len(drawn["x"]) == 2000 and np.asarray(space.feasible(drawn)).all()
+    uniform = bo._sample(2000)
+    # Good observations' values dominate: the draws' objective is far better than uniform's.
+    mean = {name: np.mean([objective(c) for c in batch_to_configs(space, batch)])
+            for name, batch in (("density", drawn), ("uniform", uniform))}
+    assert mean["density"] < 0.8 * mean["uniform"]
