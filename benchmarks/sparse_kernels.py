@@ -61,9 +61,7 @@ def main() -> None:
         started = time.perf_counter()
         settings = validation.Settings(workers=(1, 2, 8, 32), spmm_width=args.k,
                                        strategies=("row_blocks", "nnz_split", "merge_path"))
-        fitted = validation.calibrate(
-            r for name, m in validation.calibration_matrices().items()
-            for r in validation.measure_matrix(name, m, settings))
+        fitted = validation.calibrate_on(settings=settings)
         print(f"model costs calibrated on generated matrices in {time.perf_counter() - started:.0f}"
               f" s (branch predictor reach {fitted.predictor_rows:.0f} rows)")
     print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV 2t-mp':>11}"

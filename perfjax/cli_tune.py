@@ -71,12 +71,10 @@ def run(args: argparse.Namespace) -> int:
                                 repeats=args.repeats, seed=args.seed, statistic=args.statistic)
     options = {}
     if args.model_prior:
-        from perfjax.bench.kernel_tuning import ModelPrior, calibrate_model
+        from perfjax.bench.kernel_tuning import ModelPrior, calibrate_model, check_model_kernel
         if args.strategy != "bo":
             raise PerfjaxError("--model-prior needs --strategy bo")
-        if args.kernel == "sddmm":
-            raise PerfjaxError("--model-prior: the load-balance model prices spmv and spmm, "
-                               "not sddmm")
+        check_model_kernel(args.kernel)
         print("calibrating the load-balance model on generated matrices ...", file=sys.stderr)
         options["prior_mean"] = ModelPrior(objective, calibrate_model(args.kernel, args.width))
     out = Path(args.out)

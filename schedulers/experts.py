@@ -41,8 +41,8 @@ from perfjax.models.pim import (MODES, device_objective, device_time, dispatch_a
                                 placement_linear_form, totals_from_vector)
 from perfjax.workloads.moe import MoEConfig, check_counts, slot_ffn
 
-__all__ = ["POLICIES", "STATIC_POLICIES", "EXACT_UP_TO", "gpu_only", "static_pim", "static_threshold", "dynamic",
-           "relaxed", "brute_force", "place"]
+__all__ = ["POLICIES", "STATIC_POLICIES", "EXACT_UP_TO", "gpu_only", "static_pim",
+           "static_threshold", "dynamic", "relaxed", "brute_force", "place"]
 
 STATIC_POLICIES = ("gpu_only", "static_pim", "static_threshold")
 POLICIES = STATIC_POLICIES + ("dynamic",)

@@ -196,7 +196,8 @@ def merge_path(matrix_or_ptrs, workers: int) -> Partition:
 
 def weighted_merge_path(matrix, workers: int, nonzero_weights, row_end_weights) -> Partition:
     """Merge path split into equal *weighted* shares: each nonzero and each row end carries its
-    own (predicted) cost, e.g. from the load-balance model (``balance_weights``), so that workers
+    own (predicted) cost, e.g. from the load-balance model
+    (``perfjax.validate.balance.Calibration.path_weights``), so that workers
     get equal predicted time rather than equal item counts. Segments, counters and kernels are
     those of ``merge_path``; with unit weights the two coincide."""
     indptr = _indptr(matrix)
@@ -207,7 +208,7 @@ def weighted_merge_path(matrix, workers: int, nonzero_weights, row_end_weights) 
             and nonzero_weights.min(initial=0.0) >= 0 and row_end_weights.min(initial=0.0) >= 0):
         raise WorkloadError("weighted_merge_path: weights must be finite and non-negative")
     _check_workers(workers, n + nnz, "merge-path items")
-    ends = indptr[1:] + np.arange(n)  # path position of each row end
+    ends = _level_end_positions([indptr])[0]  # path position of each row end
     path = np.empty(n + nnz)
     is_end = np.zeros(n + nnz, dtype=bool)
     is_end[ends] = True

@@ -290,13 +290,16 @@ def calibrate_model(kernel: str, width: int = DEFAULT_WIDTH):
     ``perfjax.validate.balance``'s generated matrices (about 20 s of kernel runs)."""
     from perfjax.validate import balance as validation
 
+    check_model_kernel(kernel)
+    return validation.calibrate_on(settings=validation.Settings(
+        kernels=(kernel,), workers=(1, 2, 8, 32), spmm_width=width,
+        strategies=("row_blocks", "static_chunks", "nnz_split", "merge_path")))
+
+
+def check_model_kernel(kernel: str) -> None:
+    """PerfjaxError unless the load-balance model prices ``kernel`` (spmv, spmm)."""
     if _check_kernel(kernel) == "sddmm":
         raise PerfjaxError("the load-balance model prices spmv and spmm, not sddmm")
-    settings = validation.Settings(kernels=(kernel,), workers=(1, 2, 8, 32), spmm_width=width,
-                                   strategies=("row_blocks", "static_chunks", "nnz_split",
-                                               "merge_path"))
-    return validation.calibrate(r for name, m in validation.calibration_matrices().items()
-                                for r in validation.measure_matrix(name, m, settings))
 
 
 def _main() -> None:  # pragma: no cover - a quick manual check: python -m perfjax.bench.kernel_tuning

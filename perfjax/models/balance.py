@@ -7,9 +7,10 @@ finding its split and whether it must fix up a row cut by its split. These are t
 the partitioners in ``perfjax.schedulers.partition`` produce and the instrumented kernels count.
 Given per-row predicted misses (``perfjax.workloads.row_misses``: the dense operand's gathers
 that miss the cache, and row ends whose loop exit the branch predictor gets wrong), it also sums
-each worker's misses of both kinds (prorated inside a row cut by a split). ``predict`` turns them into per-worker times with a ``BalanceCost`` pytree whose
-every term can be calibrated (and differentiated). Everything is jit- and vmap-friendly: strategies, worker counts
-and matrices batch together (row lengths padded with zeros; ``max_workers`` static).
+each worker's misses of both kinds (prorated inside a row cut by a split). ``predict`` turns them
+into per-worker times with a ``BalanceCost`` pytree whose every term can be calibrated (and
+differentiated). Everything is jit- and vmap-friendly: strategies, worker counts and matrices
+batch together (row lengths padded with zeros; ``max_workers`` static).
 
 ``relaxed_work`` is the differentiable variant: continuous split diagonals in, piecewise-linear
 work out, for gradient search over split points.
@@ -24,6 +25,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from perfjax.errors import WorkloadError
 
 STRATEGY_CODES = {"row_blocks": 0, "static_chunks": 1, "dynamic_chunks": 2, "nnz_split": 3,
                   "merge_path": 4}
@@ -53,8 +56,8 @@ class BalanceCost:
 
 COST_TERMS = ("per_nnz", "per_row", "per_segment", "per_search", "fixup", "launch", "per_miss",
               "per_branch_miss")
-MISS_KINDS = 2  # columns of row misses: cache-missing gathers, mispredicted row ends
 """BalanceCost's fields in ``vector`` order, the columns of ``WorkerWork.features``."""
+MISS_KINDS = 2  # columns of row misses: cache-missing gathers, mispredicted row ends
 
 
 @jax.tree_util.register_dataclass
@@ -91,7 +94,8 @@ def _miss_tables(row_misses: Any, padded: int, batched: bool = False) -> tuple[A
     if row_misses.ndim == 1 + batched:
         row_misses = jnp.stack([row_misses, jnp.zeros_like(row_misses)], axis=-1)
     if row_misses.shape[-1] != MISS_KINDS:
-        raise ValueError(f"row misses need {MISS_KINDS} columns, got shape {row_misses.shape}")
+        raise WorkloadError(f"row misses need {MISS_KINDS} columns, got shape "
+                            f"{row_misses.shape}")
     pad = [(0, 0)] * (row_misses.ndim - 2) + [(0, padded + 1 - row_misses.shape[-2]), (0, 0)]
     row_misses = jnp.pad(row_misses, pad)
     prefix = jnp.concatenate([jnp.zeros(row_misses.shape[:-2] + (1, MISS_KINDS)),
@@ -286,7 +290,6 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     split diagonals of all worker counts go through one binary search per matrix, static chunks
     are a strided sum per worker count, and dynamic chunks one greedy scan for all worker counts.
     """
-    from perfjax.errors import WorkloadError
     names = list(strategies)
     unknown = [n for n in names if n not in STRATEGY_CODES]
     if unknown:

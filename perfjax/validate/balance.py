@@ -195,6 +195,15 @@ def calibrate(rows: Iterable[dict], predictor_rows: Sequence[float] = PREDICTOR_
     return best
 
 
+def calibrate_on(matrices: dict | None = None, settings: Settings = Settings(),
+                 progress: Callable[[str], None] | None = None) -> Calibration:
+    """Measure ``matrices`` (default ``calibration_matrices()``) with ``settings`` and calibrate
+    on them: the fit every model user of generated matrices shares."""
+    matrices = calibration_matrices() if matrices is None else matrices
+    return calibrate(r for name, m in matrices.items()
+                     for r in measure_matrix(name, m, settings, progress))
+
+
 def score(rows: Sequence[dict], calibration: Calibration) -> dict:
     """Per matrix: Spearman and MAPE of predicted vs measured makespan over its configurations,
     exactness of the work counters, and measured imbalance per strategy at the largest P."""
@@ -224,9 +233,7 @@ def validate(matrices: dict, settings: Settings = Settings(),
     overlap = set(calibration) & set(matrices)
     if overlap:
         raise PerfjaxError(f"calibration and scored matrices overlap: {sorted(overlap)}")
-    calib_rows = [r for name, m in calibration.items()
-                  for r in measure_matrix(name, m, settings, progress)]
-    fitted = calibrate(calib_rows)
+    fitted = calibrate_on(calibration, settings, progress)
     rows = [r for name, m in matrices.items() for r in measure_matrix(name, m, settings, progress)]
     per_matrix = score(rows, fitted)
     parallel = [
