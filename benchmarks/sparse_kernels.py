@@ -9,10 +9,19 @@ above 1 means the generated kernel is faster. Then, on the skewed matrices (max/
 nonzero and row end weighted by the load-balance model's predicted cost, cache and branch misses
 included; costs calibrated first on generated matrices only, never on these).
 
+Single thread, two schedules: the plain row loop (TACO's, scipy's), and the row-length binning
+the calibrated model picks (``Calibration.bin_rows``: rows of up to B nonzeros run in per-length
+bins with constant trip counts, which removes their mispredicted loop exits; the bins are sorted
+once when the program starts, inspector-executor style like a partition, outside the timed
+region; the model picks no binning where it predicts no gain, and then the column repeats the
+plain schedule's measurement). With --no-weighted (no calibration) that column bins rows of up
+to --bin-rows nonzeros on every matrix.
+
 Targets (issue "load-balanced sparse tensor algebra"): single-thread ratio >= 1 for SpMV and
 SpMM; two-thread merge path >= 1.6 on the skewed matrices.
 
 Usage: python benchmarks/sparse_kernels.py [--matrices DIR] [--k 16] [--repeats 200] [--no-weighted]
+                                           [--bin-rows 4]
 """
 
 from __future__ import annotations
@@ -47,8 +56,12 @@ def main() -> None:
                         "(default: the real matrices in $PERFJAX_DATA or ../shared/data)")
     parser.add_argument("--k", type=int, default=16, help="dense columns of SpMM")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--bin-rows", type=int, default=4,
+                        help="row-length binning of the single-thread 'bin' columns when the "
+                        "model is not calibrated (--no-weighted)")
     parser.add_argument("--no-weighted", action="store_true",
-                        help="skip the model-weighted merge path (and its calibration)")
+                        help="skip the model-weighted merge path, the model's binning choice "
+                        "and their calibration")
     args = parser.parse_args()
     directory = Path(args.matrices) if args.matrices else (data_dir() or Path("missing")) / "matrices"
     if not directory.is_dir():
@@ -64,10 +77,11 @@ def main() -> None:
         fitted = validation.calibrate_on(settings=settings)
         print(f"model costs calibrated on generated matrices in {time.perf_counter() - started:.0f}"
               f" s (branch predictor reach {fitted.predictor_rows:.0f} rows)")
-    print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV 2t-mp':>11}"
+    print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV bin':>9}"
+          f"{'SpMM bin':>9}{'SpMV 2t-mp':>11}"
           f"{'SpMM 2t-mp':>11}" + (f"{'SpMV 2t-wmp':>12}{'SpMM 2t-wmp':>12}" if fitted else "") +
           f"   (ratio = scipy time / perfjax time; {os.cpu_count()} cores)")
-    single_spmv, single_spmm, skewed_2t, skewed_weighted = [], [], [], []
+    single_spmv, single_spmm, binned, skewed_2t, skewed_weighted = [], [], [], [], []
     for path in files:
         matrix = sparse.read_matrix(path)
         lengths = np.diff(matrix.indptr)
@@ -75,13 +89,16 @@ def main() -> None:
         x = rng.standard_normal(matrix.shape[1])
         X = rng.standard_normal((matrix.shape[1], args.k))
 
-        def ratios_for(part_of, what: str) -> list[float]:
-            """scipy / perfjax for SpMV and SpMM, run with the partition part_of(op) (or none)."""
+        def ratios_for(part_of, what: str, ops=("spmv", "spmm"), **knobs) -> list[float]:
+            """scipy / perfjax for ``ops`` (SpMV, SpMM), run with the partition part_of(op) (or
+            none) and the kernel ``knobs``."""
             out = []
             for op, operand, run in (("spmv", x, ckernels.spmv), ("spmm", X, ckernels.spmm)):
+                if op not in ops:
+                    continue
                 part = part_of(op)
                 ours = run(matrix, operand, *([part] if part is not None else []),
-                           repeats=args.repeats, unroll=4 if op == "spmm" else 1)
+                           repeats=args.repeats, unroll=4 if op == "spmm" else 1, **knobs)
                 if not ours.ok:
                     raise SystemExit(f"{path.name} {op}{what}: {ours.reason}")
                 out.append(scipy_best(matrix, operand) / ours.best)
@@ -90,7 +107,16 @@ def main() -> None:
         ratios = ratios_for(lambda op: None, "")
         single_spmv.append(ratios[0])
         single_spmm.append(ratios[1])
-        cells = [f"{ratios[0]:8.2f}", f"{ratios[1]:9.2f}"]
+        chosen = {op: args.bin_rows if fitted is None else
+                  fitted.bin_rows(matrix, op, 1 if op == "spmv" else args.k)
+                  for op in ("spmv", "spmm")}
+        with_bins = [ratios[i] if chosen[op] is None else ratios_for(
+            lambda o: None, f" bin_rows={chosen[op]}", (op,), bin_rows=chosen[op])[0]
+            for i, op in enumerate(("spmv", "spmm"))]
+        binned.append(with_bins)
+        cells = [f"{ratios[0]:8.2f}", f"{ratios[1]:9.2f}"] + [
+            f"{with_bins[i]:6.2f} " + ("- " if chosen[op] is None else f"{chosen[op]:<2d}")
+            for i, op in enumerate(("spmv", "spmm"))]
         if skew >= 20:
             plain = partition.merge_path(matrix, 2)
             two = ratios_for(lambda op: plain, " 2 threads")
@@ -107,6 +133,11 @@ def main() -> None:
         print(f"{path.stem:<24}{matrix.nnz:>9}{skew:>7.0f}  " + "".join(cells))
     print(f"single thread: SpMV ratio min {min(single_spmv):.2f} median {np.median(single_spmv):.2f}; "
           f"SpMM ratio min {min(single_spmm):.2f} median {np.median(single_spmm):.2f}")
+    bins = np.array(binned)
+    print(f"single thread, rows binned by length as the model picks (B after the ratio): SpMV "
+          f"ratio min "
+          f"{bins[:, 0].min():.2f} median {np.median(bins[:, 0]):.2f}; SpMM ratio min "
+          f"{bins[:, 1].min():.2f} median {np.median(bins[:, 1]):.2f} (target >= 1)")
     if skewed_2t:
         two = np.array(skewed_2t)
         print(f"two threads, merge path, skewed matrices: SpMV min {two[:, 0].min():.2f}, "

@@ -118,6 +118,40 @@ def test_openmp_schedule_mode(schedule):
                     np.testing.assert_array_equal(m.worker_nnz, work[:, 1])
 
 
+@pytest.mark.parametrize("bin_rows", [1, 4, 16])
+def test_row_length_binning(bin_rows):
+    """Binned rows give scipy's answer, bit-identical to the plain kernel single-threaded (the
+    same sums in the same order), and every row and nonzero is counted once, on any schedule."""
+    for name in ("powerlaw", "empty-rows", "dense-row", "banded", "1x1"):
+        matrix = MATRICES[name]()
+        x, X = _x(matrix, seed=5), _x(matrix, 3, seed=6)
+        plain = spmv(matrix, x)
+        assert plain.ok, plain.reason
+        for schedule, chunk, threads in (("static", None, 1), ("static", 3, 2),
+                                         ("dynamic", 2, 2), ("guided", None, 3)):
+            for unroll in (1, 4):
+                m = spmv(matrix, x, schedule=schedule, chunk=chunk, threads=threads,
+                         unroll=unroll, bin_rows=bin_rows, instrument=True)
+                assert m.ok, f"{name} {schedule},{chunk} T={threads} u{unroll}: {m.reason}"
+                assert_close(matrix, x, m.output)
+                if unroll == 1:
+                    np.testing.assert_array_equal(m.output, plain.output)
+                assert m.worker_rows.sum() == matrix.shape[0] and m.worker_nnz.sum() == matrix.nnz
+            m = spmm(matrix, X, schedule=schedule, chunk=chunk, threads=threads, unroll=2,
+                     bin_rows=bin_rows, instrument=True)
+            assert m.ok, f"{name} SpMM {schedule},{chunk} T={threads}: {m.reason}"
+            assert_close(matrix, X, m.output)
+            assert m.worker_rows.sum() == matrix.shape[0] and m.worker_nnz.sum() == matrix.nnz
+
+
+def test_binned_source_has_one_constant_trip_loop_per_length():
+    source = emit_source(KernelSpec("spmv", 1, "static", bin_rows=3))
+    for length in range(4):
+        assert f"t < bin[{length + 1}]" in source and f"lo, lo + {length});" in source
+    assert "runs of longer rows" in source and "lo + 4" not in source
+    assert KernelSpec("spmv", 1, "static", bin_rows=3).name == "spmv-u1-static-b3"
+
+
 def test_default_mode_is_static_single_thread():
     matrix = MATRICES["banded"]()
     m = spmv(matrix, _x(matrix), instrument=True)
@@ -245,6 +279,13 @@ def test_bad_arguments_raise(small):
         (lambda: spmv(matrix, x, part, repeats=0), "repeats must be a positive integer"),
         (lambda: spmv(matrix, x, part, timeout=-1), "timeout must be a positive"),
         (lambda: spmv(matrix, x, part, _debug="explode"), "_debug must be"),
+        (lambda: spmv(matrix, x, part, bin_rows=4), "bin_rows applies to schedule mode"),
+        (lambda: spmv(matrix, x, bin_rows=0), "bin_rows must be None or an integer in 1..16"),
+        (lambda: spmv(matrix, x, bin_rows=17), "bin_rows must be None or an integer in 1..16"),
+        (lambda: spmv(matrix, x, bin_rows=True), "bin_rows must be None or an integer"),
+        (lambda: spmv(matrix, x, bin_rows=4, chunk_size=8), "without chunk_size and loop_order"),
+        (lambda: spmm(matrix, np.ones((250, 2)), bin_rows=2, loop_order=(0, 1, 2, 3, 4)),
+         "without chunk_size and loop_order"),
     ]
     assert_kernel_errors(cases)
 

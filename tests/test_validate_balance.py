@@ -82,3 +82,25 @@ def test_calibration_recovers_known_costs_and_predictor_reach():
     for kernel in ("spmv", "spmm"):
         assert np.allclose(np.asarray(fitted[kernel].vector()), truth, rtol=1e-6)
     assert np.allclose(fitted.predict(rows[0]), rows[0]["worker_seconds"])
+
+
+def test_bin_rows_choice_follows_predicted_branch_misses():
+    """Binning is chosen where short rows of varied lengths mispredict (many rows, more than
+    the predictor learns), never for constant lengths or a fully learned pattern, and the
+    chosen B is the candidate with the largest predicted saving (checked by brute force)."""
+    import numpy as np
+
+    from perfjax.models.balance import BalanceCost
+
+    cost = BalanceCost(per_nnz=4e-10, per_row=1e-10, per_segment=0.0, per_search=0.0, fixup=0.0,
+                       launch=0.0, per_miss=1e-10, per_branch_miss=1e-8)
+    fitted = balance.Calibration({"spmv": cost}, predictor_rows=1000.0, residual=0.0)
+    skewed = sparse.powerlaw_rows(20000, 20000, 120000, alpha=1.0, seed=3)
+    lengths = np.diff(skewed.indptr)
+    ends = sparse.row_misses(skewed, predictor_rows=1000.0)[:, 1]
+    gains = {b: 1e-8 * ends[lengths <= b].sum() - 4e-10 * np.count_nonzero(lengths <= b)
+             for b in (2, 4, 8)}
+    assert fitted.bin_rows(skewed, "spmv") == max(gains, key=gains.get)
+    assert fitted.bin_rows(sparse.banded(20000, 2, seed=1), "spmv") is None
+    learned = balance.Calibration({"spmv": cost}, predictor_rows=1e6, residual=0.0)
+    assert learned.bin_rows(skewed, "spmv") is None

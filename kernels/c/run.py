@@ -67,7 +67,7 @@ def spmv(matrix, x, partition: Partition | None = None, *, threads: int | None =
          repeats: int = 1, instrument: bool = False, worker: int | None = None,
          sequential: bool = False, timeout: float = 30.0, check: bool = True,
          rtol: float = 1e-10, _debug: str | None = None,
-         chunk_size: int | None = None) -> Measurement:
+         chunk_size: int | None = None, bin_rows: int | None = None) -> Measurement:
     """y = A x with a generated C/OpenMP program.
 
     With a ``partition`` its workers run as OpenMP threads (``threads`` defaults to, and must
@@ -81,10 +81,12 @@ def spmv(matrix, x, partition: Partition | None = None, *, threads: int | None =
     must be within ``rtol * (|A| |x|)[r]`` of ``(A @ x)[r]`` (the bound on reordering a sum).
     ``_debug`` (tests only) makes the program misbehave: one of DEBUG_HOOKS. ``chunk_size``
     (schedule mode only): TACO-style row split, the worksharing loop runs over chunks of that
-    many rows.
+    many rows. ``bin_rows`` (schedule mode only, 1 .. 16): row-length binning, rows of up to that
+    many nonzeros run in per-length bins with constant trip counts (``KernelSpec.bin_rows``).
     """
     return _measure("spmv", matrix, x, partition, threads, unroll, schedule, chunk, repeats,
-                    instrument, worker, sequential, timeout, check, rtol, _debug, chunk_size)
+                    instrument, worker, sequential, timeout, check, rtol, _debug, chunk_size,
+                    bin_rows=bin_rows)
 
 
 def spmm(matrix, X, partition: Partition | None = None, *, threads: int | None = None,
@@ -93,13 +95,13 @@ def spmm(matrix, X, partition: Partition | None = None, *, threads: int | None =
          sequential: bool = False, timeout: float = 30.0, check: bool = True,
          rtol: float = 1e-10, _debug: str | None = None,
          chunk_size: int | None = None,
-         loop_order: tuple[int, ...] | None = None) -> Measurement:
+         loop_order: tuple[int, ...] | None = None, bin_rows: int | None = None) -> Measurement:
     """Y = A X for a dense row-major X of shape [ncols, K]; otherwise exactly like ``spmv``
     (``unroll`` unrolls the K loop, or blocks it: ``loop_order`` is an order of the loops
     (i0, i1, k, j0, j1), see ``perfjax.kernels.c.loop_order``; None is the default nest)."""
     return _measure("spmm", matrix, X, partition, threads, unroll, schedule, chunk, repeats,
                     instrument, worker, sequential, timeout, check, rtol, _debug, chunk_size,
-                    loop_order)
+                    loop_order, bin_rows)
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -287,7 +289,7 @@ def _layout(partition, schedule, threads, worker, sequential, segments_of,
 
 def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, repeats,
              instrument, worker, sequential, timeout, check, rtol, debug,
-             chunk_size=None, loop_order=None) -> Measurement:
+             chunk_size=None, loop_order=None, bin_rows=None) -> Measurement:
     """Validate everything (raising KernelError), then build, run and judge."""
     csr = _as_csr(matrix)
     operand = _as_operand(op, csr, operand)
@@ -302,8 +304,8 @@ def _measure(op, matrix, operand, partition, threads, unroll, schedule, chunk, r
     col_dtype = np.int32 if csr.shape[1] <= COL_INT32_MAX_NCOLS else np.int64
     spec = KernelSpec(op, unroll, layout.schedule, chunk, instrument, chunk_size,
                       8 * np.dtype(col_dtype).itemsize)
-    if loop_order is not None:
-        spec = replace(spec, loop_order=loop_order)
+    if loop_order is not None or bin_rows is not None:
+        spec = replace(spec, loop_order=loop_order, bin_rows=bin_rows)
     width = 1 if op == "spmv" else operand.shape[1]
     header = dict(magic=INPUT_MAGIC, version=FORMAT_VERSION, nrows=csr.shape[0],
                   ncols=csr.shape[1], nnz=csr.nnz, width=width, nseg=len(segments[1]),
