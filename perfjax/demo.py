@@ -130,6 +130,20 @@ def section_balance(seed: int) -> None:
         print(f"  {strategy:<11} predicted us " + " ".join(f"{v:6.0f}" for v in predicted))
         print(f"  {'':<11} measured  us " + " ".join(f"{v:6.0f}" for v in measured)
               + f"   makespan {measured.max():.0f} us, work counters exact: {row['work_exact']}")
+    from perfjax.kernels import c as ckernels
+
+    top = fitted.bin_rows(matrix, "spmv")
+    x = np.random.default_rng(seed).standard_normal(matrix.shape[1])
+    plain = ckernels.spmv(matrix, x, repeats=50)
+    line = f"single-thread SpMV: plain rows {plain.best * 1e6:.0f} us"
+    if top is None:
+        line += "; the model predicts no gain from row-length binning here"
+    else:
+        binned = ckernels.spmv(matrix, x, repeats=50, bin_rows=top)
+        line += (f"; rows of <= {top} nonzeros binned by length (the model's pick: their "
+                 f"mispredicted loop exits go away) {binned.best * 1e6:.0f} us, "
+                 f"{plain.best / binned.best:.2f}x")
+    print(line)
 
 
 def section_tuning(seed: int) -> None:
