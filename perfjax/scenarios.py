@@ -141,6 +141,9 @@ def _kernel(kernel: str) -> dict:
                       "parameter_default": "omp",
                       "constraints": ["(partition == 'omp') | (omp_scheduling_type == 'static')"]},
     }
+    if kernel == "spmv":  # row-length binning (perfjax.kernels.c bin_rows; 0: off), omp loop only
+        params["bin_rows"] = _ordinal([0, 2, 4, 8], 0, log=False,
+                                      constraints=["(bin_rows == 0) | (partition == 'omp')"])
     if kernel != "spmv":  # CSR SpMV has one legal order (i0 i1 k): no permutation
         params["permutation"] = {
             "parameter_type": "permutation", "values": [5], "parameter_default": [0, 1, 2, 3, 4],

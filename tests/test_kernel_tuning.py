@@ -156,6 +156,30 @@ def test_objective_times_the_default_and_a_sampled_schedule(small, kernel):
         assert result["best_seconds"] <= result["value"]
 
 
+def test_spmv_row_length_binning_runs_the_binned_kernel_with_the_rows_dealt(small, monkeypatch):
+    """bin_rows > 0 runs the binned kernel, dealing chunk_size * omp_chunk_size rows of a bin at
+    a time (no TACO row chunks); the scenario allows it with the omp loop only."""
+    objective = KernelObjective("spmv", small, repeats=2)
+    import perfjax.kernels.c as kernels
+    real, calls = kernels.spmv, []
+
+    def recording(*a, **k):
+        calls.append(k)
+        return real(*a, **k)
+    monkeypatch.setattr(kernels, "spmv", recording)
+    config = {**objective.default_config(), "bin_rows": 4, "omp_scheduling_type": "dynamic",
+              "chunk_size": 8, "omp_chunk_size": 2}
+    assert objective(config)["valid"] is True
+    assert calls[-1]["bin_rows"] == 4 and calls[-1]["chunk"] == 16
+    assert "chunk_size" not in calls[-1] and calls[-1]["schedule"] == "dynamic"
+    space = objective.space
+    both = space.from_dicts([{**config, "partition": "merge_path", "omp_scheduling_type": "static"},
+                             config])
+    assert np.asarray(space.feasible(both)).tolist() == [False, True]
+    result = objective({**config, "partition": "merge_path"})
+    assert result["valid"] is False and "bin_rows applies to the omp partition" in result["error"]
+
+
 def test_objective_statistic_min_is_the_fastest_repetition(small, monkeypatch):
     objective = KernelObjective("spmv", small, repeats=4, statistic="min")
     import perfjax.kernels.c as kernels
@@ -317,3 +341,26 @@ def test_cli_tune_model_prior_bad_combinations_are_one_line(tmp_path, capsys, ke
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_model_prior_prices_row_length_binning(small):
+    """One thread: binning B saves the predicted mispredicted exits of the rows of <= B nonzeros
+    and costs one nonzero per such row; checked against the miss counts directly."""
+    from perfjax.models import balance
+    from perfjax.validate.balance import Calibration
+    from perfjax.workloads import sparse
+
+    cost = balance.BalanceCost(per_nnz=2e-9, per_row=1e-9, per_segment=5e-8, per_search=1e-9,
+                               fixup=1e-8, launch=1e-6, per_miss=3e-9, per_branch_miss=7e-9)
+    objective = KernelObjective("spmv", small, repeats=1)
+    prior = kernel_tuning.ModelPrior(objective, Calibration({"spmv": cost}, 100.0, 0.0), cores=2)
+    base = {**objective.default_config(), "omp_num_threads": 1}
+    configs = [{**base, "bin_rows": b} for b in (0, 2, 4, 8)]
+    predicted = prior(objective.space.from_dicts(configs))
+    ends = sparse.row_misses(small, 1, predictor_rows=100.0)[:, 1]
+    lengths = np.diff(small.indptr)
+    for b, value in zip((2, 4, 8), predicted[1:]):
+        short = lengths <= b
+        saving = 7e-9 * ends[short].sum() - 2e-9 * short.sum()
+        assert np.isclose(predicted[0] - value, saving, rtol=1e-9, atol=1e-15), b
+    assert len(set(np.round(predicted / predicted[0], 12))) == 4  # each binning priced apart

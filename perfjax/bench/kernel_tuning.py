@@ -11,7 +11,11 @@ A configuration of the scenarios ``builtin:kernel-spmm``, ``builtin:kernel-spmv`
 * ``omp_num_threads``: the threads (workers) of the run;
 * ``unroll_factor``: the lanes of the dense j loop (SpMM, SDDMM) or SpMV's partial sums;
 * ``permutation`` (SpMM, SDDMM): the loop order over (i0, i1, k, j0, j1), see
-  ``perfjax.kernels.c.loop_order``.
+  ``perfjax.kernels.c.loop_order``;
+* ``bin_rows`` (SpMV, "omp" only; 0: off): row-length binning, rows of up to that many nonzeros
+  run in per-length bins with constant trip counts (``perfjax.kernels.c`` ``bin_rows``); the
+  bins replace TACO's row chunks, so the loop deals ``chunk_size * omp_chunk_size`` rows of a bin
+  at a time.
 
 ``KernelObjective(kernel, matrix)`` is the tuner's objective: it builds (cached) and runs the
 kernel out of process, checks the answer against scipy / numpy, and returns the median seconds of
@@ -33,12 +37,14 @@ import scipy.sparse as sp
 
 from perfjax import scenarios
 from perfjax.errors import PerfjaxError, SpaceError
+from perfjax.kernels.c.emit import MAX_BIN_ROWS
 from perfjax.space import Space
 
 KERNELS = ("spmm", "spmv", "sddmm")
 PARTITIONS = ("omp", "row_blocks", "static_chunks", "dynamic_chunks", "nnz_split", "merge_path")
 SCHEDULES = ("static", "dynamic", "guided")
 UNROLLS = (1, 2, 4, 8)
+BIN_ROWS = (0, *range(1, MAX_BIN_ROWS + 1))  # 0: rows in order
 DEFAULT_WIDTH = 32  # K, the dense operand's columns (SpMM, SDDMM)
 WARMUP = 1  # repetitions run before the timed ones (first touch, cold caches)
 STATISTICS = ("median", "min")  # what an evaluation's value is of its timed repetitions
@@ -70,7 +76,7 @@ def check_space(kernel: str, space: Space) -> None:
         raise SpaceError(f"scenario {space.name!r}: unknown parameter(s) {', '.join(unknown)} for "
                          f"the {kernel} kernel (known: {', '.join(known)})")
     allowed = {"unroll_factor": UNROLLS, "omp_scheduling_type": SCHEDULES,
-               "partition": PARTITIONS}
+               "partition": PARTITIONS, "bin_rows": BIN_ROWS}
     for name, param in space.params.items():
         if name == "permutation":
             if param.kind != "permutation" or param.n != 5:
@@ -163,7 +169,13 @@ class KernelObjective:
         if self.kernel != "spmv":
             knobs["loop_order"] = tuple(int(v) for v in full["permutation"])
         partition = None
-        if full["partition"] == "omp":
+        binned = int(full.get("bin_rows", 0))
+        if binned and full["partition"] != "omp":
+            raise SpaceError("bin_rows applies to the omp partition only")
+        if binned:
+            knobs.update(schedule=full["omp_scheduling_type"], bin_rows=binned,
+                         chunk=int(full["chunk_size"]) * int(full["omp_chunk_size"]))
+        elif full["partition"] == "omp":
             knobs.update(schedule=full["omp_scheduling_type"], chunk=int(full["omp_chunk_size"]),
                          chunk_size=int(full["chunk_size"]))
         else:
@@ -214,8 +226,11 @@ class ModelPrior:
     / guided chunks map to static / dynamic chunks of ``chunk_size * omp_chunk_size`` rows), the
     worker count, each worker's rows, nonzeros, segments, cache and branch misses, priced by a
     ``perfjax.validate.balance.Calibration`` (fitted on generated matrices, never this one); more
-    threads than ``cores`` share the cores (time >= total work / cores). Unroll and loop order are
-    not modelled: the GP learns them from the measurements.
+    threads than ``cores`` share the cores (time >= total work / cores). Row-length binning
+    (``bin_rows`` B) removes the mispredicted row ends of the rows of up to B nonzeros and costs
+    each such row one more index load, priced as one nonzero (as ``Calibration.bin_rows``); the
+    binned rows' new order is not modelled (chunks are dealt in row order). Unroll and loop order
+    are not modelled: the GP learns them from the measurements.
     """
 
     def __init__(self, objective: "KernelObjective", calibration: Any, cores: int | None = None):
@@ -238,9 +253,9 @@ class ModelPrior:
                     [int(v) for v in np.asarray(param.values_array())]
             return [full({})[name]]
 
-        self._values = {name: values(name) for name in ("partition", "omp_scheduling_type",
-                                                         "omp_num_threads", "chunk_size",
-                                                         "omp_chunk_size")}
+        names = ("partition", "omp_scheduling_type", "omp_num_threads", "chunk_size",
+                 "omp_chunk_size") + (("bin_rows",) if "bin_rows" in full({}) else ())
+        self._values = {name: values(name) for name in names}
         threads = sorted(set(self._values["omp_num_threads"]))
         chunks = sorted({c * o for c in self._values["chunk_size"]
                          for o in self._values["omp_chunk_size"]})
@@ -248,14 +263,28 @@ class ModelPrior:
         stats = sparse.stats(matrix)
         width = 1 if objective.kernel == "spmv" else objective.width
         misses = sparse.row_misses(matrix, width, predictor_rows=calibration.predictor_rows)
-        # every (strategy, threads, chunk) at once: one compiled, vmapped model evaluation
+        # every (strategy, threads, chunk) at once: one compiled, vmapped model evaluation per
+        # binning; a binned row's branch-miss count becomes per_nnz / per_branch_miss, so that it
+        # costs one nonzero instead of its mispredicted exit
         combos = np.array([(code, t, c) for code in balance.STRATEGY_CODES.values()
                            for t in threads for c in chunks])
-        times = np.asarray(_price_all(stats.row_lengths, stats.n_rows, combos[:, 0], combos[:, 1],
-                                      combos[:, 2], self.cost, max(threads), misses))
-        times = times.reshape(len(balance.STRATEGY_CODES), len(threads), len(chunks), -1)
-        shared = times.sum(axis=-1) / np.minimum(np.asarray(threads), self.cores)[None, :, None]
-        self._table = np.maximum(times.max(axis=-1), shared)
+        lengths = np.diff(matrix.indptr)
+        per_miss = float(self.cost.per_branch_miss)
+        bins = sorted(set(self._values.get("bin_rows", [0])))
+        tables = []
+        for top in bins:
+            binned = misses.copy()
+            if top:
+                binned[lengths <= top, 1] = float(self.cost.per_nnz) / per_miss \
+                    if per_miss > 0 else 0.0
+            times = np.asarray(_price_all(stats.row_lengths, stats.n_rows, combos[:, 0],
+                                          combos[:, 1], combos[:, 2], self.cost, max(threads),
+                                          binned))
+            times = times.reshape(len(balance.STRATEGY_CODES), len(threads), len(chunks), -1)
+            shared = times.sum(axis=-1) / np.minimum(np.asarray(threads), self.cores)[None, :, None]
+            tables.append(np.maximum(times.max(axis=-1), shared))
+        self._table = np.stack(tables)  # [bins, strategies, threads, chunks]
+        self._bins = np.asarray(bins)
         codes = list(balance.STRATEGY_CODES)
         static, dynamic = codes.index("static_chunks"), codes.index("dynamic_chunks")
         # strategy row of the table per (partition index, schedule index): "omp" follows the
@@ -282,7 +311,9 @@ class ModelPrior:
                                   col["omp_scheduling_type"].astype(int)]
         threads = np.searchsorted(self._threads, col["omp_num_threads"])
         chunks = np.searchsorted(self._chunks, col["chunk_size"] * col["omp_chunk_size"])
-        return self._table[strategy, threads, chunks]
+        bins = np.searchsorted(self._bins, col["bin_rows"]) if "bin_rows" in col else \
+            np.zeros(count, dtype=int)
+        return self._table[bins, strategy, threads, chunks]
 
 
 def calibrate_model(kernel: str, width: int = DEFAULT_WIDTH):
