@@ -228,8 +228,14 @@ def test_user_scenarios_may_fix_parameters_but_not_invent_them(small, tmp_path):
         KernelObjective("spmm", small, space=scenarios.load("taco-spmm"))
     bad = {"application_name": "bad", "input_parameters": {
         "unroll_factor": {"parameter_type": "ordinal", "values": [4, 16]}}}
-    with pytest.raises(SpaceError, match="unroll_factor has value"):
+    with pytest.raises(SpaceError, match=r"unroll_factor has value\(s\) 16 .*allowed: 1, 2, 4, 8"):
         KernelObjective("spmm", small, space=Space.from_baco_json(bad))
+    bins = {"application_name": "bins", "input_parameters": {
+        "bin_rows": {"parameter_type": "ordinal", "values": [0, 32], "parameter_default": 0}}}
+    with pytest.raises(SpaceError, match=r"bin_rows has value\(s\) 32 .*0 \(off\) or 1..16"):
+        KernelObjective("spmv", small, space=Space.from_baco_json(bins))
+    with pytest.raises(SpaceError, match="unknown parameter\\(s\\) bin_rows for the spmm"):
+        KernelObjective("spmm", small, space=Space.from_baco_json(bins))
     with pytest.raises(SpaceError, match="unknown kernel 'spgemm'"):
         KernelObjective("spgemm", small)
 

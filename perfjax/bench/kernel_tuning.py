@@ -87,7 +87,8 @@ def check_space(kernel: str, space: Space) -> None:
         if values is None or param.kind == "real":
             raise SpaceError(f"scenario {space.name!r}: parameter {name} must have a finite set "
                              f"of values, got a {param.kind} parameter")
-        values = [param.from_entry(v) if param.kind == "categorical" else v for v in values]
+        values = [param.from_entry(v) if param.kind == "categorical" else
+                  v.item() if isinstance(v, np.generic) else v for v in values]
         if name in allowed:
             bad = [v for v in values if v not in allowed[name]]
         else:  # chunk sizes and thread counts
@@ -95,7 +96,15 @@ def check_space(kernel: str, space: Space) -> None:
         if bad:
             raise SpaceError(f"scenario {space.name!r}: parameter {name} has value(s) "
                              f"{', '.join(map(repr, bad))} the {kernel} kernel cannot run "
-                             f"(allowed: {allowed.get(name, 'positive integers')})")
+                             f"(allowed: {_allowed_text(allowed.get(name))})")
+
+
+def _allowed_text(allowed: tuple | None) -> str:
+    if allowed is None:
+        return "positive integers"
+    if allowed == BIN_ROWS:
+        return f"0 (off) or 1..{MAX_BIN_ROWS}"
+    return ", ".join(map(repr, allowed))
 
 
 class KernelObjective:
