@@ -379,9 +379,9 @@ def _schedule_kernel(spec: KernelSpec) -> str:
 
 
 _BIN_BY_LENGTH = """/* Row-length binning (the inspector): a stable counting sort of the rows of 0 .. top
- * nonzeros into one bin per length (order[bin_ptr[L] .. bin_ptr[L + 1]) holds the rows of length L), and
- * the longer rows as runs of consecutive rows (at most RUN_ROWS each, so that threads can share
- * them): long_runs[2 r] .. long_runs[2 r + 1] - 1. */
+ * nonzeros into one bin per length (order[bin_ptr[L] .. bin_ptr[L + 1]) holds the rows of
+ * length L), and the longer rows as runs of consecutive rows (at most RUN_ROWS each, so that
+ * threads can share them): long_runs[2 r] .. long_runs[2 r + 1] - 1. */
 #define RUN_ROWS 64
 static void bin_by_length(Problem *pb, int64_t top)
 {
