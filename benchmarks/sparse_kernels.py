@@ -134,8 +134,8 @@ def main() -> None:
     print(f"single thread: SpMV ratio min {min(single_spmv):.2f} median {np.median(single_spmv):.2f}; "
           f"SpMM ratio min {min(single_spmm):.2f} median {np.median(single_spmm):.2f}")
     bins = np.array(binned)
-    print(f"single thread, rows binned by length as the model picks (B after the ratio): SpMV "
-          f"ratio min "
+    how = "as the model picks" if fitted is not None else f"up to {args.bin_rows} nonzeros"
+    print(f"single thread, rows binned by length {how} (B after the ratio): SpMV ratio min "
           f"{bins[:, 0].min():.2f} median {np.median(bins[:, 0]):.2f}; SpMM ratio min "
           f"{bins[:, 1].min():.2f} median {np.median(bins[:, 1]):.2f} (target >= 1)")
     if skewed_2t:
