@@ -244,6 +244,7 @@ class ModelPrior:
 
     def __init__(self, objective: "KernelObjective", calibration: Any, cores: int | None = None):
         from perfjax.models import balance
+        from perfjax.validate.balance import binned_misses
         from perfjax.workloads import sparse
 
         if objective.kernel not in calibration.costs:
@@ -273,19 +274,14 @@ class ModelPrior:
         width = 1 if objective.kernel == "spmv" else objective.width
         misses = sparse.row_misses(matrix, width, predictor_rows=calibration.predictor_rows)
         # every (strategy, threads, chunk) at once: one compiled, vmapped model evaluation per
-        # binning; a binned row's branch-miss count becomes per_nnz / per_branch_miss, so that it
-        # costs one nonzero instead of its mispredicted exit
+        # binning (``binned_misses``: a binned row costs one nonzero, not a mispredicted exit)
         combos = np.array([(code, t, c) for code in balance.STRATEGY_CODES.values()
                            for t in threads for c in chunks])
         lengths = np.diff(matrix.indptr)
-        per_miss = float(self.cost.per_branch_miss)
         bins = sorted(set(self._values.get("bin_rows", [0])))
         tables = []
         for top in bins:
-            binned = misses.copy()
-            if top:
-                binned[lengths <= top, 1] = float(self.cost.per_nnz) / per_miss \
-                    if per_miss > 0 else 0.0
+            binned = binned_misses(misses, lengths, top, self.cost)
             times = np.asarray(_price_all(stats.row_lengths, stats.n_rows, combos[:, 0],
                                           combos[:, 1], combos[:, 2], self.cost, max(threads),
                                           binned))

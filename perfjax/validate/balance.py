@@ -182,17 +182,30 @@ class Calibration:
         matrix = scipy.sparse.csr_array(matrix)
         lengths = np.diff(matrix.indptr)
         misses = sparse.row_misses(matrix, width, predictor_rows=self.predictor_rows)
-        ends = misses[:, 1]
+        ends = misses[:, 1].sum()
         total = float(cost.per_nnz) * matrix.nnz + float(cost.per_row) * len(lengths) + \
-            float(cost.per_miss) * misses[:, 0].sum() + float(cost.per_branch_miss) * ends.sum()
+            float(cost.per_miss) * misses[:, 0].sum() + float(cost.per_branch_miss) * ends
         best, chosen = min_saving * total, None
         for top in candidates:
-            short = lengths <= top
-            gain = float(cost.per_branch_miss) * ends[short].sum() - \
-                float(cost.per_nnz) * np.count_nonzero(short)
+            binned = binned_misses(misses, lengths, top, cost)
+            gain = float(cost.per_branch_miss) * (ends - binned[:, 1].sum())
             if gain > best:
                 best, chosen = gain, int(top)
         return chosen
+
+
+def binned_misses(misses: np.ndarray, lengths: np.ndarray, top: int,
+                  cost: balance.BalanceCost) -> np.ndarray:
+    """Per-row misses ([rows, 2], ``sparse.row_misses``) of the kernel with the rows of up to
+    ``top`` nonzeros binned by length (``top`` 0: not binned): a binned row's mispredicted exit
+    is gone and its extra index load costs one nonzero, written as per_nnz / per_branch_miss
+    branch misses so that every model user prices it with the usual terms (0 when mispredicts
+    cost nothing)."""
+    out = np.array(misses, dtype=float, copy=True)
+    if top:
+        per_miss = float(cost.per_branch_miss)
+        out[lengths <= top, 1] = float(cost.per_nnz) / per_miss if per_miss > 0 else 0.0
+    return out
 
 
 def calibrate(rows: Iterable[dict], predictor_rows: Sequence[float] = PREDICTOR_ROWS
