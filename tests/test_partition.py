@@ -310,6 +310,22 @@ def test_grid_matches_partitioners_and_single_evaluations():
                     assert np.allclose(grid["times"][m, s, w, c], single["times"], rtol=1e-12)
 
 
+def test_grid_features_priced_under_many_costs_equal_evaluate_grid():
+    mats = [MATRICES["banded"], MATRICES["skewed+empty"]]
+    stacked = sparse.stack_stats([sparse.stats(m) for m in mats])
+    strategies, workers, chunks = list(balance.STRATEGY_CODES), [1, 3, 8], [2, 5]
+    features = balance.grid_features(stacked, strategies, workers, chunks, 8)
+    assert features.shape == (2, 5, 3, 2, 8, len(balance.COST_TERMS))
+    rng = np.random.default_rng(3)
+    costs = rng.uniform(0.0, 2.0, size=(4, len(balance.COST_TERMS)))
+    priced = balance.price_grid(features, costs)
+    assert priced.shape == (2, 5, 3, 2, 4)
+    for k, vector in enumerate(costs):
+        grid = balance.evaluate_grid(stacked, strategies, workers, chunks,
+                                     balance.BalanceCost.from_vector(vector), 8)
+        assert np.allclose(priced[..., k], grid["makespan"], rtol=1e-12)
+
+
 def test_grid_rejects_bad_arguments():
     stacked = sparse.stack_stats([sparse.stats(MATRICES["banded"])])
     cost = balance.BalanceCost()

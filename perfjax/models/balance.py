@@ -289,6 +289,7 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     counters equal ``worker_work``'s exactly; the computation is organized for throughput: the
     split diagonals of all worker counts go through one binary search per matrix, static chunks
     are a strided sum per worker count, and dynamic chunks one greedy scan for all worker counts.
+    ``cost=None`` returns the counters unpriced instead (``grid_features``).
     """
     names = list(strategies)
     unknown = [n for n in names if n not in STRATEGY_CODES]
@@ -304,12 +305,30 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
         raise WorkloadError(f"chunk sizes must be >= 1, got {list(chunks_t)}")
     grid = stats if isinstance(stats, GridInput) else prepare(stats)
     codes = tuple(STRATEGY_CODES[n] for n in names)
-    return _grid_program(codes, workers_t, chunks_t, max_workers)(
+    return _grid_program(codes, workers_t, chunks_t, max_workers, cost is None)(
         grid.indptr, grid.ends, grid.n_rows, grid.miss_prefix, grid.row_misses, cost)
 
 
+def grid_features(stats, strategies, workers, chunks, max_workers: int = 64) -> jax.Array:
+    """The counters ``evaluate_grid`` prices, as features [matrices, strategies, workers, chunks,
+    max_workers, len(COST_TERMS)] (zero rows for workers >= P): the partitions do not depend on
+    the cost, so a calibration, a sensitivity study or a gradient search over cost terms computes
+    them once and prices them with ``price_grid`` for every cost vector."""
+    return evaluate_grid(stats, strategies, workers, chunks, None, max_workers)
+
+
+@jax.jit
+def price_grid(features: jax.Array, costs: jax.Array) -> jax.Array:
+    """Makespans [..., K] of ``grid_features`` output under K cost vectors ([K, len(COST_TERMS)],
+    rows in ``BalanceCost.vector`` order): each configuration's slowest worker per cost vector.
+    Equals ``evaluate_grid(...)["makespan"]`` for each cost; linear (and differentiable) in it."""
+    times = jnp.einsum("...pf,kf->...pk", features, jnp.asarray(costs, dtype=features.dtype))
+    return jnp.max(times, axis=-2)  # idle workers have zero features: time 0 never wins
+
+
 @functools.lru_cache(maxsize=64)
-def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int):
+def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
+                  counters_only: bool = False):
     P = np.asarray(workers, dtype=np.int64)  # [W]
     W, C = len(workers), len(chunks)
     p = np.arange(max_workers + 1, dtype=np.int64)
@@ -414,6 +433,10 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int)
                 else:  # chunk size does not change a contiguous split
                     counters = results[(code, 0)]
                 results[(code, c)] = counters
+        if counters_only:
+            return jnp.stack([jnp.stack([WorkerWork(*results[(code, c)], jnp.asarray(active))
+                                         .features() for c in range(C)], axis=1)
+                              for code in codes])  # [S, W, C, maxP, terms]
         out = {"makespan": [], "imbalance": [], "times": []}
         for code in codes:
             per_chunk = [predict_each(cost, WorkerWork(*results[(code, c)], jnp.asarray(active)))
