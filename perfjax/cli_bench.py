@@ -11,7 +11,7 @@ from typing import Any
 def register(commands: Any) -> None:
     """Add the ``bench`` command (subcommand ``tabular``) to the CLI's subparsers."""
     from perfjax.bench.tabular import STRATEGIES
-    from perfjax.cli import _Parser, _choices_list, _positive_int
+    from perfjax.cli import _Parser, _choices_list, _non_negative_int, _positive_int
 
     bench = commands.add_parser("bench", help="benchmark search strategies on real measurements",
                                 description="Benchmark perfjax's search strategies.")
@@ -26,6 +26,8 @@ def register(commands: Any) -> None:
     tabular.add_argument("--strategies", type=_choices_list("strategy", STRATEGIES),
                          default=("bo", "random", "tpe"), help="comma-separated (default bo,random,tpe)")
     tabular.add_argument("--seeds", type=_positive_int, default=10, help="seeds per strategy (default 10)")
+    tabular.add_argument("--first-seed", type=_non_negative_int, default=0,
+                         help="first seed (default 0): later ones score a change on fresh seeds")
     tabular.add_argument("--budget", type=_positive_int, default=60,
                          help="evaluations per run (default 60)")
     tabular.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
@@ -46,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name} seed {seed}: {seconds:.1f} s", file=sys.stderr, flush=True)
 
     report = tabular.benchmark(args.table, args.strategies, seeds=args.seeds, budget=args.budget,
-                               progress=progress)
+                               progress=progress, first_seed=args.first_seed)
     budgets = list(next(iter(report["strategies"].values()))["quality"])
     print(f"table {report['table']}: median quality (table best / best found) over "
-          f"{args.seeds} seeds")
+          f"{args.seeds} seeds from seed {args.first_seed}")
     print(f"{'strategy':<10}" + "".join(f"{'@' + b:>8}" for b in budgets) + f"{'s/suggest':>11}")
     for name, row in report["strategies"].items():
         print(f"{name:<10}" + "".join(f"{row['quality'][b]:8.3f}" for b in budgets)

@@ -91,6 +91,21 @@ def test_cli_writes_the_report_and_bad_input_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "bad.csv: no compute_time column" in err
 
 
+def test_first_seed_runs_the_later_seeds_and_bad_values_are_rejected(tmp_path, capsys):
+    write_table(tmp_path / "t.csv", np.random.default_rng(4))
+    problem = tabular.load_table(tmp_path / "t.csv")
+    expected = np.median([tabular.quality(tabular.run_one(problem, "random", seed, 10)["values"],
+                                          problem.best, 10) for seed in (3, 4)])
+    report = tabular.benchmark(tmp_path / "t.csv", ["random"], seeds=2, budget=10, first_seed=3)
+    assert report["strategies"]["random"]["quality"]["10"] == pytest.approx(expected)
+    with pytest.raises(PerfjaxError, match="first_seed must be >= 0"):
+        tabular.benchmark(tmp_path / "t.csv", ["random"], seeds=1, budget=10, first_seed=-1)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "tabular", str(tmp_path / "t.csv"), "--first-seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "expected a non-negative integer, got '-1'" in capsys.readouterr().err
+
+
 def test_tpe_without_optuna_says_how_to_install_it(tmp_path, monkeypatch):
     write_table(tmp_path / "t.csv", np.random.default_rng(2))
     problem = tabular.load_table(tmp_path / "t.csv")
