@@ -323,7 +323,7 @@ def price_grid(features: jax.Array, costs: jax.Array) -> jax.Array:
     rows in ``BalanceCost.vector`` order): each configuration's slowest worker per cost vector.
     Equals ``evaluate_grid(...)["makespan"]`` for each cost; linear (and differentiable) in it."""
     times = jnp.einsum("...pf,kf->...pk", features, jnp.asarray(costs, dtype=features.dtype))
-    return jnp.max(times, axis=-2)  # idle workers have zero features: time 0 never wins
+    return jnp.max(times, axis=-2)  # idle workers have zero features: time 0, as in predict
 
 
 @functools.lru_cache(maxsize=64)
