@@ -159,16 +159,17 @@ class Calibration:
         """Predicted seconds of each worker of a ``measure_matrix`` row."""
         return _features(row, self.predictor_rows) @ np.asarray(self.costs[row["kernel"]].vector())
 
+    def _row_misses(self, matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row lengths, predicted misses per row [rows, 2]) of ``matrix`` at this predictor
+        reach."""
+        matrix = scipy.sparse.csr_array(matrix)
+        return np.diff(matrix.indptr), sparse.row_misses(matrix, width,
+                                                         predictor_rows=self.predictor_rows)
+
     def path_weights(self, matrix, kernel: str, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Predicted seconds of each nonzero and each row end of ``matrix`` under ``kernel``
         (its cache and branch misses included), for ``partition.weighted_merge_path``."""
-        cost = self.costs[kernel]
-        matrix = scipy.sparse.csr_array(matrix)
-        lengths = np.diff(matrix.indptr)
-        misses = sparse.row_misses(matrix, width, predictor_rows=self.predictor_rows)
-        per_nonzero = float(cost.per_nnz) + float(cost.per_miss) * np.repeat(
-            misses[:, 0] / np.maximum(lengths, 1), lengths)
-        return per_nonzero, float(cost.per_row) + float(cost.per_branch_miss) * misses[:, 1]
+        return _path_weights(self.costs[kernel], *self._row_misses(matrix, width))
 
     def bin_rows(self, matrix, kernel: str, width: int = 1,
                  candidates: Sequence[int] = (2, 4, 8), min_saving: float = 0.05) -> int | None:
@@ -179,19 +180,25 @@ class Calibration:
         a binned row of a miss-free matrix measured); a saving under ``min_saving`` of the
         predicted single-thread time is not worth the reordering (None)."""
         cost = self.costs[kernel]
-        matrix = scipy.sparse.csr_array(matrix)
-        lengths = np.diff(matrix.indptr)
-        misses = sparse.row_misses(matrix, width, predictor_rows=self.predictor_rows)
+        lengths, misses = self._row_misses(matrix, width)
         ends = misses[:, 1].sum()
-        total = float(cost.per_nnz) * matrix.nnz + float(cost.per_row) * len(lengths) + \
-            float(cost.per_miss) * misses[:, 0].sum() + float(cost.per_branch_miss) * ends
-        best, chosen = min_saving * total, None
+        per_nonzero, per_end = _path_weights(cost, lengths, misses)
+        best, chosen = min_saving * (per_nonzero.sum() + per_end.sum()), None
         for top in candidates:
             binned = binned_misses(misses, lengths, top, cost)
             gain = float(cost.per_branch_miss) * (ends - binned[:, 1].sum())
             if gain > best:
                 best, chosen = gain, int(top)
         return chosen
+
+
+def _path_weights(cost: balance.BalanceCost, lengths: np.ndarray, misses: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted seconds of each nonzero and each row end, from the row lengths and per-row
+    misses: a row's cache misses spread over its nonzeros, its branch misses on its end."""
+    per_nonzero = float(cost.per_nnz) + float(cost.per_miss) * np.repeat(
+        misses[:, 0] / np.maximum(lengths, 1), lengths)
+    return per_nonzero, float(cost.per_row) + float(cost.per_branch_miss) * misses[:, 1]
 
 
 def binned_misses(misses: np.ndarray, lengths: np.ndarray, top: int,
