@@ -6,7 +6,10 @@ suggestion with ~60 observations, then the geometric means over tables of BO/TPE
 quality at budgets 20 and 60 against the targets (1.25 and 1.35), and the BO >= 0.9 targets.
 
     .venv/bin/python benchmarks/tabular_bench.py [--seeds 10] [--first-seed 0] [--budget 60]
-        [--tables a,b] [--out DIR]
+        [--tables a,b] [--out DIR] [--bo-options JSON]
+
+``--bo-options '{"improvement_margin": 0.0}'`` runs an ablation: BayesOpt with those keyword
+arguments (same seeds, same baselines), to compare against a run without it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np  # noqa: E402
 
 from perfjax.bench import tabular  # noqa: E402
 from perfjax.data import data_dir  # noqa: E402
+from perfjax.errors import PerfjaxError  # noqa: E402
 
 TARGETS = {"tpe": 1.25, "random": 1.35}
 QUALITY_TARGET = {"spmm_2630": 0.9, "sddmm_7742": 0.9}
@@ -41,7 +45,16 @@ def main() -> int:
     parser.add_argument("--tables", default="", help="comma-separated table names (default all)")
     parser.add_argument("--strategies", default="bo,random,tpe")
     parser.add_argument("--out", default="", help="write each table's JSON report here")
+    parser.add_argument("--bo-options", default="", metavar="JSON",
+                        help="keyword arguments for BayesOpt, an ablation: e.g. "
+                             "'{\"improvement_margin\": 0.0}'")
     args = parser.parse_args()
+    try:
+        bo_options = json.loads(args.bo_options) if args.bo_options else None
+    except json.JSONDecodeError as exc:
+        parser.error(f"--bo-options: not JSON ({exc.msg})")
+    if bo_options is not None and not isinstance(bo_options, dict):
+        parser.error("--bo-options: expected a JSON object")
     root = data_dir()
     if root is None or not (root / "bacobench").is_dir():
         print("no real data (../shared/data/bacobench or $PERFJAX_DATA): nothing to benchmark")
@@ -54,8 +67,13 @@ def main() -> int:
     reports = {}
     for path in paths:
         started = time.perf_counter()
-        report = tabular.benchmark(path, strategies, seeds=args.seeds, budget=args.budget,
-                                   first_seed=args.first_seed)
+        try:
+            report = tabular.benchmark(path, strategies, seeds=args.seeds, budget=args.budget,
+                                       first_seed=args.first_seed,
+                                       options={"bo": bo_options} if bo_options else None)
+        except PerfjaxError as exc:
+            print(f"tabular_bench: {exc}", file=sys.stderr)
+            return 2
         reports[path.stem] = report
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)

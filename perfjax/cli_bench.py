@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,21 @@ def register(commands: Any) -> None:
                          help="first seed (default 0): later ones score a change on fresh seeds")
     tabular.add_argument("--budget", type=_positive_int, default=60,
                          help="evaluations per run (default 60)")
+    tabular.add_argument("--bo-options", type=_json_object, default=None, metavar="JSON",
+                         help="keyword arguments for the bo strategy, an ablation: e.g. "
+                              "'{\"improvement_margin\": 0.0}' (recorded in the report)")
     tabular.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+
+
+def _json_object(text: str) -> dict:
+    """A JSON object from the command line (argparse type: a bad one is a one-line error)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
     def progress(name: str, seed: int, seconds: float) -> None:
         print(f"  {name} seed {seed}: {seconds:.1f} s", file=sys.stderr, flush=True)
 
+    options = {"bo": args.bo_options} if args.bo_options else None
     report = tabular.benchmark(args.table, args.strategies, seeds=args.seeds, budget=args.budget,
-                               progress=progress, first_seed=args.first_seed)
+                               progress=progress, first_seed=args.first_seed, options=options)
     budgets = list(next(iter(report["strategies"].values()))["quality"])
     print(f"table {report['table']}: median quality (table best / best found) over "
-          f"{args.seeds} seeds from seed {args.first_seed}")
+          f"{args.seeds} seeds from seed {args.first_seed}"
+          + (f"; bo options {json.dumps(args.bo_options)}" if args.bo_options else ""))
     print(f"{'strategy':<10}" + "".join(f"{'@' + b:>8}" for b in budgets) + f"{'s/suggest':>11}")
     for name, row in report["strategies"].items():
         print(f"{name:<10}" + "".join(f"{row['quality'][b]:8.3f}" for b in budgets)

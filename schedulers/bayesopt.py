@@ -66,6 +66,10 @@ class BayesOpt:
                  improvement_margin: float = 0.3):
         if not improvement_margin >= 0:
             raise SpaceError(f"improvement_margin must be >= 0, got {improvement_margin}")
+        for name, value in (("prior_mean", prior_mean), ("prior", prior)):
+            if value is not None and not callable(value):
+                raise SpaceError(f"{name} must be a callable taking a batch of configurations, "
+                                 f"got {type(value).__name__}")
         if acquisition not in ACQUISITIONS:
             raise SpaceError(f"unknown acquisition {acquisition!r} (known: {', '.join(ACQUISITIONS)})")
         perms = [p for p in space.params.values() if p.kind == "permutation"]

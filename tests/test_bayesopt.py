@@ -147,6 +147,9 @@ def test_bad_options_are_named(space):
         make_strategy("bo", space, acquisition="pi")
     with pytest.raises(SpaceError, match="unknown permutation kernel 'cayley'"):
         make_strategy("bo", space, permutation_kernel="cayley")
+    for name in ("prior", "prior_mean"):  # e.g. a number from a JSON options file
+        with pytest.raises(SpaceError, match=f"{name} must be a callable .* got float"):
+            make_strategy("bo", space, **{name: 0.5})
 
 
 def test_improvement_margin_lowers_the_ei_threshold_below_the_incumbent(space):

@@ -106,6 +106,43 @@ def test_first_seed_runs_the_later_seeds_and_bad_values_are_rejected(tmp_path, c
     assert "expected a non-negative integer, got '-1'" in capsys.readouterr().err
 
 
+def test_bo_options_reach_the_strategy_and_bad_ones_stop_before_any_run(tmp_path, capsys):
+    write_table(tmp_path / "t.csv", np.random.default_rng(5))
+    problem = tabular.load_table(tmp_path / "t.csv")
+    from perfjax.schedulers.bayesopt import BayesOpt
+    from perfjax.tuning import tune
+
+    # the reference: BayesOpt built by hand with the option, run through the same loop
+    values = []
+    tune(problem.space, problem.objective, strategy=BayesOpt(problem.space, seed=1, initial=3),
+         budget=8, callback=lambda p: values.append(p.value if p.valid else math.nan))
+    ablation = tabular.run_one(problem, "bo", 1, 8, {"initial": 3})["values"]
+    assert np.array_equal(ablation, values, equal_nan=True)
+    assert not np.array_equal(tabular.run_one(problem, "bo", 1, 8)["values"], values,
+                              equal_nan=True)  # the option matters here
+    report = tabular.benchmark(tmp_path / "t.csv", ["bo"], seeds=1, budget=8, first_seed=1,
+                               options={"bo": {"initial": 3}})
+    assert report["strategies"]["bo"]["quality"]["8"] == tabular.quality(values, problem.best, 8)
+    assert report["strategies"]["bo"]["options"] == {"initial": 3}
+    started = []
+    for options, message in (({"bo": {"no_such_knob": 1}}, "unknown options"),
+                             ({"bo": {"improvement_margin": "x"}}, "bad options"),
+                             ({"tpe": {"initial": 3}}, "not run")):
+        with pytest.raises(PerfjaxError, match=message):
+            tabular.benchmark(tmp_path / "t.csv", ["bo", "random"], seeds=1, budget=8,
+                              options=options, progress=lambda *a: started.append(a))
+    assert not started  # nothing ran
+    capsys.readouterr()
+    for flag, message in (("{not json", "not JSON"), ("[1]", "expected a JSON object")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["bench", "tabular", str(tmp_path / "t.csv"), "--bo-options", flag])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert cli.main(["bench", "tabular", str(tmp_path / "t.csv"), "--strategies", "bo",
+                     "--bo-options", '{"no_such_knob": 1}']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown options ['no_such_knob']" in err
+
+
 def test_tpe_without_optuna_says_how_to_install_it(tmp_path, monkeypatch):
     write_table(tmp_path / "t.csv", np.random.default_rng(2))
     problem = tabular.load_table(tmp_path / "t.csv")

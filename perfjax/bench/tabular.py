@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -194,17 +194,21 @@ def _key(config: dict) -> tuple:
                         for k, v in config.items()))
 
 
-def make_baseline(name: str, space, seed: int):
-    """A strategy for the benchmark: perfjax's own ("bo", "random", ...) or "tpe" (Optuna)."""
+def make_baseline(name: str, space, seed: int, options: Mapping[str, Any] | None = None):
+    """A strategy for the benchmark: perfjax's own ("bo", "random", ...) or "tpe" (Optuna);
+    ``options`` are keyword arguments of perfjax's strategy (e.g. BayesOpt's), checked by name."""
     if name == "tpe":
+        if options:
+            raise SpaceError(f"strategy 'tpe' takes no options, got {sorted(options)}")
         return OptunaTPE(space, seed=seed)
     from perfjax.schedulers.search import make_strategy
-    return make_strategy(name, space, seed=seed)
+    return make_strategy(name, space, seed=seed, **dict(options or {}))
 
 
-def run_one(problem: TabularProblem, strategy: str, seed: int, budget: int) -> dict:
+def run_one(problem: TabularProblem, strategy: str, seed: int, budget: int,
+            options: Mapping[str, Any] | None = None) -> dict:
     """One tuning run: the objective values in evaluation order (nan when failed) and the
-    seconds spent suggesting each configuration."""
+    seconds spent suggesting each configuration. ``options``: the strategy's keyword arguments."""
     from perfjax.tuning import tune
 
     values, suggest = [], []
@@ -213,8 +217,9 @@ def run_one(problem: TabularProblem, strategy: str, seed: int, budget: int) -> d
         values.append(progress.value if progress.valid else math.nan)
         suggest.append(progress.suggest_seconds)
 
-    tune(problem.space, problem.objective, strategy=make_baseline(strategy, problem.space, seed),
-         budget=budget, callback=record)
+    tune(problem.space, problem.objective,
+         strategy=make_baseline(strategy, problem.space, seed, options), budget=budget,
+         callback=record)
     return {"values": values, "suggest_seconds": suggest}
 
 
@@ -227,10 +232,13 @@ def quality(values: Sequence[float], best: float, budget: int) -> float:
 
 def benchmark(path: str | Path, strategies: Sequence[str] = STRATEGIES, seeds: int = 10,
               budget: int = 60, budgets: Sequence[int] = DEFAULT_BUDGETS, progress=None,
-              first_seed: int = 0) -> dict:
+              first_seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
     """Run every strategy for ``seeds`` seeds (``first_seed``, ``first_seed + 1``, ...) on one
     table; the JSON report of the protocol. A later ``first_seed`` scores a change on seeds it
     was not developed on (medians of 10 seeds move by a few hundredths between seed sets).
+    ``options`` maps a strategy name to its keyword arguments (an ablation such as
+    ``{"bo": {"improvement_margin": 0.0}}``); they are checked before any run starts and
+    recorded in that strategy's report.
 
     ``seconds_per_suggestion`` is the mean time of the last 10 suggestions of each run (the
     latency with close to ``budget`` observations), median over seeds.
@@ -238,13 +246,25 @@ def benchmark(path: str | Path, strategies: Sequence[str] = STRATEGIES, seeds: i
     if first_seed < 0:
         raise PerfjaxError(f"first_seed must be >= 0, got {first_seed}")
     problem = load_table(path)
+    options = {k: dict(v) for k, v in (options or {}).items()}
+    stray = sorted(set(options) - set(strategies))
+    if stray:
+        raise PerfjaxError(f"options given for strategies {stray} that are not run "
+                           f"(running: {', '.join(strategies)})")
+    for name, kwargs in options.items():  # a bad option fails here, before any run
+        try:
+            make_baseline(name, problem.space, first_seed, kwargs)
+        except PerfjaxError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise SpaceError(f"strategy {name!r}: bad options {kwargs}: {exc}") from None
     budgets = [b for b in budgets if b <= budget] or [budget]
     report: dict[str, Any] = {"table": problem.name, "strategies": {}}
     for name in strategies:
         runs = []
         for seed in range(first_seed, first_seed + seeds):
             started = time.perf_counter()
-            runs.append(run_one(problem, name, seed, budget))
+            runs.append(run_one(problem, name, seed, budget, options.get(name)))
             if progress is not None:
                 progress(name, seed, time.perf_counter() - started)
         report["strategies"][name] = {
@@ -253,6 +273,8 @@ def benchmark(path: str | Path, strategies: Sequence[str] = STRATEGIES, seeds: i
             "seconds_per_suggestion": float(np.median([np.mean(r["suggest_seconds"][-10:])
                                                        for r in runs])),
         }
+        if options.get(name):
+            report["strategies"][name]["options"] = options[name]
     return report
 
 
