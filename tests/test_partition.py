@@ -296,8 +296,13 @@ def test_grid_matches_partitioners_and_single_evaluations():
     strategies, workers, chunks = list(balance.STRATEGY_CODES), [1, 3, 4, 7], [1, 5]
     grid = balance.evaluate_grid(stacked, strategies, workers, chunks, cost, 8)
     assert grid["makespan"].shape == (3, 5, 4, 2) and grid["times"].shape == (3, 5, 4, 2, 8)
-    again = balance.evaluate_grid(balance.prepare(stacked), strategies, workers, chunks, cost, 8)
+    prepared = balance.prepare(stacked)
+    again = balance.evaluate_grid(prepared, strategies, workers, chunks, cost, 8)
     assert np.array_equal(grid["times"], again["times"])
+    # Small matrices take int32 greedy keys; without the size the program keeps int64 keys.
+    assert prepared.max_work == max(m.shape[0] + m.nnz for m in mats)
+    wide = balance.evaluate_grid(prepared._replace(max_work=-1), strategies, workers, chunks, cost, 8)
+    assert np.array_equal(grid["times"], wide["times"])
     for m, matrix in enumerate(mats):
         stats = sparse.stats(matrix)
         for s, strategy in enumerate(strategies):
@@ -324,6 +329,16 @@ def test_grid_features_priced_under_many_costs_equal_evaluate_grid():
         grid = balance.evaluate_grid(stacked, strategies, workers, chunks,
                                      balance.BalanceCost.from_vector(vector), 8)
         assert np.allclose(priced[..., k], grid["makespan"], rtol=1e-12)
+
+
+def test_grid_dynamic_keys_switch_to_int64_before_int32_overflows():
+    # keys are load * max_workers + id; int32 holds them while every load stays under the idle
+    # workers' load (2^30 / max_workers)
+    assert balance._key_bits(10**6, 64) == 32
+    assert balance._key_bits(2**30 // 64 - 2, 64) == 32
+    assert balance._key_bits(2**30 // 64 - 1, 64) == 64
+    assert balance._key_bits(10**6, 1024) == 32 and balance._key_bits(2 * 10**6, 1024) == 64
+    assert balance._key_bits(-1, 64) == 64
 
 
 def test_grid_rejects_bad_arguments():

@@ -258,6 +258,7 @@ class GridInput(NamedTuple):
     n_rows: jax.Array  # int64 [matrices]
     miss_prefix: Any  # float [matrices, padded rows + 1, 2]: misses before a row; or None
     row_misses: Any  # float [matrices, padded rows + 1, 2]: per row (a zero row appended)
+    max_work: int = -1  # the largest matrix's rows + nonzeros (merged work); -1: unknown
 
 
 def prepare(stats, row_misses: Any = None) -> GridInput:
@@ -274,8 +275,9 @@ def prepare(stats, row_misses: Any = None) -> GridInput:
         row_misses = np.asarray(row_misses, dtype=float)
         row_misses = row_misses[None] if single else row_misses
     prefix, per_row = _miss_tables(row_misses, lengths.shape[1], batched=True)
-    return GridInput(jnp.asarray(indptr), jnp.asarray(ends),
-                     jnp.asarray(np.atleast_1d(np.asarray(stats.n_rows, np.int64))), prefix, per_row)
+    n_rows = np.atleast_1d(np.asarray(stats.n_rows, np.int64))
+    return GridInput(jnp.asarray(indptr), jnp.asarray(ends), jnp.asarray(n_rows), prefix, per_row,
+                     int(np.max(indptr[:, -1] + n_rows)))
 
 
 def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_workers: int = 64) -> dict:
@@ -288,7 +290,9 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     chunks]: ``makespan``, ``imbalance``, and ``times`` with a trailing [max_workers] axis. The
     counters equal ``worker_work``'s exactly; the computation is organized for throughput: the
     split diagonals of all worker counts go through one binary search per matrix, static chunks
-    are a strided sum per worker count, and dynamic chunks one greedy scan for all worker counts.
+    are a strided sum per worker count, and dynamic chunks one greedy scan for all matrices and
+    worker counts together (int32 keys when the matrices are small enough: ``prepare`` records
+    their size).
     ``cost=None`` returns the counters unpriced instead (``grid_features``).
     """
     names = list(strategies)
@@ -305,8 +309,21 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
         raise WorkloadError(f"chunk sizes must be >= 1, got {list(chunks_t)}")
     grid = stats if isinstance(stats, GridInput) else prepare(stats)
     codes = tuple(STRATEGY_CODES[n] for n in names)
-    return _grid_program(codes, workers_t, chunks_t, max_workers, cost is None)(
+    return _grid_program(codes, workers_t, chunks_t, max_workers, cost is None,
+                         _key_bits(grid.max_work, max_workers))(
         grid.indptr, grid.ends, grid.n_rows, grid.miss_prefix, grid.row_misses, cost)
+
+
+def _idle_load(key_bits: int, max_workers: int) -> int:
+    """The load given to workers beyond P in dynamic chunks' greedy keys (load * max_workers +
+    id): above any real load, with its key still inside the key type."""
+    return 2 ** 30 // max_workers if key_bits == 32 else 2 ** 56
+
+
+def _key_bits(max_work: int, max_workers: int) -> int:
+    """32 when every active worker's key stays below an idle worker's in int32 (loads up to the
+    largest matrix's merged work ``max_work``; -1 when unknown), else 64."""
+    return 32 if 0 <= max_work < _idle_load(32, max_workers) - 1 else 64
 
 
 def grid_features(stats, strategies, workers, chunks, max_workers: int = 64) -> jax.Array:
@@ -328,7 +345,7 @@ def price_grid(features: jax.Array, costs: jax.Array) -> jax.Array:
 
 @functools.lru_cache(maxsize=64)
 def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
-                  counters_only: bool = False):
+                  counters_only: bool = False, key_bits: int = 64):
     P = np.asarray(workers, dtype=np.int64)  # [W]
     W, C = len(workers), len(chunks)
     p = np.arange(max_workers + 1, dtype=np.int64)
@@ -341,7 +358,43 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
     expand = offsets[:, None] + clamped  # [W, maxP+1] index into the flat list
     zero = jnp.zeros((W, max_workers), jnp.int64)
 
-    def one_matrix(indptr, ends, n, miss_prefix, row_misses, cost):
+    dynamic_chunk_sizes = chunks if 2 in codes else ()
+
+    def greedy_owners(indptr, n_rows):
+        """Dynamic chunks' owners [matrices, chunks, W] for every chunk size, all matrices and
+        worker counts in one greedy scan each: chunks in order, each to the least loaded worker
+        (lowest id on ties). Loads and worker id share one key (load * max_workers + id, unique
+        per worker), so a plain min finds the worker. Keys are laid out [max_workers, lanes],
+        lane = (worker count, matrix), so every step is a min over rows of contiguous lane
+        vectors, vectorized across lanes; with int32 keys where ``key_bits`` allows, the chain
+        runs ~2x faster than per-matrix int64 [W, max_workers] keys (measured on 15 real
+        matrices, 7 worker counts)."""
+        kd = jnp.int32 if key_bits == 32 else jnp.int64
+        matrices, padded = indptr.shape[0], indptr.shape[1] - 1
+        idle = _idle_load(key_bits, max_workers)  # workers beyond P: never the minimum
+        ids = np.arange(max_workers)[:, None]
+        keys0 = np.where(active.T, 0, idle) * max_workers + ids  # [maxP, W]
+        keys0 = jnp.asarray(np.repeat(keys0, matrices, axis=1), dtype=kd)  # lane w * M + m
+        owners = []
+        for chunk in dynamic_chunk_sizes:
+            count = -(-padded // chunk)
+            k = jnp.arange(count, dtype=jnp.int64)[None, :]
+            start = jnp.minimum(k * chunk, n_rows[:, None])
+            stop = jnp.minimum((k + 1) * chunk, n_rows[:, None])
+            work = (stop - start) + (jnp.take_along_axis(indptr, stop, axis=1)
+                                     - jnp.take_along_axis(indptr, start, axis=1))
+            size = jnp.tile(jnp.where(stop > start, work, 0).T.astype(kd), (1, W))  # [K, W*M]
+
+            def step(keys, chunk_size):
+                least = jnp.min(keys, axis=0, keepdims=True)
+                return keys + jnp.where(keys == least, chunk_size[None, :] * max_workers, 0), least[0]
+
+            _, least = jax.lax.scan(step, keys0, size, unroll=8)  # [K, W*M]
+            owners.append(jnp.moveaxis((least % max_workers).astype(jnp.int64)
+                                       .reshape(count, W, matrices), 2, 0))  # [M, K, W]
+        return tuple(owners)
+
+    def one_matrix(indptr, ends, n, miss_prefix, row_misses, cost, owners):
         padded = indptr.shape[0] - 1
         nnz = indptr[-1]
         indptr_ext = jnp.concatenate([indptr, indptr[-1:]])
@@ -401,21 +454,9 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
 
         def dynamic_chunks(chunk):
             chunk_rows, chunk_nnz, chunk_misses = chunk_sizes(chunk)
-            size = jnp.where(chunk_rows > 0, chunk_rows + chunk_nnz, 0)
             taken = jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)], axis=1)
-            # Loads and worker id in one key (load * max_workers + id, unique per worker): a plain
-            # min finds the least loaded worker with ties to the lowest id, faster than argmin.
-            ids = jnp.arange(max_workers, dtype=jnp.int64)[None, :]
-            idle = jnp.int64(2) ** 56  # load of a worker beyond P: never the minimum
-
-            def step(keys, chunk_size):
-                least = jnp.min(keys, axis=1, keepdims=True)
-                return keys + jnp.where(keys == least, chunk_size * max_workers, 0), least[:, 0]
-
-            keys0 = jnp.where(active, 0, idle) * max_workers + ids
-            _, least = jax.lax.scan(step, keys0, size, unroll=8)  # [chunks, W]
-            owners = least % max_workers
-            segment = (owners + jnp.arange(W)[None, :] * max_workers).ravel()
+            owner = owners[dynamic_chunk_sizes.index(chunk)]  # [chunks, W], from greedy_owners
+            segment = (owner + jnp.arange(W)[None, :] * max_workers).ravel()
             totals = jax.ops.segment_sum(jnp.repeat(taken, W, axis=0), segment,
                                          num_segments=W * max_workers).reshape(W, max_workers, 3)
             misses = jnp.zeros((W, max_workers, MISS_KINDS)) if miss_prefix is None else \
@@ -445,4 +486,10 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
                 out[key].append(jnp.stack([r[key] for r in per_chunk], axis=1))  # [W, C, ...]
         return {key: jnp.stack(v) for key, v in out.items()}  # [S, W, C, ...]
 
-    return jax.jit(jax.vmap(one_matrix, in_axes=(0, 0, 0, 0, 0, None)))  # None misses: no axis
+    per_matrix = jax.vmap(one_matrix, in_axes=(0, 0, 0, 0, 0, None, 0))  # None misses: no axis
+
+    def program(indptr, ends, n_rows, miss_prefix, row_misses, cost):
+        owners = greedy_owners(indptr, n_rows)
+        return per_matrix(indptr, ends, n_rows, miss_prefix, row_misses, cost, owners)
+
+    return jax.jit(program)
