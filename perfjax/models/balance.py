@@ -354,7 +354,8 @@ def price_grid(features: jax.Array, costs: jax.Array) -> jax.Array:
     return jnp.max(times, axis=-2)  # idle workers have zero features: time 0, as in predict
 
 
-@functools.lru_cache(maxsize=64)
+# One program per strategy x worker tuple x chunk tuple x key width: room for 64 grids of five.
+@functools.lru_cache(maxsize=320)
 def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
                   counters_only: bool = False, key_bits: int = 64):
     P = np.asarray(workers, dtype=np.int64)  # [W]
