@@ -354,6 +354,14 @@ def price_grid(features: jax.Array, costs: jax.Array) -> jax.Array:
     return jnp.max(times, axis=-2)  # idle workers have zero features: time 0, as in predict
 
 
+def _chunk_bounds(n_rows: jax.Array, padded: int, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Row range [start, stop) of each of the ceil(padded / chunk) chunks of ``chunk`` rows, for
+    matrices of ``n_rows`` rows ([...] -> [..., chunks]); chunks past a matrix's end are empty."""
+    k = jnp.arange(-(-padded // chunk), dtype=jnp.int64)
+    n = jnp.asarray(n_rows)[..., None]
+    return jnp.minimum(k * chunk, n), jnp.minimum((k + 1) * chunk, n)
+
+
 # One program per strategy x worker tuple x chunk tuple x key width: room for 64 grids of five.
 @functools.lru_cache(maxsize=320)
 def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
@@ -389,10 +397,8 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
         keys0 = jnp.asarray(np.repeat(keys0, matrices, axis=1), dtype=kd)  # lane w * M + m
         owners = []
         for chunk in dynamic_chunk_sizes:
-            count = -(-padded // chunk)
-            k = jnp.arange(count, dtype=jnp.int64)[None, :]
-            start = jnp.minimum(k * chunk, n_rows[:, None])
-            stop = jnp.minimum((k + 1) * chunk, n_rows[:, None])
+            start, stop = _chunk_bounds(n_rows, padded, chunk)  # [M, K]
+            count = start.shape[-1]
             work = (stop - start) + (jnp.take_along_axis(indptr, stop, axis=1)
                                      - jnp.take_along_axis(indptr, start, axis=1))
             size = jnp.tile(jnp.where(stop > start, work, 0).T.astype(kd), (1, W))  # [K, W*M]
@@ -439,9 +445,7 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
             return contiguous(rows, cols, searches, (cols > indptr[rows]).astype(jnp.int64))
 
         def chunk_sizes(chunk):
-            count = -(-padded // chunk)
-            k = jnp.arange(count, dtype=jnp.int64)
-            start, stop = jnp.minimum(k * chunk, n), jnp.minimum((k + 1) * chunk, n)
+            start, stop = _chunk_bounds(n, padded, chunk)
             misses = (jnp.zeros(stop.shape + (MISS_KINDS,)) if miss_prefix is None
                       else miss_prefix[stop] - miss_prefix[start])
             return stop - start, indptr[stop] - indptr[start], misses
