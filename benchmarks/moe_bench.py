@@ -141,7 +141,7 @@ def optimality(traces) -> None:
 def policy_gains(traces, devices: int, batches, settings) -> None:
     print(f"[5] decode, {devices} GPUs, real traces rescaled: dynamic over the best static policy"
           " (best static in brackets)")
-    header = "".join(f"{f'B={b}':>22}" for b in batches)
+    header = "".join(f"{f'B={b}':>26}" for b in batches)
     print(f"    {'setting':<30}{'model':<19}{header}{'Sieve':>8}")
     verdict = {}
     for index, (label, hw, mode) in enumerate(settings):
@@ -155,7 +155,7 @@ def policy_gains(traces, devices: int, batches, settings) -> None:
                            key=lambda p: report["policies"][p]["tokens_per_s"])
                 ratios.append(report["dynamic_over_best_static"])
                 cells.append(f"{ratios[-1]:.2f}x [{best}]")
-            print(f"    {label:<30}{name:<19}{''.join(f'{c:>22}' for c in cells)}"
+            print(f"    {label:<30}{name:<19}{''.join(f'{c:>26}' for c in cells)}"
                   f"{published:>7.1f}x")
             if index == 0:
                 verdict[name] = ratios

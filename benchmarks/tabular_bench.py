@@ -77,7 +77,7 @@ def main() -> int:
         reports[path.stem] = report
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / f"{path.stem}.json").write_text(json.dumps(report, indent=2))
+            (Path(args.out) / f"{path.stem}.json").write_text(json.dumps(report, indent=2) + "\n")
         print(f"\n{path.stem}  ({time.perf_counter() - started:.0f} s)")
         for name, row in report["strategies"].items():
             q = "  ".join(f"@{b}={v:.3f}" for b, v in row["quality"].items())
@@ -91,6 +91,9 @@ def main() -> int:
         if baseline not in strategies:
             continue
         for budget in ("20", "60"):
+            if budget not in next(iter(reports.values()))["strategies"]["bo"]["quality"]:
+                print(f"  BO/{baseline:<6} @{budget}: not measured (--budget {args.budget})")
+                continue
             ratios = [r["strategies"]["bo"]["quality"][budget] /
                       max(r["strategies"][baseline]["quality"][budget], 1e-12) for r in reports.values()]
             geomean = float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-12)))))

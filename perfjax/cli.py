@@ -39,6 +39,53 @@ def _int_at_least(minimum: int, what: str):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
+MAX_SEED = 2**31 - 1 - 2**20  # room for the seed + i offsets the commands derive per run / step
+
+
+def _seed(text: str) -> int:
+    """An argparse type for --seed: an integer in [0, MAX_SEED]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed between 0 and {MAX_SEED}, got {text!r}")
+    return value
+
+
+def _output_path(text: str) -> str:
+    """An argparse type for a file the command will write: non-empty, not a directory, and under
+    a directory (existing or creatable), checked before any work is done."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, expected a file path")
+    _check_parent(path, text)
+    return text
+
+
+def _check_parent(path: Path, text: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable directory."""
+    import os
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is not writable")
+            return
+
+
+def _output_dir(text: str) -> str:
+    """An argparse type for an output directory: non-empty, not an existing file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory path, got an empty string")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory")
+    _check_parent(path, text)
+    return text
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -81,8 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("scenario", metavar="SCENARIO")
     check.add_argument("--samples", type=_positive_int, default=100_000,
                        help="configurations to sample for the estimates (default 100000)")
-    check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    check.add_argument("--seed", type=_seed, default=0)
+    check.add_argument("--json", metavar="OUT", type=_output_path,
+                       help="also write the results as JSON to OUT")
 
     sample = space_commands.add_parser(
         "sample", help="write N feasible configurations as JSON lines to stdout",
@@ -90,7 +138,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "parameter name; permutations as lists) to stdout.")
     sample.add_argument("scenario", metavar="SCENARIO")
     sample.add_argument("-n", type=_positive_int, required=True, help="how many configurations")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--prior", action="store_true",
                         help="draw from the parameters' priors instead of uniformly")
 
@@ -112,12 +160,13 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="comma-separated worker counts (default 1,2,4,8,16,32,64)")
     vbalance.add_argument("--repeats", type=_positive_int, default=5,
                           help="kernel repetitions per configuration (default 5)")
-    vbalance.add_argument("--json", required=True, metavar="OUT", help="write the report here")
+    vbalance.add_argument("--json", required=True, metavar="OUT", type=_output_path,
+                          help="write the report here")
 
     demo = commands.add_parser("demo", help="an end-to-end tour on built-in workloads",
                                description="An end-to-end tour of perfjax on built-in workloads "
                                "that need no downloaded data.")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
 
     from perfjax import cli_tune
     cli_tune.register(commands)
@@ -204,6 +253,7 @@ def _validate_balance(args: argparse.Namespace) -> int:
     matrices = balance.load_matrices(args.matrices)
     settings = balance.Settings(kernels=tuple(args.kernels), workers=tuple(sorted(args.workers)),
                                 repeats=args.repeats)
+    balance.check_workers(matrices, settings)  # before the progress bar: one line if not
     with tqdm(desc="validate balance", unit="config", file=sys.stderr, leave=False) as bar:
         def progress(label: str) -> None:
             bar.set_postfix_str(label, refresh=False)
@@ -222,30 +272,87 @@ def _validate_balance(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` as JSON (NaN and infinities as null: strict JSON) atomically."""
+    write_atomic(Path(path), (json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
+                 .encode())
+
+
+def _strict(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    import math
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename,
+    so a kill mid-write never leaves a half-written file; failures raise PerfjaxError."""
+    import os
+    import tempfile
     from perfjax.errors import PerfjaxError
+    tmp = None
     try:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(payload, indent=2) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        raise PerfjaxError(f"cannot write {path}: {exc.strerror or exc}") from None
+        blocking = next((p for p in path.absolute().parents if p.exists() and not p.is_dir()),
+                        None)
+        what = f"{blocking} is not a directory" if blocking else exc.strerror or exc
+        raise PerfjaxError(f"cannot write {path}: {what}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so cleanup (temporary build directories, the study's lock)
+    runs before the process exits."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings in the CLI: one line, no source excerpt."""
+    stream = sys.stderr if file is None else file
+    with contextlib.suppress(OSError, ValueError):
+        stream.write(f"perfjax: warning: {' '.join(str(message).split())}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import warnings
+
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        print("perfjax: error: missing command (see perfjax --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for command, sub, known in (("space", "space_command", "check, sample"),
+                                ("validate", "validate_command", "balance")):
+        if args.command == command and getattr(args, sub) is None:
+            print(f"perfjax: error: {command}: missing subcommand (known: {known}; see "
+                  f"perfjax {command} --help)", file=sys.stderr)
+            return EXIT_BAD_INPUT
     from perfjax.errors import PerfjaxError
+    warnings.showwarning = _one_line_warning
+    with contextlib.suppress(ValueError):  # not the main thread: keep the default
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "space":
-            if args.space_command is None:
-                parser.parse_args(["space", "--help"])
             return {"check": _space_check, "sample": _space_sample}[args.space_command](args)
         if args.command == "validate":
-            if args.validate_command is None:
-                parser.parse_args(["validate", "--help"])
             return _validate_balance(args)
         if args.command == "tune":
             from perfjax.cli_tune import run
@@ -265,9 +372,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `perfjax space sample ... | head` closed the pipe: not an error
         sys.stderr.close()
         return 0
+    except _Terminated:
+        print("perfjax: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("perfjax: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        print(f"perfjax: error: out of memory: the input is too large for this machine"
+              f"{f' ({detail})' if detail else ''}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RecursionError:
+        print("perfjax: error: an input is nested too deeply to read", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        import errno
+        if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EIO,
+                                                          errno.EDQUOT):
+            raise
+        # writing the results to stdout failed (e.g. a full disk): no traceback
+        with contextlib.suppress(OSError, ValueError):
+            print(f"perfjax: error: cannot write the output: {exc.strerror or exc}",
+                  file=sys.stderr)
+        return EXIT_BAD_INPUT
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -12,7 +12,8 @@ from typing import Any
 def register(commands: Any) -> None:
     """Add the ``bench`` command (subcommand ``tabular``) to the CLI's subparsers."""
     from perfjax.bench.tabular import STRATEGIES
-    from perfjax.cli import _Parser, _choices_list, _non_negative_int, _positive_int
+    from perfjax.cli import (_Parser, _choices_list, _non_negative_int, _output_path,
+                             _positive_int)
 
     bench = commands.add_parser("bench", help="benchmark search strategies on real measurements",
                                 description="Benchmark perfjax's search strategies.")
@@ -34,7 +35,8 @@ def register(commands: Any) -> None:
     tabular.add_argument("--bo-options", type=_json_object, default=None, metavar="JSON",
                          help="keyword arguments for the bo strategy, an ablation: e.g. "
                               "'{\"improvement_margin\": 0.0}' (recorded in the report)")
-    tabular.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    tabular.add_argument("--json", metavar="OUT", type=_output_path,
+                         help="also write the report as JSON to OUT")
 
 
 def _json_object(text: str) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 
 from perfjax.errors import WorkloadError
 
+MAX_TOKENS = 2**20  # tokens per step (--batch): beyond any serving batch, and the routing fits
 DEFAULT_STEPS = 12  # generated routing steps (the real data holds 12 layers per decode step)
 
 
@@ -108,6 +109,7 @@ def compare_policies(hw: Any, cfg: Any, routings: list[np.ndarray], devices: int
 
 def register(commands: Any) -> None:
     """Add the ``moe`` subcommand to the CLI's subparsers."""
+    from perfjax.cli import _output_path, _seed
     from perfjax.cli import _positive_int as _positive
     from perfjax.workloads.moe import MODELS, PHASES
 
@@ -133,9 +135,10 @@ def register(commands: Any) -> None:
                      help="PIM internal bandwidth over external (default 4, Aquabolt-XL)")
     moe.add_argument("--pim-attach", choices=("separate", "shared"), default="separate",
                      help="PIM stacks beside the GPU's HBM (default) or in it (bank conflicts)")
-    moe.add_argument("--seed", type=int, default=0)
+    moe.add_argument("--seed", type=_seed, default=0)
     moe.add_argument("--no-sim", action="store_true", help="skip the reference simulator")
-    moe.add_argument("--json", required=True, metavar="OUT", help="write the report here")
+    moe.add_argument("--json", required=True, metavar="OUT", type=_output_path,
+                     help="write the report here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,10 +149,13 @@ def run(args: argparse.Namespace) -> int:
     from perfjax.workloads import moe
 
     cfg = moe.model_config(args.model)
-    if not args.pim_multiple > 0:
-        raise HardwareError(f"--pim-multiple must be positive, got {args.pim_multiple}")
+    if not 0 < args.pim_multiple < float("inf"):
+        raise HardwareError(f"--pim-multiple must be a positive finite number, got "
+                            f"{args.pim_multiple}")
     hw = hardware.check_system(hardware.system(args.gpu, args.pim_multiple, args.pim_attach))
     tokens = args.batch or (256 if args.phase == "decode" else 2048)
+    if tokens > MAX_TOKENS:
+        raise WorkloadError(f"--batch {tokens}: at most {MAX_TOKENS} tokens per step")
     source = routing_steps(args.routing, cfg, tokens, args.phase, args.seed)
     report = compare_policies(hw, cfg, source.steps, args.gpus, args.phase, args.mode,
                               simulate=not args.no_sim, chunks=args.chunks)

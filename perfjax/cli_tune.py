@@ -26,7 +26,7 @@ SUMMARY_FILE = "summary.json"
 def register(commands: Any) -> None:
     """Add the ``tune`` subcommand to the CLI's subparsers ``commands``."""
     from perfjax.bench.kernel_tuning import DEFAULT_WIDTH, KERNELS, STATISTICS
-    from perfjax.cli import _positive_int
+    from perfjax.cli import _output_dir, _positive_int, _seed
 
     tune = commands.add_parser(
         "tune", help="tune a generated C kernel's schedule on a matrix (study, plot, summary)",
@@ -40,10 +40,11 @@ def register(commands: Any) -> None:
     tune.add_argument("--matrix", required=True, metavar="FILE", help="MatrixMarket (.mtx) file")
     tune.add_argument("--budget", type=_positive_int, default=60,
                       help="evaluations, those of a resumed study included (default 60)")
-    tune.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    tune.add_argument("--out", required=True, metavar="DIR", type=_output_dir,
+                      help="output directory")
     tune.add_argument("--strategy", default="bo", choices=("bo", "random"),
                       help="search strategy (default bo)")
-    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--seed", type=_seed, default=0)
     tune.add_argument("--width", type=_positive_int, default=DEFAULT_WIDTH,
                       help=f"K, columns of the dense operands of spmm / sddmm (default "
                            f"{DEFAULT_WIDTH})")
@@ -66,9 +67,16 @@ def run(args: argparse.Namespace) -> int:
     from perfjax.errors import PerfjaxError
     from perfjax.study import Study
 
+    from perfjax.errors import SpaceError
+
     space = scenarios.resolve(args.scenario)
-    objective = KernelObjective(args.kernel, args.matrix, space=space, width=args.width,
-                                repeats=args.repeats, seed=args.seed, statistic=args.statistic)
+    try:
+        objective = KernelObjective(args.kernel, args.matrix, space=space, width=args.width,
+                                    repeats=args.repeats, seed=args.seed,
+                                    statistic=args.statistic)
+    except SpaceError as exc:  # name the scenario as the user wrote it, not its internal name
+        message = str(exc).removeprefix(f"scenario {space.name!r}: ")
+        raise SpaceError(f"scenario {args.scenario}: {message}") from None
     options = {}
     if args.model_prior:
         from perfjax.bench.kernel_tuning import ModelPrior, calibrate_model, check_model_kernel
@@ -84,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
         raise PerfjaxError(f"--out {out}: cannot create the directory: "
                            f"{exc.strerror or exc}") from None
     # Opened here, before any output, so a study of another space fails as one line.
+    measurement = _measurement(args)
     study = Study(out / STUDY_FILE, space=space.to_baco_json(),
-                  metadata={"space_name": space.name})
+                  metadata={"space_name": space.name, **measurement})
     try:
-        default = objective(objective.default_config())
+        _check_resume(study, space, measurement)
         label = f"tune {args.kernel} {Path(args.matrix).stem}"
         with tqdm(total=args.budget, initial=min(len(study), args.budget), desc=label,
                   unit="eval", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -101,11 +110,12 @@ def run(args: argparse.Namespace) -> int:
                           study=study, seed=args.seed, callback=progress, **options)
     finally:
         study.close()
+    default = _default_result(space, objective, result.records)
     summary = _summary(args, result, objective.default_config(), default)
-    _write(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     plot_convergence(result.records, default["value"] if default["valid"] else None,
                      out / PLOT_FILE, title=f"{args.kernel} on {Path(args.matrix).name} "
                                             f"({args.strategy}, seed {args.seed})")
+    _write(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     best, base = summary["best_seconds"], summary["default_seconds"]
     print(f"evaluations  {summary['evaluations']} ({summary['valid_evaluations']} valid)")
     print(f"default      {_ms(base)}" + ("" if default["valid"] else
@@ -115,6 +125,54 @@ def run(args: argparse.Namespace) -> int:
         print(f"speedup      {summary['speedup']:.3g}x over the default schedule")
     print(f"wrote        {out / STUDY_FILE}, {out / PLOT_FILE}, {out / SUMMARY_FILE}")
     return 0
+
+
+# What a study's values depend on besides the configuration: resuming a study with any of
+# these changed would mix measurements of different experiments.
+MEASUREMENT_KEYS = ("kernel", "matrix_sha256", "width", "repeats", "statistic")
+
+
+def _measurement(args: argparse.Namespace) -> dict:
+    import hashlib
+    digest = hashlib.sha256()
+    with open(args.matrix, "rb") as handle:  # read_matrix above has checked the file
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"kernel": args.kernel, "matrix": str(args.matrix),
+            "matrix_sha256": digest.hexdigest(), "width": args.width, "repeats": args.repeats,
+            "statistic": args.statistic}
+
+
+def _check_resume(study, space, measurement: dict) -> None:
+    """Refuse to resume a study measured differently (another matrix, kernel, width, repeats or
+    statistic) or holding configurations outside the space, before anything is measured."""
+    from perfjax.errors import PerfjaxError, SpaceError
+    stored = study.header["metadata"]
+    changed = [key for key in MEASUREMENT_KEYS
+               if key in stored and stored[key] != measurement[key]]
+    if changed:
+        what = ", ".join(f"{key} {stored[key]!r} -> {measurement[key]!r}" for key in changed
+                         if key != "matrix_sha256")
+        if "matrix_sha256" in changed:
+            what = ", ".join(filter(None, [f"another matrix ({stored.get('matrix')} -> "
+                                           f"{measurement['matrix']}, contents differ)", what]))
+        raise PerfjaxError(f"{study.path}: this study was measured with different settings "
+                           f"({what}); use another --out to start a new study")
+    if len(study):
+        try:
+            space.from_dicts([r.config for r in study.records])
+        except SpaceError as exc:
+            raise PerfjaxError(f"{study.path}: {exc}") from None
+
+
+def _default_result(space, objective, records: list) -> dict:
+    """The default schedule's result: its evaluation in the study when there is one (so best and
+    default come from the same kind of measurement), else a measurement now."""
+    default = space.to_dicts(space.from_dicts([objective.default_config()]))[0]
+    for record in records:
+        if record.valid and space.to_dicts(space.from_dicts([record.config]))[0] == default:
+            return {"value": record.values.get("value"), "valid": True}
+    return objective(objective.default_config())
 
 
 def _ms(seconds: float | None) -> str:
@@ -149,7 +207,6 @@ def plot_convergence(records: list, default_seconds: float | None, path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from perfjax.errors import PerfjaxError
 
     steps = list(range(1, len(records) + 1))
     values = [r.values.get("value", math.nan) * 1e3 if r.valid else math.nan for r in records]
@@ -174,17 +231,15 @@ def plot_convergence(records: list, default_seconds: float | None, path: Path,
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    import io
+    buffer = io.BytesIO()
     try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise PerfjaxError(f"cannot write {path}: {exc.strerror or exc}") from None
+        fig.savefig(buffer, dpi=110, format="png")
     finally:
         plt.close(fig)
+    _write(Path(path), buffer.getvalue())
 
 
 def _write(path: Path, data: bytes) -> None:
-    from perfjax.errors import PerfjaxError
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise PerfjaxError(f"cannot write {path}: {exc.strerror or exc}") from None
+    from perfjax.cli import write_atomic
+    write_atomic(path, data)

@@ -81,9 +81,12 @@ def test_cli_writes_the_report_and_bad_input_is_one_line(tmp_path, capsys):
                      ",".join(strategies), "--seeds", "2", "--budget", "12", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["table"] == "t" and set(report["strategies"]) == set(strategies)
+    assert (report["seeds"], report["first_seed"], report["budget"]) == (2, 0, 12)
     for row in report["strategies"].values():
-        assert set(row["quality"]) == {"10"}  # budgets beyond 12 are not reported
-        assert 0 < row["quality"]["10"] <= 1 and row["seconds_per_suggestion"] >= 0
+        # the standard budgets up to 12, and the run's own budget (beyond 12: not reported)
+        assert set(row["quality"]) == {"10", "12"}
+        assert 0 < row["quality"]["10"] <= row["quality"]["12"] <= 1
+        assert row["seconds_per_suggestion"] >= 0
     capsys.readouterr()  # the run's progress lines
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     assert cli.main(["bench", "tabular", str(tmp_path / "bad.csv")]) == 2

@@ -272,6 +272,40 @@ def test_cli_tune_writes_study_plot_summary_and_resumes(tmp_path, capsys):
     assert main(other) == 2  # DIR holds a study of another space: refused before any output
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "differs" in err, err
+    # the same space measured differently would mix experiments: refused, the study untouched
+    matrix_b = tmp_path / "b.mtx"
+    scipy.io.mmwrite(matrix_b, powerlaw_rows(300, 300, 2400, seed=3))
+    for position, value, words in ((5, str(matrix_b), "another matrix"),
+                                   (13, "8", "width 4 -> 8"), (15, "5", "repeats 3 -> 5")):
+        changed = list(args)
+        changed[position] = value
+        assert main(changed) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err and "another --out" in err, err
+    assert _study_values(out / "study.jsonl") == second
+    # a record outside the space (edited by hand) is named with the study file, before any run
+    lines = (out / "study.jsonl").read_text().splitlines()
+    record = json.loads(lines[1])
+    record["config"]["chunk_size"] = -999
+    (out / "study.jsonl").write_text("\n".join([lines[0], json.dumps(record)] + lines[2:]) + "\n")
+    assert main(args[:7] + ["7"] + args[8:]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "study.jsonl" in err and "-999" in err, err
+
+
+def test_cli_tune_speedup_compares_study_measurements(tmp_path, capsys):
+    """With the default schedule in the study (bo tries it first), the summary's default time is
+    that evaluation: best == default gives speedup exactly 1, never a re-timing's noise."""
+    matrix = tmp_path / "m.mtx"
+    scipy.io.mmwrite(matrix, powerlaw_rows(200, 200, 1200, seed=5))
+    out = tmp_path / "out"
+    assert main(["tune", "builtin:kernel-spmv", "--kernel", "spmv", "--matrix", str(matrix),
+                 "--budget", "1", "--out", str(out), "--repeats", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_config"] == summary["default_config"]
+    assert summary["default_seconds"] == summary["best_seconds"] == _study_values(
+        out / "study.jsonl")[0][0]
+    assert summary["speedup"] == 1.0
 
 
 @pytest.mark.parametrize("change, words", [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,34 +76,49 @@ class TabularProblem:
         return {"value": value if ok else math.nan, "valid": ok, "row": row}
 
 
+_PERMUTATION_TEXT = re.compile(r"\(\s*\d+(\s*,\s*\d+)*\s*,?\s*\)|\[\s*\d+(\s*,\s*\d+)*\s*\]"
+                               r"|\d+((\s*,\s*|\s+)\d+)*")
+
+
 def load_table(path: str | Path) -> TabularProblem:
     """Read a bacobench CSV table into a :class:`TabularProblem` (errors name the file)."""
     import pandas as pd
 
     from perfjax.space import Ordinal, Permutation, Space
 
+    import warnings
+
     path = Path(path)
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise PerfjaxError(f"{path}: cannot read table: {exc}") from None
+        with warnings.catch_warnings():
+            # rows with more fields than the header: an error, not a silent index column
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, index_col=False)
+    except (OSError, ValueError, pd.errors.ParserWarning) as exc:
+        raise PerfjaxError(f"{path}: cannot read table: {' '.join(str(exc).split())}") from None
     if "compute_time" not in frame.columns:
         raise PerfjaxError(f"{path}: no compute_time column (columns: {list(frame.columns)})")
     parameters = [c for c in frame.columns if c not in MEASUREMENT_COLUMNS]
     if not parameters:
         raise PerfjaxError(f"{path}: no parameter columns")
-    try:
-        compute_time = pd.to_numeric(frame["compute_time"], errors="coerce").to_numpy(float)
-    except (TypeError, ValueError) as exc:
-        raise PerfjaxError(f"{path}: compute_time is not numeric: {exc}") from None
+    compute_time = pd.to_numeric(frame["compute_time"], errors="coerce").to_numpy(float)
+    garbled = np.nonzero(np.isnan(compute_time) & frame["compute_time"].notna().to_numpy())[0]
+    if len(garbled):  # empty cells are failed runs; text is a malformed table
+        raise PerfjaxError(f"{path}: compute_time of data row {int(garbled[0]) + 1} is not a "
+                           f"number: {frame['compute_time'].iloc[garbled[0]]!r}")
     if not (np.isfinite(compute_time) & (compute_time > 0)).any():
         raise PerfjaxError(f"{path}: no row has a valid (positive) compute_time")
     params, ordinals, ranks, scales, perms = {}, [], [], [], None
     try:
         for column in parameters:
             if column == PERMUTATION_COLUMN:
-                rows = [tuple(int(v) for v in str(s).strip("()[] ").replace(",", " ").split())
-                        for s in frame[column]]
+                text = [str(s).strip() for s in frame[column]]
+                bad = [t for t in text if not _PERMUTATION_TEXT.fullmatch(t)]
+                if bad:
+                    raise PerfjaxError(f"{path}: column {column!r}: {bad[0]!r} is not a loop "
+                                       f"order such as '(0, 2, 1)'")
+                rows = [tuple(int(v) for v in t.strip("()[] ").replace(",", " ").split())
+                        for t in text]
                 n = len(rows[0])
                 perms = np.asarray(rows, dtype=np.int64)
                 if perms.ndim != 2 or not (np.sort(perms, axis=1) == np.arange(n)).all():
@@ -258,8 +274,9 @@ def benchmark(path: str | Path, strategies: Sequence[str] = STRATEGIES, seeds: i
             raise
         except (TypeError, ValueError) as exc:
             raise SpaceError(f"strategy {name!r}: bad options {kwargs}: {exc}") from None
-    budgets = [b for b in budgets if b <= budget] or [budget]
-    report: dict[str, Any] = {"table": problem.name, "strategies": {}}
+    budgets = sorted({b for b in budgets if b <= budget} | {budget})  # the run's own budget too
+    report: dict[str, Any] = {"table": problem.name, "strategies": {}, "seeds": seeds,
+                              "first_seed": first_seed, "budget": budget}
     for name in strategies:
         runs = []
         for seed in range(first_seed, first_seed + seeds):

@@ -29,6 +29,8 @@ def load_scenario(source: Any) -> tuple[dict, str]:
         label, text = "<json text>", source
     elif isinstance(source, (str, os.PathLike)):
         label = str(source)
+        if not label.strip():
+            raise SpaceError("scenario path is empty")
         try:
             text = Path(source).read_text()
         except (OSError, UnicodeDecodeError) as exc:
@@ -41,6 +43,8 @@ def load_scenario(source: Any) -> tuple[dict, str]:
     except json.JSONDecodeError as exc:
         raise SpaceError(f"scenario {label}: not valid JSON (line {exc.lineno}, column "
                          f"{exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise SpaceError(f"scenario {label}: JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise SpaceError(f"scenario {label}: the top level must be a JSON object")
     return data, label

@@ -30,6 +30,7 @@ from perfjax.errors import SpaceError
 # Finite domains up to this many values are enumerated (filtered against constraints value by
 # value); larger ones are sampled through random candidates like real parameters.
 ENUMERATE_LIMIT = 1 << 16
+INTEGER_LIMIT = 2**62  # integer bounds: hi - lo + 1 must fit the int64 sampler
 
 _PRIOR_NAMES = ("uniform", "gaussian", "exponential", "decay", "estimate", "custom_gaussian")
 
@@ -218,6 +219,8 @@ class Integer(Parameter):
                 raise self.fail(f"{what} must be an integer, got {v!r}")
         object.__setattr__(self, "lo", int(self.lo))
         object.__setattr__(self, "hi", int(self.hi))
+        if max(abs(self.lo), abs(self.hi)) > INTEGER_LIMIT:
+            raise self.fail(f"bounds [{self.lo}, {self.hi}] exceed +-2^62 (64-bit sampling)")
         if self.lo > self.hi:
             raise self.fail(f"min {self.lo} > max {self.hi}")
         if self.log and self.lo <= 0:
@@ -430,7 +433,7 @@ class Permutation(Parameter):
         object.__setattr__(self, "default", None if default is None else tuple(self.to_entry(default)))
 
     def size(self) -> float:
-        return float(math.factorial(self.n))
+        return float(math.factorial(self.n)) if self.n <= 170 else math.inf  # 171! > max float
 
     def bounds(self) -> tuple[float, float]:
         return 0.0, float(self.n - 1)

@@ -277,6 +277,7 @@ def validate(matrices: dict, settings: Settings = Settings(),
     overlap = set(calibration) & set(matrices)
     if overlap:
         raise PerfjaxError(f"calibration and scored matrices overlap: {sorted(overlap)}")
+    check_workers(matrices, settings)
     fitted = calibrate_on(calibration, settings, progress)
     rows = [r for name, m in matrices.items() for r in measure_matrix(name, m, settings, progress)]
     per_matrix = score(rows, fitted)
@@ -297,6 +298,22 @@ def validate(matrices: dict, settings: Settings = Settings(),
                         "residual": fitted.residual},
         "parallel": parallel,
     }
+
+
+def check_workers(matrices: dict, settings: Settings) -> None:
+    """Before anything is measured: every strategy must split every matrix among the largest
+    worker count (P larger than a matrix's rows or nonzeros is a WorkloadError naming both)."""
+    from perfjax.schedulers import partition as partitioner
+
+    workers = max(settings.workers)
+    for name, matrix in matrices.items():
+        for strategy in settings.strategies:
+            try:
+                partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
+            except WorkloadError as exc:
+                raise WorkloadError(f"matrix {name} ({matrix.shape[0]} rows, {matrix.nnz} "
+                                    f"nonzeros): {strategy} cannot split it among {workers} "
+                                    f"workers ({exc}); lower --workers") from None
 
 
 def load_matrices(directory: str | Path) -> dict:

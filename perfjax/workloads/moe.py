@@ -109,18 +109,38 @@ def read_trace(path: str | Path) -> RoutingTrace:
     ``top_k``) and check its shape and expert ids."""
     path = Path(path)
     try:
-        with np.load(path) as archive:
+        archive = np.load(path)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = ("not a .npz archive" if "pickle" in str(exc) else str(exc))
+        raise WorkloadError(f"routing trace {path}: cannot read ({reason})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise WorkloadError(f"routing trace {path}: a single array, expected a .npz archive with "
+                            f"arrays experts, num_experts and top_k")
+    try:
+        with archive:
             missing = [k for k in ("experts", "num_experts", "top_k") if k not in archive]
             if missing:
                 raise WorkloadError(f"routing trace {path}: missing array(s) {', '.join(missing)}")
             experts = np.asarray(archive["experts"])
             num_experts = int(archive["num_experts"])
             top_k = int(archive["top_k"])
+            weights = np.asarray(archive["weights"]) if "weights" in archive else None
     except WorkloadError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, TypeError, EOFError) as exc:
         raise WorkloadError(f"routing trace {path}: cannot read ({exc})") from None
     _check_routing(experts, num_experts, top_k, f"routing trace {path}")
+    ordered = np.sort(experts, axis=1)
+    repeated = np.nonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))[0]
+    if len(repeated):
+        raise WorkloadError(f"routing trace {path}: token {int(repeated[0])} lists an expert more "
+                            f"than once (a token's top_k experts are distinct)")
+    if weights is not None and (weights.shape != experts.shape
+                                or not np.issubdtype(weights.dtype, np.number)
+                                or not np.isfinite(weights).all()):
+        raise WorkloadError(f"routing trace {path}: gate weights must be finite numbers shaped "
+                            f"like experts {list(experts.shape)}, got {list(weights.shape)} "
+                            f"{weights.dtype}")
     return RoutingTrace(experts.astype(np.int64), num_experts, top_k, _phase_of(path), str(path))
 
 

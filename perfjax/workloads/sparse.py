@@ -31,6 +31,7 @@ def read_matrix(path: str | Path, *, allow_empty: bool = False) -> sp.csr_array:
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"matrix file {path}: no such file")
+    _check_header(path)
     try:
         loaded = scipy.io.mmread(path)
     except Exception as exc:  # scipy raises ValueError, IndexError, ... on malformed files
@@ -44,7 +45,32 @@ def read_matrix(path: str | Path, *, allow_empty: bool = False) -> sp.csr_array:
         raise WorkloadError(f"matrix file {path}: shape {matrix.shape} has no rows or columns")
     if matrix.nnz == 0 and not allow_empty:
         raise WorkloadError(f"matrix file {path}: the matrix has no nonzero")
+    if not np.isfinite(matrix.data).all():
+        bad = int(np.count_nonzero(~np.isfinite(matrix.data)))
+        raise WorkloadError(f"matrix file {path}: {bad} value(s) are NaN or infinite")
     return matrix
+
+
+MAX_DIMENSION = 2**31 - 1  # rows / columns: the generated kernels index with 32-bit integers
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, before reading the entries, what no kernel here can take: complex values, a
+    symmetric header on a non-square matrix, dimensions beyond 32-bit indices."""
+    try:
+        rows, cols, _, _, field, symmetry = scipy.io.mminfo(path)
+    except Exception as exc:  # a malformed banner or size line
+        raise WorkloadError(f"matrix file {path}: not a readable MatrixMarket matrix "
+                            f"({type(exc).__name__}: {exc})") from None
+    if field == "complex":
+        raise WorkloadError(f"matrix file {path}: complex values are not supported (real, "
+                            f"integer or pattern matrices only)")
+    if symmetry != "general" and rows != cols:
+        raise WorkloadError(f"matrix file {path}: declared {symmetry} but not square "
+                            f"({rows} x {cols})")
+    if max(rows, cols) > MAX_DIMENSION:
+        raise WorkloadError(f"matrix file {path}: {rows} x {cols} exceeds the largest supported "
+                            f"dimension ({MAX_DIMENSION})")
 
 
 @dataclass(frozen=True)
