@@ -230,3 +230,13 @@ def test_bench_tabular_refuses_garbled_tables(tmp_path, capsys):
     path.write_text("a,compute_time\n1,\n2,-1\n3,0\n4,2.0\n")
     assert cli.main(["bench", "tabular", str(path), "--strategies", "random", "--seeds", "1",
                      "--budget", "4"]) == 0
+
+
+def test_kernel_scenarios_cap_the_thread_count():
+    from perfjax.bench.kernel_tuning import MAX_THREADS, check_space
+    from perfjax.errors import SpaceError
+    from perfjax.space import Ordinal, Space
+
+    check_space("spmv", Space({"omp_num_threads": Ordinal([1, MAX_THREADS])}))
+    with pytest.raises(SpaceError, match=f"value\\(s\\) 100000 .* allowed: 1..{MAX_THREADS}"):
+        check_space("spmv", Space({"omp_num_threads": Ordinal([2, 100000])}))

@@ -61,6 +61,9 @@ def space(kernel: str) -> Space:
     return Space.from_baco_json(scenario(kernel))
 
 
+MAX_THREADS = 1024  # OpenMP threads per run: libgomp crashes creating ~1e5 (measured: SIGSEGV)
+
+
 def _check_kernel(kernel: Any) -> str:
     if kernel not in KERNELS:
         raise SpaceError(f"unknown kernel {kernel!r} (known: {', '.join(KERNELS)})")
@@ -92,11 +95,13 @@ def check_space(kernel: str, space: Space) -> None:
         if name in allowed:
             bad = [v for v in values if v not in allowed[name]]
         else:  # chunk sizes and thread counts
-            bad = [v for v in values if float(v) != int(v) or int(v) < 1]
+            bad = [v for v in values if float(v) != int(v) or int(v) < 1
+                   or name == "omp_num_threads" and int(v) > MAX_THREADS]
         if bad:
+            limit = f"1..{MAX_THREADS}" if name == "omp_num_threads" else None
             raise SpaceError(f"scenario {space.name!r}: parameter {name} has value(s) "
                              f"{', '.join(map(repr, bad))} the {kernel} kernel cannot run "
-                             f"(allowed: {_allowed_text(allowed.get(name))})")
+                             f"(allowed: {limit or _allowed_text(allowed.get(name))})")
 
 
 def _allowed_text(allowed: tuple | None) -> str:
