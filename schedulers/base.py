@@ -55,14 +55,24 @@ def batch_to_configs(space, batch: Mapping[str, Any]) -> list[dict]:
 
 
 def check_tell(configs: Sequence[Mapping], results: Sequence[Mapping]) -> list[tuple[float, bool]]:
-    """Validate ``tell`` arguments; return (value, valid) pairs with invalid values as nan."""
+    """Validate ``tell`` arguments; return (value, valid) pairs with invalid values as nan.
+    A result is a dict with a 'value' (and optionally 'valid') or, as an objective may return
+    to ``perfjax.tune``, a plain number (nan / inf: a failed evaluation)."""
     if len(configs) != len(results):
         raise SpaceError(f"tell: {len(configs)} configurations but {len(results)} results")
     out = []
     for i, result in enumerate(results):
+        if isinstance(result, (int, float, np.integer, np.floating)) and not isinstance(result,
+                                                                                        bool):
+            result = {"value": result}
         if not isinstance(result, Mapping) or "value" not in result:
-            raise SpaceError(f"tell: result {i} must be a dict with a 'value', got {result!r}")
-        value = float(result["value"])
+            raise SpaceError(f"tell: result {i} must be a number or a dict with a 'value', "
+                             f"got {result!r}")
+        try:
+            value = float(result["value"])
+        except (TypeError, ValueError):
+            raise SpaceError(f"tell: result {i}: 'value' must be a number, "
+                             f"got {result['value']!r}") from None
         valid = bool(result.get("valid", True)) and math.isfinite(value)
         out.append((value if valid else math.nan, valid))
     return out

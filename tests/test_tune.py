@@ -160,3 +160,19 @@ def test_a_killed_run_resumes_from_its_study_with_nothing_lost_or_repeated(tmp_p
     keys = [(r.config["tile"], r.config["unroll"], tuple(r.config["order"])) for r in after]
     assert len(set(keys)) == budget  # the replayed strategy does not repeat them either
     assert result.best_value == min(tune_kill_worker.objective(r.config) for r in after)
+
+
+def test_tell_takes_plain_numbers_like_tune_objectives_return():
+    from perfjax.schedulers.base import check_tell
+
+    configs = [{}] * 4
+    assert check_tell(configs, [1.5, {"value": 2.0}, float("nan"), np.float32(3.0)])[:2] == [
+        (1.5, True), (2.0, True)]
+    value, valid = check_tell(configs, [1.5, 2.0, float("nan"), 3.0])[2]
+    assert math.isnan(value) and not valid
+    with pytest.raises(SpaceError, match="result 0 must be a number or a dict"):
+        check_tell([{}], ["fast"])
+    with pytest.raises(SpaceError, match="result 0: 'value' must be a number"):
+        check_tell([{}], [{"value": "fast"}])
+    with pytest.raises(SpaceError, match="result 0 must be a number"):
+        check_tell([{}], [True])
