@@ -293,13 +293,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename,
     so a kill mid-write never leaves a half-written file; failures raise PerfjaxError."""
     import os
-    import tempfile
+    import uuid
     from perfjax.errors import PerfjaxError
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
+        # a fresh name opened exclusively (not mkstemp, whose 0600 mode would outlive the rename:
+        # the report gets the permissions the umask gives any new file)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+        with open(tmp, "xb") as handle:
             handle.write(data)
         os.replace(tmp, path)
         tmp = None
@@ -331,9 +333,24 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status. One-line warnings and SIGTERM handling
+    are installed for the command's duration only (``main`` may run inside a notebook or test)."""
     import signal
     import warnings
 
+    shown, terminate = warnings.showwarning, None
+    warnings.showwarning = _one_line_warning
+    with contextlib.suppress(ValueError):  # not the main thread: keep the default
+        terminate = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = shown
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -346,9 +363,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"perfjax {command} --help)", file=sys.stderr)
             return EXIT_BAD_INPUT
     from perfjax.errors import PerfjaxError
-    warnings.showwarning = _one_line_warning
-    with contextlib.suppress(ValueError):  # not the main thread: keep the default
-        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "space":
             return {"check": _space_check, "sample": _space_sample}[args.space_command](args)

@@ -240,3 +240,16 @@ def test_kernel_scenarios_cap_the_thread_count():
     check_space("spmv", Space({"omp_num_threads": Ordinal([1, MAX_THREADS])}))
     with pytest.raises(SpaceError, match=f"value\\(s\\) 100000 .*allowed: 1..{MAX_THREADS}"):
         check_space("spmv", Space({"omp_num_threads": Ordinal([2, 100000])}))
+
+
+def test_main_restores_warning_display_and_sigterm_and_reports_keep_the_umask(scenario,
+                                                                              tmp_path):
+    import os
+    shown, handler = warnings.showwarning, signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "report.json"
+    assert cli.main(["space", "check", str(scenario), "--samples", "50", "--json",
+                     str(out)]) == 0
+    assert warnings.showwarning is shown and signal.getsignal(signal.SIGTERM) is handler
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
