@@ -39,6 +39,17 @@ def _int_at_least(minimum: int, what: str):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
+MAX_SAMPLES = 10**7  # configurations one space command samples (a batch of them is in memory)
+
+
+def _sample_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SAMPLES} configurations per call, got "
+                                         f"{text} (run several seeds for more)")
+    return value
+
+
 MAX_SEED = 2**31 - 1 - 2**20  # room for the seed + i offsets the commands derive per run / step
 
 
@@ -126,7 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Validate a scenario, estimate the fraction of its configurations that meet "
                     "the constraints, and measure feasible sampling throughput.")
     check.add_argument("scenario", metavar="SCENARIO")
-    check.add_argument("--samples", type=_positive_int, default=100_000,
+    check.add_argument("--samples", type=_sample_count, default=100_000,
                        help="configurations to sample for the estimates (default 100000)")
     check.add_argument("--seed", type=_seed, default=0)
     check.add_argument("--json", metavar="OUT", type=_output_path,
@@ -137,7 +148,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Write N feasible configurations as JSON lines (one dict per line keyed by "
                     "parameter name; permutations as lists) to stdout.")
     sample.add_argument("scenario", metavar="SCENARIO")
-    sample.add_argument("-n", type=_positive_int, required=True, help="how many configurations")
+    sample.add_argument("-n", type=_sample_count, required=True,
+                        help=f"how many configurations (at most {MAX_SAMPLES})")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--prior", action="store_true",
                         help="draw from the parameters' priors instead of uniformly")

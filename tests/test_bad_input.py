@@ -126,6 +126,8 @@ def status_of(argv: list[str]) -> int:
     (["space", "check", "{s}", "--json", "{s}/x.json"], "s.json is not a directory"),
     (["space", "check", "{t}"], "cannot read it"),
     (["space", "check", ""], "scenario path is empty"),
+    (["space", "sample", "{s}", "-n", "100000000000000"], "at most 10000000 configurations"),
+    (["space", "check", "{s}", "--samples", "20000000"], "at most 10000000 configurations"),
     (["space"], "space: missing subcommand"),
     (["validate"], "validate: missing subcommand"),
     ([], "missing command"),
