@@ -162,7 +162,8 @@ def unembed(space, features: Any, permutation: str | None = None) -> dict:
 # ------------------------------------------------------------------------------ relaxation
 
 def relax(space, batch: Mapping[str, Any]) -> dict:
-    """A batch as unconstrained reals (see module docstring); ``round(relax(b)) == b``."""
+    """A batch as unconstrained reals (see module docstring); ``round(relax(b))`` equals ``b``
+    (log-scaled reals up to float rounding, ~1e-15 relative)."""
     batch = space.check_batch(batch)
     out = {}
     for name, param in space.params.items():
