@@ -362,3 +362,31 @@ def test_relaxed_work_is_exact_at_row_ends_and_differentiable():
     assert np.allclose(nnz, np.diff([0, matrix.indptr[11], matrix.indptr[101], matrix.nnz]))
     grad = jax.grad(lambda d: jnp.max(balance.relaxed_work(lengths, d)[1]))(diagonals + 0.5)
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_dynamic_chunks_packed_lanes_match_the_partitioner_on_many_matrix_sizes():
+    """The greedy scan packs several matrices' chunk sequences into one lane (keys reset where a
+    matrix starts): every matrix's owners must equal its own greedy assignment."""
+    rows = [300, 40, 25, 260, 120, 10, 90, 300, 9]
+    mats = [sparse.powerlaw_rows(n, n, 6 * n, alpha=1.2, seed=i) for i, n in enumerate(rows)]
+    stacked = sparse.stack_stats([sparse.stats(m) for m in mats])
+    lanes, packs = balance._lane_packing(tuple(rows), max(rows), (1, 7))
+    assert 2 <= lanes < len(rows)  # some lanes hold several matrices
+    for chunk, (matrix, index, used, reset, step_of, lane_of) in zip((1, 7), packs):
+        matrix, index, used = np.asarray(matrix), np.asarray(index), np.asarray(used)
+        for m, n in enumerate(rows):  # each chunk of m once, in order, in m's lane
+            k = -(-n // chunk)
+            steps = np.asarray(step_of)[m, :k]
+            lane = int(np.asarray(lane_of)[m])
+            assert np.array_equal(np.diff(steps), np.ones(k - 1))
+            assert (matrix[steps, lane] == m).all() and (index[steps, lane] == np.arange(k)).all()
+            assert used[steps, lane].all() and np.asarray(reset)[steps[0], lane]
+        assert used.sum() == sum(-(-n // chunk) for n in rows)
+    workers, chunks = [1, 2, 3, 8], [1, 7]
+    features = np.asarray(balance.grid_features(stacked, ["dynamic_chunks"], workers, chunks, 8))
+    for m, matrix in enumerate(mats):
+        for w, count in enumerate(workers):
+            for c, chunk in enumerate(chunks):
+                items = partition.partition("dynamic_chunks", matrix, count, chunk=chunk).items()
+                model = features[m, 0, w, c, :count, 0] + features[m, 0, w, c, :count, 1]
+                assert np.array_equal(model, items), (m, count, chunk)

@@ -291,8 +291,8 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     counters equal ``worker_work``'s exactly; the computation is organized for throughput: the
     split diagonals of all worker counts go through one binary search per matrix, static chunks
     are a strided sum per worker count, and dynamic chunks one greedy scan for all matrices and
-    worker counts together (int32 keys when the matrices are small enough: ``prepare`` records
-    their size). Each strategy is its own compiled program; their outputs are concatenated.
+    worker counts together, the matrices' chunk sequences packed end to end into a few lanes
+    (int32 keys when the matrices are small enough: ``prepare`` records their size). Each strategy is its own compiled program; their outputs are concatenated.
     ``cost=None`` returns the counters unpriced instead (``grid_features``).
     """
     names = list(strategies)
@@ -313,10 +313,61 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     # One compiled program per strategy, joined by a small jitted concatenation: measured on 15
     # real matrices x 7 worker counts, the five strategies in one program took 12-14 ms with the
     # miss terms (4.8 ms without), five programs 7.0 ms (4.4 ms).
-    parts = [_grid_program((code,), workers_t, chunks_t, max_workers, cost is None, bits)(
-        grid.indptr, grid.ends, grid.n_rows, grid.miss_prefix, grid.row_misses, cost)
-        for code in codes]
+    parts = []
+    for code in codes:
+        lanes, packs = 0, ()
+        if code == STRATEGY_CODES["dynamic_chunks"]:
+            rows = tuple(int(r) for r in np.asarray(grid.n_rows))
+            lanes, packs = _lane_packing(rows, grid.indptr.shape[1] - 1, chunks_t)
+        parts.append(_grid_program((code,), workers_t, chunks_t, max_workers, cost is None, bits,
+                                   lanes)(grid.indptr, grid.ends, grid.n_rows, grid.miss_prefix,
+                                          grid.row_misses, cost, packs))
     return parts[0] if len(parts) == 1 else _join_strategies(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _lane_packing(rows: tuple, padded: int, chunks: tuple) -> tuple[int, tuple]:
+    """How dynamic chunks' greedy scan packs the matrices' chunk sequences end to end into
+    ``lanes`` lanes (first fit, largest matrix first, each lane holding at most ``padded`` rows),
+    so the scan runs ceil(padded / chunk) + matrices steps over a few lanes instead of one lane
+    per matrix. Per chunk size: (matrix [S, lanes], chunk [S, lanes], step in use [S, lanes], keys
+    reset [S, lanes], step of each matrix's chunk k [matrices, K], lane of each matrix
+    [matrices]) as numpy index arrays. Steps past a lane's last chunk carry empty chunks."""
+    order = sorted(range(len(rows)), key=lambda m: -rows[m])
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for m in order:
+        for b, free in enumerate(room):
+            if rows[m] <= free:
+                bins[b].append(m)
+                room[b] -= rows[m]
+                break
+        else:
+            bins.append([m])
+            room.append(padded - rows[m])
+    lane_of = np.zeros(len(rows), np.int64)
+    for b, members in enumerate(bins):
+        lane_of[members] = b
+    packs = []
+    for chunk in chunks:
+        count = -(-padded // chunk)  # chunks per matrix in the unpacked layout (K)
+        steps = count + len(rows)  # >= sum over a lane of ceil(rows / chunk)
+        matrix = np.zeros((steps, len(bins)), np.int64)
+        index = np.zeros((steps, len(bins)), np.int64)
+        used = np.zeros((steps, len(bins)), bool)
+        reset = np.zeros((steps, len(bins)), bool)
+        step_of = np.zeros((len(rows), count), np.int64)
+        for b, members in enumerate(bins):
+            t = 0
+            for m in members:
+                k = -(-rows[m] // chunk)
+                matrix[t:t + k, b], index[t:t + k, b], used[t:t + k, b] = m, np.arange(k), True
+                reset[t, b] = True
+                step_of[m, :k] = np.arange(t, t + k)  # chunks past the end: empty, any step
+                t += k
+        packs.append(tuple(jnp.asarray(a) for a in (matrix, index, used, reset, step_of,
+                                                     lane_of)))
+    return len(bins), tuple(packs)
 
 
 @jax.jit
@@ -365,7 +416,7 @@ def _chunk_bounds(n_rows: jax.Array, padded: int, chunk: int) -> tuple[jax.Array
 # One program per strategy x worker tuple x chunk tuple x key width: room for 64 grids of five.
 @functools.lru_cache(maxsize=320)
 def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
-                  counters_only: bool = False, key_bits: int = 64):
+                  counters_only: bool = False, key_bits: int = 64, lanes: int = 0):
     P = np.asarray(workers, dtype=np.int64)  # [W]
     W, C = len(workers), len(chunks)
     p = np.arange(max_workers + 1, dtype=np.int64)
@@ -380,36 +431,43 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
 
     dynamic_chunk_sizes = chunks if 2 in codes else ()
 
-    def greedy_owners(indptr, n_rows):
+    def greedy_owners(indptr, n_rows, packs):
         """Dynamic chunks' owners [matrices, chunks, W] for every chunk size, all matrices and
         worker counts in one greedy scan each: chunks in order, each to the least loaded worker
         (lowest id on ties). Loads and worker id share one key (load * max_workers + id, unique
         per worker), so a plain min finds the worker. Keys are laid out [max_workers, lanes],
-        lane = (worker count, matrix), so every step is a min over rows of contiguous lane
-        vectors, vectorized across lanes; with int32 keys where ``key_bits`` allows, the chain
-        runs ~2x faster than per-matrix int64 [W, max_workers] keys (measured on 15 real
-        matrices, 7 worker counts)."""
+        lane = (worker count, packed lane), so every step is a min over rows of contiguous lane
+        vectors, vectorized across lanes. A packed lane runs several matrices' chunk sequences
+        one after another (``_lane_packing``; the keys reset where a matrix starts), so the
+        scan's width follows the matrices' total rows, not their count times the largest (15
+        real matrices: 4 lanes instead of 15). int32 keys where ``key_bits`` allows (~2x faster
+        than int64, measured)."""
         kd = jnp.int32 if key_bits == 32 else jnp.int64
-        matrices, padded = indptr.shape[0], indptr.shape[1] - 1
+        padded = indptr.shape[1] - 1
         idle = _idle_load(key_bits, max_workers)  # workers beyond P: never the minimum
         ids = np.arange(max_workers)[:, None]
         keys0 = np.where(active.T, 0, idle) * max_workers + ids  # [maxP, W]
-        keys0 = jnp.asarray(np.repeat(keys0, matrices, axis=1), dtype=kd)  # lane w * M + m
+        keys0 = jnp.asarray(np.repeat(keys0, lanes, axis=1), dtype=kd)  # lane w * lanes + b
         owners = []
-        for chunk in dynamic_chunk_sizes:
+        for chunk, (matrix, index, used, reset, step_of, lane_of) in zip(dynamic_chunk_sizes,
+                                                                          packs):
             start, stop = _chunk_bounds(n_rows, padded, chunk)  # [M, K]
-            count = start.shape[-1]
             work = (stop - start) + (jnp.take_along_axis(indptr, stop, axis=1)
                                      - jnp.take_along_axis(indptr, start, axis=1))
-            size = jnp.tile(jnp.where(stop > start, work, 0).T.astype(kd), (1, W))  # [K, W*M]
+            work = jnp.where(stop > start, work, 0).astype(kd)
+            packed = jnp.where(used, work[matrix, index], 0)  # [steps, lanes]
+            size = jnp.tile(packed, (1, W))  # [steps, W * lanes]
+            fresh = jnp.tile(reset, (1, W))
 
-            def step(keys, chunk_size):
+            def step(keys, inputs):
+                chunk_size, restart = inputs
+                keys = jnp.where(restart[None, :], keys0, keys)
                 least = jnp.min(keys, axis=0, keepdims=True)
                 return keys + jnp.where(keys == least, chunk_size[None, :] * max_workers, 0), least[0]
 
-            _, least = jax.lax.scan(step, keys0, size, unroll=8)  # [K, W*M]
-            owners.append(jnp.moveaxis((least % max_workers).astype(jnp.int64)
-                                       .reshape(count, W, matrices), 2, 0))  # [M, K, W]
+            _, least = jax.lax.scan(step, keys0, (size, fresh), unroll=8)  # [steps, W * lanes]
+            owner = (least % max_workers).astype(jnp.int64).reshape(-1, W, lanes)
+            owners.append(owner[step_of, :, lane_of[:, None]])  # [M, K, W]
         return tuple(owners)
 
     def one_matrix(indptr, ends, n, miss_prefix, row_misses, cost, owners):
@@ -504,8 +562,8 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
 
     per_matrix = jax.vmap(one_matrix, in_axes=(0, 0, 0, 0, 0, None, 0))  # None misses: no axis
 
-    def program(indptr, ends, n_rows, miss_prefix, row_misses, cost):
-        owners = greedy_owners(indptr, n_rows)
+    def program(indptr, ends, n_rows, miss_prefix, row_misses, cost, packs):
+        owners = greedy_owners(indptr, n_rows, packs)
         return per_matrix(indptr, ends, n_rows, miss_prefix, row_misses, cost, owners)
 
     return jax.jit(program)
