@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from perfjax.bench import tabular  # noqa: E402
+from perfjax.cli_bench import _json_object  # noqa: E402  (the CLI's --bo-options parser)
 from perfjax.data import data_dir  # noqa: E402
 from perfjax.errors import PerfjaxError  # noqa: E402
 
@@ -45,16 +46,11 @@ def main() -> int:
     parser.add_argument("--tables", default="", help="comma-separated table names (default all)")
     parser.add_argument("--strategies", default="bo,random,tpe")
     parser.add_argument("--out", default="", help="write each table's JSON report here")
-    parser.add_argument("--bo-options", default="", metavar="JSON",
+    parser.add_argument("--bo-options", type=_json_object, default=None, metavar="JSON",
                         help="keyword arguments for BayesOpt, an ablation: e.g. "
                              "'{\"improvement_margin\": 0.0}'")
     args = parser.parse_args()
-    try:
-        bo_options = json.loads(args.bo_options) if args.bo_options else None
-    except json.JSONDecodeError as exc:
-        parser.error(f"--bo-options: not JSON ({exc.msg})")
-    if bo_options is not None and not isinstance(bo_options, dict):
-        parser.error("--bo-options: expected a JSON object")
+    bo_options = args.bo_options
     root = data_dir()
     if root is None or not (root / "bacobench").is_dir():
         print("no real data (../shared/data/bacobench or $PERFJAX_DATA): nothing to benchmark")

@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from perfjax.cli import write_atomic
+
 STUDY_FILE = "study.jsonl"
 PLOT_FILE = "convergence.png"
 SUMMARY_FILE = "summary.json"
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     plot_convergence(result.records, default["value"] if default["valid"] else None,
                      out / PLOT_FILE, title=f"{args.kernel} on {Path(args.matrix).name} "
                                             f"({args.strategy}, seed {args.seed})")
-    _write(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     best, base = summary["best_seconds"], summary["default_seconds"]
     print(f"evaluations  {summary['evaluations']} ({summary['valid_evaluations']} valid)")
     print(f"default      {_ms(base)}" + ("" if default["valid"] else
@@ -168,9 +170,11 @@ def _check_resume(study, space, measurement: dict) -> None:
 def _default_result(space, objective, records: list) -> dict:
     """The default schedule's result: its evaluation in the study when there is one (so best and
     default come from the same kind of measurement), else a measurement now."""
-    default = space.to_dicts(space.from_dicts([objective.default_config()]))[0]
-    for record in records:
-        if record.valid and space.to_dicts(space.from_dicts([record.config]))[0] == default:
+    # one normalization for all (plain values: lists vs tuples, numpy vs Python numbers)
+    default, *configs = space.to_dicts(space.from_dicts(
+        [objective.default_config()] + [record.config for record in records]))
+    for record, config in zip(records, configs):
+        if record.valid and config == default:
             return {"value": record.values.get("value"), "valid": True}
     return objective(objective.default_config())
 
@@ -237,9 +241,5 @@ def plot_convergence(records: list, default_seconds: float | None, path: Path,
         fig.savefig(buffer, dpi=110, format="png")
     finally:
         plt.close(fig)
-    _write(Path(path), buffer.getvalue())
+    write_atomic(Path(path), buffer.getvalue())
 
-
-def _write(path: Path, data: bytes) -> None:
-    from perfjax.cli import write_atomic
-    write_atomic(path, data)

@@ -18,6 +18,7 @@ import itertools
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -85,8 +86,6 @@ def load_table(path: str | Path) -> TabularProblem:
     import pandas as pd
 
     from perfjax.space import Ordinal, Permutation, Space
-
-    import warnings
 
     path = Path(path)
     try:

@@ -292,7 +292,8 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     split diagonals of all worker counts go through one binary search per matrix, static chunks
     are a strided sum per worker count, and dynamic chunks one greedy scan for all matrices and
     worker counts together, the matrices' chunk sequences packed end to end into a few lanes
-    (int32 keys when the matrices are small enough: ``prepare`` records their size). Each strategy is its own compiled program; their outputs are concatenated.
+    (int32 keys when the matrices are small enough: ``prepare`` records their size). Each
+    strategy is its own compiled program; their outputs are concatenated.
     ``cost=None`` returns the counters unpriced instead (``grid_features``).
     """
     names = list(strategies)
@@ -332,7 +333,8 @@ def _lane_packing(rows: tuple, padded: int, chunks: tuple) -> tuple[int, tuple]:
     so the scan runs ceil(padded / chunk) + matrices steps over a few lanes instead of one lane
     per matrix. Per chunk size: (matrix [S, lanes], chunk [S, lanes], step in use [S, lanes], keys
     reset [S, lanes], step of each matrix's chunk k [matrices, K], lane of each matrix
-    [matrices]) as numpy index arrays. Steps past a lane's last chunk carry empty chunks."""
+    [matrices]) as jax index arrays (built once per matrix set: cached by row counts). Steps past
+    a lane's last chunk carry empty chunks."""
     order = sorted(range(len(rows)), key=lambda m: -rows[m])
     bins: list[list[int]] = []
     room: list[int] = []
