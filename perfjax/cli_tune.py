@@ -23,6 +23,7 @@ from perfjax.cli import write_atomic
 STUDY_FILE = "study.jsonl"
 PLOT_FILE = "convergence.png"
 SUMMARY_FILE = "summary.json"
+MODEL_KERNELS = ("spmv", "spmm")  # the kernels the load-balance model prices (--model-prior)
 
 
 def register(commands: Any) -> None:
@@ -55,9 +56,11 @@ def register(commands: Any) -> None:
     tune.add_argument("--statistic", choices=STATISTICS, default="median",
                       help="an evaluation's value: the median of its repetitions (default) or "
                            "the fastest (robust on a busy machine)")
-    tune.add_argument("--model-prior", action="store_true",
-                      help="bo on spmv / spmm: the load-balance model (calibrated first on "
-                           "generated matrices, ~20 s) as the GP's prior mean")
+    tune.add_argument("--model-prior", action=argparse.BooleanOptionalAction, default=None,
+                      help="the load-balance model (calibrated first on generated matrices, "
+                           "~15-20 s) as the GP's prior mean: on by default for bo on spmv and "
+                           "spmm, where plain bo lost to random search on 2 of 3 real matrices "
+                           "(benchmarks/tune_kernels.py); --no-model-prior runs plain bo")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         message = str(exc).removeprefix(f"scenario {space.name!r}: ")
         raise SpaceError(f"scenario {args.scenario}: {message}") from None
     options = {}
+    if args.model_prior is None:  # default: the model prior wherever the model prices the kernel
+        args.model_prior = args.strategy == "bo" and args.kernel in MODEL_KERNELS
     if args.model_prior:
         from perfjax.bench.kernel_tuning import ModelPrior, calibrate_model, check_model_kernel
         if args.strategy != "bo":
@@ -116,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     summary = _summary(args, result, objective.default_config(), default)
     plot_convergence(result.records, default["value"] if default["valid"] else None,
                      out / PLOT_FILE, title=f"{args.kernel} on {Path(args.matrix).name} "
-                                            f"({args.strategy}, seed {args.seed})")
+                                            f"({args.strategy}"
+                                            f"{' + model prior' if args.model_prior else ''}, "
+                                            f"seed {args.seed})")
     write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     best, base = summary["best_seconds"], summary["default_seconds"]
     print(f"evaluations  {summary['evaluations']} ({summary['valid_evaluations']} valid)")
@@ -191,7 +198,8 @@ def _summary(args: argparse.Namespace, result, default_config: dict, default: di
     base = default["value"] if default["valid"] else None
     return {
         "kernel": args.kernel, "matrix": str(args.matrix), "scenario": args.scenario,
-        "strategy": args.strategy, "seed": args.seed, "budget": args.budget,
+        "strategy": args.strategy, "model_prior": bool(args.model_prior), "seed": args.seed,
+        "budget": args.budget,
         "width": args.width, "repeats": args.repeats, "statistic": args.statistic,
         "evaluations": len(result.records), "valid_evaluations": len(valid),
         "failures": dict(failures.most_common(5)),

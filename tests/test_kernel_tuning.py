@@ -302,6 +302,7 @@ def test_cli_tune_speedup_compares_study_measurements(tmp_path, capsys):
     assert main(["tune", "builtin:kernel-spmv", "--kernel", "spmv", "--matrix", str(matrix),
                  "--budget", "1", "--out", str(out), "--repeats", "1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_prior"] is True  # bo on spmv: the calibrated model prior by default
     assert summary["best_config"] == summary["default_config"]
     assert summary["default_seconds"] == summary["best_seconds"] == _study_values(
         out / "study.jsonl")[0][0]
@@ -381,6 +382,23 @@ def test_cli_tune_model_prior_bad_combinations_are_one_line(tmp_path, capsys, ke
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+@pytest.mark.parametrize("kernel, extra, expected", [("spmm", ["--strategy", "random"], False),
+                                                    ("sddmm", [], False),
+                                                    ("spmm", ["--no-model-prior"], False)])
+def test_cli_tune_model_prior_default_follows_kernel_and_strategy(tmp_path, capsys, kernel,
+                                                                  extra, expected):
+    """The model prior is on by default only where it applies (bo on spmv / spmm); elsewhere, or
+    with --no-model-prior, tune runs without it and says so in summary.json."""
+    matrix = tmp_path / "m.mtx"
+    scipy.io.mmwrite(matrix, sp.random(30, 30, density=0.2, random_state=1))
+    out = tmp_path / "out"
+    argv = ["tune", f"builtin:kernel-{kernel}", "--kernel", kernel, "--matrix", str(matrix),
+            "--budget", "1", "--out", str(out), "--repeats", "1", "--width", "4"] + extra
+    assert main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["model_prior"] is expected
+    assert "calibrating" not in capsys.readouterr().err
 
 
 def test_model_prior_prices_row_length_binning(small):
