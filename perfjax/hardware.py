@@ -9,11 +9,11 @@ reference simulator (``perfjax.sim.moe``) both describe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from perfjax.errors import HardwareError
 
@@ -124,6 +124,8 @@ _NVLINK_PER_DIRECTION = {"h100": 450e9, "h200": 450e9, "a100": 300e9}
 
 def gpu(name: str) -> GPUSpec:
     """The published spec of GPU ``name`` (h100, h200, a100)."""
+    if not isinstance(name, str):
+        raise HardwareError(f"GPU name must be a string (known: {', '.join(GPUS)}), got {name!r}")
     try:
         return GPUS[name.lower()]
     except KeyError:
@@ -184,6 +186,16 @@ def link_for(gpu_name: str, gpu_spec: GPUSpec, attach: str = "separate") -> Link
                     gpu_pim_bandwidth=path_bandwidth, gpu_pim_latency=path_latency)
 
 
+def _positive_finite(value: Any) -> bool:
+    """Whether ``value`` is a real number (not a bool), finite and > 0."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        return False
+    return (array.ndim == 0 and array.dtype != bool and np.issubdtype(array.dtype, np.number)
+            and not np.iscomplexobj(array) and bool(np.isfinite(array)) and bool(array > 0))
+
+
 def system(gpu_name: str = "h100", internal_bandwidth_multiple: float = 4.0,
            attach: str = "separate") -> System:
     """One ``gpu_name`` GPU with HBM-PIM stacks and NVLink, all at published defaults.
@@ -193,30 +205,55 @@ def system(gpu_name: str = "h100", internal_bandwidth_multiple: float = 4.0,
     the GPU's own HBM (Aquabolt-XL style), where GPU streaming and PIM execution exclude each other.
     """
     spec = gpu(gpu_name)
+    if not isinstance(internal_bandwidth_multiple, jax.core.Tracer) \
+            and not _positive_finite(internal_bandwidth_multiple):
+        raise HardwareError(f"internal_bandwidth_multiple must be a positive finite number, got "
+                            f"{internal_bandwidth_multiple!r}")
     return System(gpu=spec, pim=pim_for(spec, internal_bandwidth_multiple, attach),
                   link=link_for(gpu_name, spec, attach))
 
 
 def check_system(hw: System) -> System:
-    """Raise HardwareError naming the field when a rate or size is not positive (concrete specs)."""
-    for part_name in ("gpu", "pim", "link"):
+    """Raise HardwareError naming the field when a rate or size is not a finite positive number
+    (non-negative for latencies, overheads and ``bank_conflict``); traced leaves are skipped."""
+    if not isinstance(hw, System):
+        raise HardwareError(f"expected a hardware System (hardware.system(...)), got "
+                            f"{type(hw).__name__}")
+    parts = {"gpu": GPUSpec, "pim": PIMSpec, "link": LinkSpec}
+    for part_name, kind in parts.items():
         part = getattr(hw, part_name)
+        if not isinstance(part, kind):
+            raise HardwareError(f"hardware {part_name} must be a {kind.__name__}, got "
+                                f"{type(part).__name__}")
         for field, value in vars(part).items():
+            if isinstance(value, jax.core.Tracer):
+                continue
             try:
-                arr = jnp.asarray(value)
-            except TypeError:
-                continue
-            if isinstance(arr, jax.core.Tracer):
-                continue
+                arr = np.asarray(value)
+            except (TypeError, ValueError):
+                arr = np.asarray(None)
+            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+                    or np.iscomplexobj(arr):
+                raise HardwareError(f"hardware {part_name}.{field} must be a number, got "
+                                    f"{value!r}")
             allowed_zero = field in {"kernel_launch", "command_overhead", "nvlink_latency",
                                      "gpu_pim_latency", "bank_conflict"}
             bad = (arr < 0).any() if allowed_zero else (arr <= 0).any()
-            if bool(bad):
+            if bool(bad) or not np.isfinite(arr).all():
                 need = "non-negative" if allowed_zero else "positive"
-                raise HardwareError(f"hardware {part_name}.{field} must be {need}, got {value}")
+                raise HardwareError(f"hardware {part_name}.{field} must be finite and {need}, "
+                                    f"got {value}")
     return hw
 
 
 def with_fields(spec: Any, **changes: Any) -> Any:
     """A copy of a spec with some leaves replaced (e.g. a calibrated bandwidth)."""
+    if not is_dataclass(spec) or isinstance(spec, type):
+        raise HardwareError(f"with_fields needs a hardware spec (GPUSpec, PIMSpec, LinkSpec, "
+                            f"System), got {type(spec).__name__}")
+    known = [f.name for f in fields(spec)]
+    unknown = [name for name in changes if name not in known]
+    if unknown:
+        raise HardwareError(f"{type(spec).__name__} has no field(s) {', '.join(unknown)} "
+                            f"(fields: {', '.join(known)})")
     return replace(spec, **changes)

@@ -15,7 +15,9 @@ Objective values that are not finite are stored as the strings "nan", "inf" and 
 standard JSON has no literal for them (Python's `NaN`/`Infinity` extension is rejected by most
 other JSON readers). A line that is not a complete, valid record -- typically the last line,
 half-written when the writer was killed -- is skipped with a `StudyWarning` and never taken as
-data; a writer truncates such a last line so its own records start on a fresh line.
+data; a writer truncates such a last line so its own records start on a fresh line. A last line
+that is a complete, valid record but lacks its newline (stripped by an editor) is kept, and a
+writer adds the newline.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class Study:
         metadata: Mapping[str, Any] | None = None,
         read_only: bool = False,
     ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise StudyError(f"study path must be a str or path, not {type(path).__name__}")
         self._path = Path(path)
         self._read_only = read_only
         self._lock = threading.Lock()
@@ -133,24 +137,38 @@ class Study:
     def _load(self, data: bytes, fd: int | None) -> dict[str, Any]:
         """Parse the file's bytes into `self._records`; return the header.
 
-        With `fd` (a writer), an incomplete last line is truncated away so the next append starts
-        on a fresh line; a reader leaves the file untouched.
+        With `fd` (a writer), an incomplete last line is truncated away (or, if it is a complete
+        record missing only its newline, the newline is added) so the next append starts on a
+        fresh line; a reader leaves the file untouched.
         """
         *lines, tail = data.split(b"\n")
+        complete_tail = False
+        if not lines and tail:  # a header whose newline was stripped (by an editor, say)
+            lines, tail, complete_tail = [tail], b"", True
         if not lines:
             raise StudyError(f"{self._path}: not a perfjax study (no complete header line)")
         header = self._decode_header(lines[0])
         for lineno, raw in enumerate(lines[1:], start=2):
             try:
-                record = _decode_record(json.loads(raw))
-                if record.id < self._next_id:
-                    raise ValueError(f"id {record.id} does not follow id {self._next_id - 1}")
+                self._add_record(raw)
             except (ValueError, RecursionError) as exc:
                 self._warn(lineno, f"not a valid record ({exc}); skipped")
-                continue
-            self._records.append(record)
-            self._next_id = record.id + 1
         if tail:
+            try:  # a complete record whose newline was stripped is data, not a half-written line
+                self._add_record(tail)
+                complete_tail = True
+            except (ValueError, RecursionError):
+                pass
+        if complete_tail:
+            if fd is not None:
+                try:
+                    os.write(fd, b"\n")
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise StudyError(
+                        f"{self._path}: cannot add the missing final newline: {exc.strerror}"
+                    ) from exc
+        elif tail:
             what = "incomplete last line (no newline; probably half-written by a crash)"
             if fd is None:
                 self._warn(len(lines) + 1, f"{what}; skipped")
@@ -164,6 +182,14 @@ class Study:
                     ) from exc
                 self._warn(len(lines) + 1, f"{what}; skipped and truncated")
         return header
+
+    def _add_record(self, raw: bytes) -> None:
+        """Append the record stored on line `raw`; ValueError if it is not a valid next record."""
+        record = _decode_record(json.loads(raw))
+        if record.id < self._next_id:
+            raise ValueError(f"id {record.id} does not follow id {self._next_id - 1}")
+        self._records.append(record)
+        self._next_id = record.id + 1
 
     def _decode_header(self, raw: bytes) -> dict[str, Any]:
         try:
@@ -187,6 +213,12 @@ class Study:
                 "a dict or null 'space' and a dict 'metadata')"
             )
         return header
+
+    def check_space(self, space: Mapping[str, Any]) -> None:
+        """StudyError unless `space` equals the space stored in the study (a study stored
+        without a space passes): the check the constructor makes for its `space` argument."""
+        if self._header.get("space") is not None:
+            self._check_space(_json_dict(space, "space"))
 
     def _check_space(self, space: dict[str, Any] | None) -> None:
         if space is not None and space != self._header.get("space"):
@@ -413,7 +445,14 @@ def _read_all(fd: int) -> bytes:
 def _write_line(fd: int, obj: dict[str, Any]) -> None:
     """Write `obj` as one JSON line and fsync, so it is on disk when this returns."""
     text = json.dumps(obj, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    view = memoryview((text + "\n").encode("utf-8"))
+    try:
+        line = (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\udcff", from bytes decoded with surrogateescape) has no UTF-8
+        # form: escape it (and all non-ASCII) as \uXXXX, still valid JSON read back unchanged.
+        text = json.dumps(obj, allow_nan=False, ensure_ascii=True, separators=(",", ":"))
+        line = (text + "\n").encode("utf-8")
+    view = memoryview(line)
     while view:
         view = view[os.write(fd, view) :]
     os.fsync(fd)
@@ -479,8 +518,16 @@ def _to_float(value: Any, where: str) -> float:
         raise StudyError(f"{where} must be a number, not {type(value).__name__}")
     try:
         return float(value)
+    except OverflowError as exc:
+        raise StudyError(f"{where} is too large for a float: {_short(value)}") from exc
     except (TypeError, ValueError) as exc:
         raise StudyError(f"{where} must be a number, not {type(value).__name__}") from exc
+
+
+def _short(value: Any) -> str:
+    """`value` for an error message: huge integers by their digit count, not 400 digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _objective_values(values: Any) -> dict[str, float]:

@@ -13,7 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from perfjax.errors import PerfjaxError, SpaceError
+import numpy as np
+
+from perfjax.errors import PerfjaxError, SpaceError, StudyError
+from perfjax.space import Space
 from perfjax.study import Record, Study
 
 
@@ -66,12 +69,18 @@ def _evaluate(objective: Callable, config: dict) -> tuple[float, bool, str | Non
             if key in ("value", "valid", "error"):
                 continue
             if isinstance(item, (int, float)) and not isinstance(item, bool):
-                extra_values[str(key)] = float(item)
+                try:
+                    extra_values[str(key)] = float(item)
+                except OverflowError:
+                    error = f"objective returned {key!r} = {_too_large(item)}"
+                    return math.nan, False, error, {}, {}
             else:
                 metadata[str(key)] = item if isinstance(item, (str, bool, type(None))) else repr(item)
         out = out["value"]
     try:
         value = float(out)
+    except OverflowError:
+        return math.nan, False, f"objective returned {_too_large(out)}", {}, {}
     except (TypeError, ValueError):
         return math.nan, False, f"objective returned {type(out).__name__}, not a number", {}, {}
     if not math.isfinite(value):
@@ -83,15 +92,54 @@ def _evaluate(objective: Callable, config: dict) -> tuple[float, bool, str | Non
     return value, valid, error, extra_values, metadata
 
 
+def _too_large(value: Any) -> str:
+    """How an objective's number too large for a float is named in its failure message."""
+    what = (f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int)
+            else f"a {type(value).__name__}")
+    return f"{what}, too large for a float"
+
+
 def _open_study(study: Any, space) -> tuple[Study | None, bool]:
-    """(study, owned): a Study object is used as given; a path is opened (and closed by tune)."""
+    """(study, owned): a Study object is used as given (its stored space, if any, must be
+    ``space``); a path is opened (and closed by tune)."""
     if study is None:
         return None, False
     if isinstance(study, Study):
+        study.check_space(space.to_baco_json())
         return study, False
     if isinstance(study, (str, os.PathLike)):
         return Study(study, space=space.to_baco_json(), metadata={"space_name": space.name}), True
     raise PerfjaxError(f"study must be None, a path or a perfjax.study.Study, got {type(study).__name__}")
+
+
+def _check_replay(space, log: Study, records: list[Record], configs: list[dict]) -> None:
+    """SpaceError naming the study and record unless every stored configuration is one of
+    ``space``; StudyError if valid records lack the objective "value" tune reads."""
+    try:
+        space.from_dicts(configs)
+    except SpaceError:
+        for record, config in zip(records, configs):  # find the record at fault
+            try:
+                space.from_dicts([config])
+            except SpaceError as exc:
+                reason = str(exc).removeprefix("configuration 0: ")
+                raise SpaceError(f"{log.path}: record {record.id} has configuration "
+                                 f"{record.config!r}, not one of this space ({reason})") from None
+        raise
+    unnamed = [r for r in records if r.valid and "value" not in r.values]
+    if unnamed:
+        names = sorted({name for r in unnamed for name in r.values})
+        held = ", ".join(map(repr, names)) if names else "no objective"
+        raise StudyError(f"{log.path}: {len(unnamed)} valid records (the first is record "
+                         f"{unnamed[0].id}) have no objective 'value': records hold {held}, "
+                         "tune reads 'value'")
+
+
+def _check_count(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        what = "non-negative" if least == 0 else "positive"
+        raise SpaceError(f"tune: {name} must be a {what} integer, got {value!r}")
+    return int(value)
 
 
 def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budget: int,
@@ -106,13 +154,21 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
     float or ``{"value": float, "valid": bool, ...}``; an exception, NaN or inf is a failed
     evaluation whose message is recorded, and the run goes on.
     """
-    from perfjax.schedulers.base import check_tell, plain_config
+    from perfjax.schedulers.base import check_configs, check_tell, plain_config
     from perfjax.schedulers.search import make_strategy
 
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise SpaceError(f"tune: budget must be a non-negative integer, got {budget!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise SpaceError(f"tune: batch must be a positive integer, got {batch!r}")
+    if not isinstance(space, Space):
+        raise SpaceError(f"tune: space must be a perfjax.Space, got {type(space).__name__}")
+    if not callable(objective):
+        raise SpaceError(f"tune: objective must be a callable taking a configuration dict, "
+                         f"got {type(objective).__name__}")
+    if callback is not None and not callable(callback):
+        raise SpaceError(f"tune: callback must be None or a callable, "
+                         f"got {type(callback).__name__}")
+    budget = _check_count(budget, "budget", 0)
+    batch = _check_count(batch, "batch", 1)
+    if seed is not None:  # None: a fresh, unreproducible seed
+        seed = _check_count(seed, "seed", 0)
     if isinstance(strategy, str):
         strategy = make_strategy(strategy, space, seed=seed, **strategy_options)
     elif strategy_options:
@@ -145,14 +201,19 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
                 results.append({"value": sign * value if valid else math.nan, "valid": valid})
                 records.append(record)
                 consider(config, value, valid)
+            _check_replay(space, log, records, configs)
             check_tell(configs, results)
             strategy.tell(configs, results)
         while len(records) < budget:
             started = time.perf_counter()
             configs = strategy.ask(min(batch, budget - len(records)))
+            if not isinstance(configs, (list, tuple)):
+                raise SpaceError(f"tune: strategy.ask returned {type(configs).__name__}, "
+                                 "not a list of configurations")
             suggest_seconds = (time.perf_counter() - started) / max(len(configs), 1)
             if not configs:  # an exhausted strategy (exhaustive search over a small space)
                 break
+            check_configs(space, configs, "tune: strategy.ask")
             configs = [plain_config(space, c) for c in configs]
             results = []
             for config in configs:

@@ -36,11 +36,27 @@ def plain_config(space, config: Mapping[str, Any]) -> dict:
         value = config[name]
         if param.kind == "permutation":
             out[name] = tuple(int(v) for v in value)
+        elif isinstance(value, list) and param.kind == "categorical":
+            out[name] = _categorical_value(param, value)
         elif hasattr(value, "item"):
             out[name] = value.item()
         else:
             out[name] = value
     return out
+
+
+def _categorical_value(param, value: list) -> Any:
+    """The categorical's own value for ``value`` read back from JSON, which stores tuples as
+    lists: ``[8, 8]`` -> ``(8, 8)`` when the categorical holds ``(8, 8)`` (a value it does not
+    hold comes back as a hashable tuple, for the domain checks to name)."""
+    def plain(v):
+        return tuple(plain(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    key = plain(value)
+    for v in param.values:
+        if isinstance(v, (list, tuple)) and plain(v) == key:
+            return v
+    return key
 
 
 def config_key(space, config: Mapping[str, Any]) -> tuple:
@@ -54,12 +70,32 @@ def batch_to_configs(space, batch: Mapping[str, Any]) -> list[dict]:
     return [plain_config(space, c) for c in space.to_dicts(batch)]
 
 
-def check_tell(configs: Sequence[Mapping], results: Sequence[Mapping]) -> list[tuple[float, bool]]:
+def check_configs(space, configs: Sequence[Any], where: str) -> None:
+    """SpaceError naming the configuration (and parameter) unless every one of ``configs`` is a
+    dict holding each parameter of ``space``."""
+    for i, config in enumerate(configs):
+        if not isinstance(config, Mapping):
+            raise SpaceError(f"{where}: configuration {i} must be a dict keyed by parameter name, "
+                             f"got {type(config).__name__} {config!r}")
+        missing = [n for n in space.names if n not in config]
+        if missing:
+            raise SpaceError(f"{where}: configuration {i} has no parameter "
+                             f"{', '.join(map(repr, missing))}: {dict(config)!r}")
+
+
+def check_tell(configs: Sequence[Mapping], results: Sequence[Mapping],
+               space=None) -> list[tuple[float, bool]]:
     """Validate ``tell`` arguments; return (value, valid) pairs with invalid values as nan.
     A result is a dict with a 'value' (and optionally 'valid') or, as an objective may return
-    to ``perfjax.tune``, a plain number (nan / inf: a failed evaluation)."""
+    to ``perfjax.tune``, a plain number (nan / inf: a failed evaluation). With ``space``, each
+    configuration must be a dict holding every parameter."""
+    for what, items in (("configurations", configs), ("results", results)):
+        if isinstance(items, (Mapping, str, bytes)) or not hasattr(items, "__len__"):
+            raise SpaceError(f"tell: {what} must be a list, got {type(items).__name__}")
     if len(configs) != len(results):
         raise SpaceError(f"tell: {len(configs)} configurations but {len(results)} results")
+    if space is not None:
+        check_configs(space, configs, "tell")
     out = []
     for i, result in enumerate(results):
         if isinstance(result, (int, float, np.integer, np.floating)) and not isinstance(result,
@@ -70,7 +106,7 @@ def check_tell(configs: Sequence[Mapping], results: Sequence[Mapping]) -> list[t
                              f"got {result!r}")
         try:
             value = float(result["value"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise SpaceError(f"tell: result {i}: 'value' must be a number, "
                              f"got {result['value']!r}") from None
         valid = bool(result.get("valid", True)) and math.isfinite(value)

@@ -66,6 +66,24 @@ class BayesOpt:
                  improvement_margin: float = 0.3):
         if not improvement_margin >= 0:
             raise SpaceError(f"improvement_margin must be >= 0, got {improvement_margin}")
+        for name, value, least in (("gp_restarts", gp_restarts, 1), ("gp_steps", gp_steps, 0),
+                                   ("local_search_starts", local_search_starts, 1),
+                                   ("local_search_steps", local_search_steps, 0),
+                                   ("candidates", candidates, 0),
+                                   ("local_candidates", local_candidates, 0),
+                                   ("density_candidates", density_candidates, 0),
+                                   ("local_every", local_every, 0),
+                                   ("initial", 0 if initial is None else initial, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise SpaceError(f"{name} must be an integer >= {least}, got {value!r}")
+        numbers = (int, float, np.integer, np.floating)
+        if isinstance(good_fraction, bool) or not isinstance(good_fraction, numbers) or not (
+                0 < good_fraction <= 1):
+            raise SpaceError(f"good_fraction must be in (0, 1], got {good_fraction!r}")
+        for name, value in (("ucb_beta", ucb_beta), ("prior_weight", prior_weight)):
+            if isinstance(value, bool) or not isinstance(value, numbers) or not (
+                    math.isfinite(value) and value >= 0):
+                raise SpaceError(f"{name} must be a finite number >= 0, got {value!r}")
         for name, value in (("prior_mean", prior_mean), ("prior", prior)):
             if value is not None and not callable(value):
                 raise SpaceError(f"{name} must be a callable taking a batch of configurations, "
@@ -109,7 +127,7 @@ class BayesOpt:
 
     # -------------------------------------------------------------------------- protocol
     def tell(self, configs: list[dict], results: list[dict]) -> None:
-        pairs = check_tell(configs, results)
+        pairs = check_tell(configs, results, self.space)
         if not configs:
             return
         batch = self.space.from_dicts([plain_config(self.space, c) for c in configs])

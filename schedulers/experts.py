@@ -35,11 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from perfjax.errors import WorkloadError
+from perfjax.errors import HardwareError, WorkloadError
 from perfjax.hardware import System
 from perfjax.models.pim import (MODES, device_objective, device_time, dispatch_arrival,
                                 placement_linear_form, totals_from_vector)
-from perfjax.workloads.moe import MoEConfig, check_counts, slot_ffn
+from perfjax.workloads.moe import PHASES, MoEConfig, check_counts, slot_ffn
 
 __all__ = ["POLICIES", "STATIC_POLICIES", "EXACT_UP_TO", "gpu_only", "static_pim",
            "static_threshold", "dynamic", "relaxed", "brute_force", "place"]
@@ -56,7 +56,29 @@ def gpu_only(counts: Any) -> jax.Array:
 
 def static_pim(counts: Any, phase: str = "decode") -> jax.Array:
     """All decode FFN work on PIM, prefill on the GPU (AttAcc / NeuPIMs)."""
+    _check_phase(phase)
     return jnp.full(jnp.shape(counts), 1.0 if phase == "decode" else 0.0)
+
+
+def _check_phase(phase: str) -> None:
+    if not isinstance(phase, str) or phase not in PHASES:
+        raise WorkloadError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+
+
+def _check_inputs(hw: Any, cfg: Any, counts: Any, what: str) -> np.ndarray:
+    """Concrete checks the jitted placements cannot do: a System, a MoEConfig and finite,
+    non-negative counts [D, E/D + shared] (``perfjax.workloads.moe.check_counts``)."""
+    if not isinstance(hw, System):
+        raise HardwareError(f"{what}: expected a hardware System (hardware.system(...)), got "
+                            f"{type(hw).__name__}")
+    if not isinstance(cfg, MoEConfig):
+        raise WorkloadError(f"{what}: expected a MoEConfig (moe.model_config(...)), got "
+                            f"{type(cfg).__name__}")
+    counts = check_counts(counts, what, cfg)
+    if counts.ndim != 2:
+        raise WorkloadError(f"{what}: counts must be [devices, slots] (one step), got shape "
+                            f"{list(counts.shape)}")
+    return counts
 
 
 def static_threshold(hw: System, cfg: MoEConfig, counts: Any) -> jax.Array:
@@ -183,7 +205,9 @@ def _decode_move(index: jax.Array, slots: int, window: jax.Array, triples: bool)
 def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapped",
             exact_up_to: int = EXACT_UP_TO) -> jax.Array:
     """Sieve-style placement [D, M] for this step's token counts [D, M] (see module docstring):
-    exact for M <= ``exact_up_to`` slots per device (at most 20), threshold + exchange above."""
+    exact for M <= ``exact_up_to`` slots per device (at most 20), threshold + exchange above.
+    Jitted, so the counts are not checked: they must be finite and non-negative (``place``
+    checks them; negative or NaN counts give a meaningless placement)."""
     counts = jnp.asarray(counts, dtype=float)
     base, delta = placement_linear_form(hw, cfg, counts)
     arrival = dispatch_arrival(hw, cfg, counts)
@@ -227,7 +251,7 @@ def relaxed(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
 def brute_force(hw: System, cfg: MoEConfig, counts: Any, mode: str = "overlapped"
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Optimal placement [D, M] and each device's optimal time by enumerating 2^M placements."""
-    counts = check_counts(counts, "brute_force counts")
+    counts = _check_inputs(hw, cfg, counts, "brute_force")
     slots = counts.shape[-1]
     if slots > 20:
         raise WorkloadError(f"brute force over {slots} experts per device is too large (max 20)")
@@ -249,10 +273,14 @@ def _score_all(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Ar
 
 def place(policy: str, hw: System, cfg: MoEConfig, counts: Any, phase: str = "decode",
           mode: str = "overlapped") -> jax.Array:
-    """The placement [D, M] that ``policy`` (one of ``POLICIES`` or ``relaxed``) picks."""
+    """The placement [D, M] that ``policy`` (one of ``POLICIES`` or ``relaxed``) picks.
+
+    Checks, outside jit, ``phase``, ``mode``, ``hw``, ``cfg`` and the counts (finite,
+    non-negative, [D, E/D + shared]): WorkloadError / HardwareError naming them."""
     if mode not in MODES:
         raise WorkloadError(f"mode must be one of {MODES}, got {mode!r}")
-    counts = jnp.asarray(counts, dtype=float)
+    _check_phase(phase)
+    counts = jnp.asarray(_check_inputs(hw, cfg, counts, f"{policy} placement"))
     table: dict[str, Callable[[], jax.Array]] = {
         "gpu_only": lambda: gpu_only(counts),
         "static_pim": lambda: static_pim(counts, phase),

@@ -70,11 +70,35 @@ def _check_workers(workers: int, total: int, what: str) -> None:
         raise WorkloadError(f"workers={workers} exceeds the {total} {what} there are to split")
 
 
+def _check_ptr(ptr, what: str = "indptr") -> np.ndarray:
+    """``ptr`` as int64, or a WorkloadError unless it is a 1-D integer array that starts at 0 and
+    never decreases (a compressed level's pointers)."""
+    ptr = np.asarray(ptr)
+    if ptr.ndim != 1 or len(ptr) < 1:
+        raise WorkloadError(f"{what} must be a non-empty 1-D array, got shape {ptr.shape}")
+    if not np.issubdtype(ptr.dtype, np.integer):
+        raise WorkloadError(f"{what} must hold integers, got dtype {ptr.dtype}")
+    if ptr[0] != 0 or (len(ptr) > 1 and (np.diff(ptr) < 0).any()):
+        raise WorkloadError(f"{what} must start at 0 and never decrease, got "
+                            f"{ptr[:8].tolist()}{' ...' if len(ptr) > 8 else ''}")
+    return ptr.astype(np.int64)
+
+
 def _indptr(matrix) -> np.ndarray:
+    """Row pointers of a matrix: scipy sparse matrices of any format are read as CSR (a CSC
+    matrix's indptr would be its columns), a 2-D ndarray as a dense matrix, a 1-D one as the
+    row pointers themselves; a DCSR's own (non-empty row) pointers."""
+    if sp.issparse(matrix):
+        if matrix.ndim != 2:
+            raise WorkloadError(f"expected a 2-D sparse matrix, got shape {matrix.shape}")
+        matrix = matrix if matrix.format == "csr" else sp.csr_array(matrix)
+        return _check_ptr(matrix.indptr)
     if isinstance(matrix, np.ndarray):
-        return matrix.astype(np.int64)
+        if matrix.ndim == 2:
+            return _check_ptr(sp.csr_array(matrix).indptr)
+        return _check_ptr(matrix)
     if hasattr(matrix, "indptr"):
-        return np.asarray(matrix.indptr, dtype=np.int64)
+        return _check_ptr(matrix.indptr)
     raise WorkloadError(f"expected a CSR/DCSR matrix or an indptr array, got {type(matrix).__name__}")
 
 
@@ -181,7 +205,14 @@ def merge_path(matrix_or_ptrs, workers: int) -> Partition:
     every compressed level at once.
     """
     if isinstance(matrix_or_ptrs, (list, tuple)):
-        ptrs = [np.asarray(p, dtype=np.int64) for p in matrix_or_ptrs]
+        ptrs = [_check_ptr(p, f"pointer array {level}") for level, p in enumerate(matrix_or_ptrs)]
+        if not ptrs:
+            raise WorkloadError("merge_path: the list of pointer arrays is empty")
+        for level in range(len(ptrs) - 1):
+            if ptrs[level][-1] != len(ptrs[level + 1]) - 1:
+                raise WorkloadError(f"merge_path: pointer array {level} ends at "
+                                    f"{int(ptrs[level][-1])} but level {level + 1} has "
+                                    f"{len(ptrs[level + 1]) - 1} units")
     else:
         ptrs = [_indptr(matrix_or_ptrs)]
     ends = _level_end_positions(ptrs)
@@ -202,8 +233,14 @@ def weighted_merge_path(matrix, workers: int, nonzero_weights, row_end_weights) 
     those of ``merge_path``; with unit weights the two coincide."""
     indptr = _indptr(matrix)
     n, nnz = len(indptr) - 1, int(indptr[-1])
-    nonzero_weights = np.broadcast_to(np.asarray(nonzero_weights, dtype=float), (nnz,))
-    row_end_weights = np.broadcast_to(np.asarray(row_end_weights, dtype=float), (n,))
+    try:
+        nonzero_weights = np.broadcast_to(np.asarray(nonzero_weights, dtype=float), (nnz,))
+        row_end_weights = np.broadcast_to(np.asarray(row_end_weights, dtype=float), (n,))
+    except (TypeError, ValueError):
+        raise WorkloadError(f"weighted_merge_path: nonzero_weights must be a number or {nnz} "
+                            f"numbers (one per nonzero) and row_end_weights a number or {n} "
+                            f"(one per row), got shapes {np.shape(nonzero_weights)} and "
+                            f"{np.shape(row_end_weights)}") from None
     if not (np.all(np.isfinite(nonzero_weights)) and np.all(np.isfinite(row_end_weights))
             and nonzero_weights.min(initial=0.0) >= 0 and row_end_weights.min(initial=0.0) >= 0):
         raise WorkloadError("weighted_merge_path: weights must be finite and non-negative")

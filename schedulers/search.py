@@ -42,7 +42,7 @@ class RandomSearch:
         return out
 
     def tell(self, configs: list[dict], results: list[dict]) -> None:
-        check_tell(configs, results)
+        check_tell(configs, results, self.space)
         self._seen.update(config_key(self.space, plain_config(self.space, c)) for c in configs)
 
 
@@ -78,7 +78,7 @@ class ExhaustiveSearch:
         return out
 
     def tell(self, configs: list[dict], results: list[dict]) -> None:
-        check_tell(configs, results)
+        check_tell(configs, results, self.space)
         self._seen.update(config_key(self.space, plain_config(self.space, c)) for c in configs)
 
 

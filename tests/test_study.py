@@ -222,8 +222,8 @@ COMPLETE_RECORD_WITHOUT_NEWLINE = json.dumps(
 
 @pytest.mark.parametrize(
     "tail",
-    [b'{"id": 2, "config": {"i": 2', COMPLETE_RECORD_WITHOUT_NEWLINE, b"\x00\x00\x00\xff"],
-    ids=["partial-json", "complete-json-no-newline", "garbage-bytes"],
+    [b'{"id": 2, "config": {"i": 2', b"\x00\x00\x00\xff"],
+    ids=["partial-json", "garbage-bytes"],
 )
 def test_half_written_last_line_is_skipped_and_truncated(tmp_path: Path, tail: bytes) -> None:
     path = tmp_path / "s.jsonl"
@@ -251,6 +251,22 @@ def test_half_written_last_line_is_skipped_and_truncated(tmp_path: Path, tail: b
         (1, {"i": 1}, {"value": 1.0}),
         (2, {"i": 2}, {"value": 2.0}),
     ]
+
+
+def test_complete_last_record_without_newline_is_kept(tmp_path: Path) -> None:
+    """A last line that is a whole record (an editor stripped the final newline) is data: kept,
+    and a writer adds the newline before appending."""
+    path = tmp_path / "s.jsonl"
+    write_records(path, 2)
+    with path.open("ab") as f:
+        f.write(COMPLETE_RECORD_WITHOUT_NEWLINE)
+    damaged = path.read_bytes()
+    reader = open_without_warnings(path, read_only=True)
+    assert [(r.id, r.config) for r in reader] == [(0, {"i": 0}), (1, {"i": 1}), (2, {"i": 99})]
+    assert path.read_bytes() == damaged  # a reader changes nothing
+    with open_without_warnings(path) as study:
+        assert study.append({"i": 3}, 3.0).id == 3
+    assert [line.get("id") for line in strict_json_lines(path)] == [None, 0, 1, 2, 3]
 
 
 def test_corrupt_middle_lines_are_skipped_with_warnings(tmp_path: Path) -> None:

@@ -96,6 +96,10 @@ def _miss_tables(row_misses: Any, padded: int, batched: bool = False) -> tuple[A
     if row_misses.shape[-1] != MISS_KINDS:
         raise WorkloadError(f"row misses need {MISS_KINDS} columns, got shape "
                             f"{row_misses.shape}")
+    if row_misses.ndim != 2 + batched or row_misses.shape[-2] > padded:
+        raise WorkloadError(f"row misses must be [{'matrices, ' * batched}rows] or "
+                            f"[{'matrices, ' * batched}rows, {MISS_KINDS}] with at most {padded} "
+                            f"rows (those of the row lengths), got shape {row_misses.shape}")
     pad = [(0, 0)] * (row_misses.ndim - 2) + [(0, padded + 1 - row_misses.shape[-2]), (0, 0)]
     row_misses = jnp.pad(row_misses, pad)
     prefix = jnp.concatenate([jnp.zeros(row_misses.shape[:-2] + (1, MISS_KINDS)),
@@ -118,7 +122,13 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
     """Exact per-worker counters for one (matrix, strategy, P, chunk); see module docstring.
     ``row_misses`` ([rows] cache misses, or [rows, 2] with branch misses too, from
     ``perfjax.workloads.row_misses``; rows padded like ``row_lengths``) adds each worker's
-    predicted misses; without it they are 0."""
+    predicted misses; without it they are 0.
+
+    Preconditions (this function is traced under jit and vmap, so it cannot check values; the
+    eager ``evaluate`` and ``evaluate_grid`` do): 1 <= ``workers`` <= ``max_workers``,
+    ``strategy`` a code of STRATEGY_CODES (a traced code out of range is clamped), ``chunk`` >= 1,
+    ``n_rows`` <= len(row_lengths) with zero lengths past it, ``row_misses`` covering the n_rows
+    rows."""
     row_lengths = jnp.asarray(row_lengths, dtype=jnp.int64)
     padded = row_lengths.shape[0]
     indptr = jnp.concatenate([jnp.zeros(1, jnp.int64), jnp.cumsum(row_lengths)])
@@ -198,7 +208,12 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
         return owned(owner)
 
     branches = [row_blocks, static_chunks, dynamic_chunks, nnz_split, merge_path]
+    if isinstance(strategy, str):
+        strategy = _strategy_code(strategy)
     if isinstance(strategy, int):  # known when tracing: build only that strategy's graph
+        if not 0 <= strategy < len(branches):
+            raise WorkloadError(f"strategy code {strategy} is out of range (0..{len(branches) - 1}:"
+                                f" {', '.join(STRATEGY_CODES)})")
         counters = branches[strategy]()
     else:
         counters = jax.lax.switch(jnp.asarray(strategy), branches)
@@ -236,9 +251,74 @@ def relaxed_work(row_lengths: jax.Array, diagonals: jax.Array) -> tuple[jax.Arra
     return jnp.diff(rows_before), jnp.diff(nnz_before)
 
 
+def _strategy_code(name: str) -> int:
+    if name not in STRATEGY_CODES:
+        raise WorkloadError(f"unknown strategy {name!r} (known: {', '.join(STRATEGY_CODES)})")
+    return STRATEGY_CODES[name]
+
+
+def _check_max_workers(max_workers: Any) -> None:
+    if isinstance(max_workers, bool) or not isinstance(max_workers, (int, np.integer)) \
+            or max_workers < 1:
+        raise WorkloadError(f"max_workers must be a positive integer, got {max_workers!r}")
+
+
+def _concrete_int(value: Any, what: str) -> int | None:
+    """``value`` as an int when concrete (None when traced), or a WorkloadError naming ``what``
+    unless it is an integer scalar (bools and floats such as 2.7 are refused, not truncated)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    array = np.asarray(value)
+    if array.ndim != 0 or not np.issubdtype(array.dtype, np.integer):
+        raise WorkloadError(f"{what} must be an integer, got {value!r}")
+    return int(array)
+
+
+def _check_config(row_lengths, n_rows, strategy, workers, chunk, max_workers, row_misses) -> Any:
+    """The checks ``worker_work`` cannot do under jit, on whichever arguments are concrete
+    (traced ones, as in ``evaluate_batch``, are the caller's responsibility). Returns the
+    strategy, a name mapped to its code."""
+    _check_max_workers(max_workers)
+    if isinstance(strategy, str):
+        strategy = _strategy_code(strategy)
+    code = _concrete_int(strategy, "strategy")
+    if code is not None and not 0 <= code < len(STRATEGY_CODES):
+        raise WorkloadError(f"strategy code {code} is out of range (0..{len(STRATEGY_CODES) - 1}: "
+                            f"{', '.join(STRATEGY_CODES)})")
+    P = _concrete_int(workers, "workers")
+    if P is not None and not 1 <= P <= max_workers:
+        raise WorkloadError(f"workers={P} must lie in [1, max_workers={max_workers}]")
+    c = _concrete_int(chunk, "chunk")
+    if c is not None and c < 1:
+        raise WorkloadError(f"chunk must be >= 1, got {c}")
+    n = _concrete_int(n_rows, "n_rows")
+    lengths = None if isinstance(row_lengths, jax.core.Tracer) else np.asarray(row_lengths)
+    if lengths is not None:
+        if lengths.ndim != 1:
+            raise WorkloadError(f"row_lengths must be 1-D, got shape {lengths.shape}")
+        if lengths.size and lengths.min() < 0:
+            raise WorkloadError(f"row_lengths must be non-negative, found {lengths.min()}")
+        if n is not None and not 0 <= n <= len(lengths):
+            raise WorkloadError(f"n_rows={n} does not fit the {len(lengths)} row lengths")
+        if n is not None and lengths[n:].any():
+            raise WorkloadError(f"n_rows={n} but row_lengths has nonzero lengths past row {n}")
+    if row_misses is not None and not isinstance(row_misses, jax.core.Tracer):
+        rows = np.shape(row_misses)[0] if np.ndim(row_misses) else 0
+        if n is not None and rows < n:
+            raise WorkloadError(f"row_misses has {rows} rows but the matrix has n_rows={n}")
+    return strategy
+
+
 def evaluate(row_lengths, n_rows, strategy, workers, chunk, cost: BalanceCost, max_workers: int,
              row_misses: Any = None) -> dict:
-    """worker_work + predict for one configuration (vmap it over batches)."""
+    """worker_work + predict for one configuration (vmap it over batches).
+
+    Concrete arguments are checked (WorkloadError): 1 <= workers <= max_workers, strategy a code
+    or name of STRATEGY_CODES, integer workers and chunk >= 1, n_rows consistent with the row
+    lengths, row misses covering its rows. Traced ones (``evaluate_batch``) are not: see
+    ``worker_work``'s preconditions."""
+    strategy = _check_config(row_lengths, n_rows, strategy, workers, chunk, max_workers,
+                             row_misses)
     work = worker_work(row_lengths, n_rows, strategy, workers, chunk, max_workers, row_misses)
     return {**predict(cost, work), "work": work}
 
@@ -265,19 +345,59 @@ def prepare(stats, row_misses: Any = None) -> GridInput:
     """Prefix sums of a (batched or single) SparseStats' row lengths, for ``evaluate_grid``;
     ``row_misses`` ([matrices, rows] or [matrices, rows, 2], rows padded with zeros, from
     ``perfjax.workloads.row_misses``) enables the miss terms."""
+    if isinstance(stats, (list, tuple)) or not (hasattr(stats, "row_lengths")
+                                                and hasattr(stats, "n_rows")):
+        raise WorkloadError(f"expected SparseStats (perfjax.workloads.sparse.stats, several "
+                            f"stacked with stack_stats), got {type(stats).__name__}")
     lengths = np.asarray(stats.row_lengths, dtype=np.int64)
+    if lengths.ndim not in (1, 2):
+        raise WorkloadError(f"row_lengths must be [rows] or [matrices, rows], got shape "
+                            f"{lengths.shape}")
     single = lengths.ndim == 1
     lengths = lengths[None] if single else lengths
     indptr = np.zeros((lengths.shape[0], lengths.shape[1] + 1), dtype=np.int64)
     np.cumsum(lengths, axis=1, out=indptr[:, 1:])
+    n_rows = np.atleast_1d(np.asarray(stats.n_rows, np.int64))
+    _check_rows(lengths, indptr, n_rows)
     ends = indptr[:, 1:] + np.arange(lengths.shape[1], dtype=np.int64)
     if row_misses is not None:
         row_misses = np.asarray(row_misses, dtype=float)
         row_misses = row_misses[None] if single else row_misses
+        if row_misses.ndim < 2 or row_misses.shape[0] != lengths.shape[0] \
+                or row_misses.shape[1] < n_rows.max():
+            raise WorkloadError(f"row_misses must cover the {lengths.shape[0]} matrices' rows "
+                                f"(at least {int(n_rows.max())}), got shape {row_misses.shape}")
     prefix, per_row = _miss_tables(row_misses, lengths.shape[1], batched=True)
-    n_rows = np.atleast_1d(np.asarray(stats.n_rows, np.int64))
     return GridInput(jnp.asarray(indptr), jnp.asarray(ends), jnp.asarray(n_rows), prefix, per_row,
                      int(np.max(indptr[:, -1] + n_rows)))
+
+
+def _check_rows(lengths: np.ndarray, indptr: np.ndarray, n_rows: np.ndarray) -> None:
+    """WorkloadError unless every matrix's n_rows fits its padded row lengths, which hold no
+    nonzero past it, and no length is negative (O(matrices) on the prefix sums)."""
+    if n_rows.shape != (lengths.shape[0],):
+        raise WorkloadError(f"n_rows has shape {n_rows.shape} for {lengths.shape[0]} matrices")
+    bad = np.nonzero((n_rows < 0) | (n_rows > lengths.shape[1]))[0]
+    if len(bad):
+        raise WorkloadError(f"matrix {bad[0]}: n_rows={n_rows[bad[0]]} does not fit its "
+                            f"{lengths.shape[1]} row lengths")
+    past = np.nonzero(np.take_along_axis(indptr, n_rows[:, None], axis=1)[:, 0]
+                      != indptr[:, -1])[0]
+    if len(past):
+        raise WorkloadError(f"matrix {past[0]}: n_rows={n_rows[past[0]]} but its row lengths "
+                            f"hold nonzeros past that row")
+    if lengths.size and lengths.min() < 0:
+        raise WorkloadError(f"row lengths must be non-negative, found {lengths.min()}")
+
+
+def _int_tuple(values: Any, what: str) -> tuple:
+    """A tuple of ints from a scalar or 1-D sequence of integers (2.7, nan, 'a' are refused)."""
+    array = np.atleast_1d(np.asarray(values))
+    if array.size == 0:
+        return ()
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise WorkloadError(f"{what} must be integers, got {values!r}")
+    return tuple(int(v) for v in array)
 
 
 def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_workers: int = 64) -> dict:
@@ -296,12 +416,21 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     strategy is its own compiled program; their outputs are concatenated.
     ``cost=None`` returns the counters unpriced instead (``grid_features``).
     """
-    names = list(strategies)
-    unknown = [n for n in names if n not in STRATEGY_CODES]
+    if isinstance(strategies, str):
+        raise WorkloadError(f"strategies must be a list of names, got the string {strategies!r} "
+                            f"(pass [{strategies!r}])")
+    try:
+        names = list(strategies)
+    except TypeError:
+        raise WorkloadError(f"strategies must be a list of names, got {strategies!r}") from None
+    if not names:
+        raise WorkloadError(f"strategies is empty (known: {', '.join(STRATEGY_CODES)})")
+    unknown = [n for n in names if not isinstance(n, str) or n not in STRATEGY_CODES]
     if unknown:
         raise WorkloadError(f"unknown strategies {unknown} (known: {', '.join(STRATEGY_CODES)})")
-    workers_t = tuple(int(w) for w in np.atleast_1d(np.asarray(workers)))
-    chunks_t = tuple(int(c) for c in np.atleast_1d(np.asarray(chunks)))
+    _check_max_workers(max_workers)
+    workers_t = _int_tuple(workers, "worker counts")
+    chunks_t = _int_tuple(chunks, "chunk sizes")
     if not workers_t or min(workers_t) < 1:
         raise WorkloadError(f"worker counts must be >= 1, got {list(workers_t)}")
     if max(workers_t) > max_workers:
@@ -403,6 +532,10 @@ def price_grid(features: jax.Array, costs: jax.Array) -> jax.Array:
     """Makespans [..., K] of ``grid_features`` output under K cost vectors ([K, len(COST_TERMS)],
     rows in ``BalanceCost.vector`` order): each configuration's slowest worker per cost vector.
     Equals ``evaluate_grid(...)["makespan"]`` for each cost; linear (and differentiable) in it."""
+    costs = jnp.asarray(costs)
+    if costs.ndim != 2 or costs.shape[1] != features.shape[-1]:  # shapes: checked when tracing
+        raise WorkloadError(f"price_grid: costs must be [K, {features.shape[-1]}] (cost vectors in "
+                            f"BalanceCost.vector order), got shape {costs.shape}")
     times = jnp.einsum("...pf,kf->...pk", features, jnp.asarray(costs, dtype=features.dtype))
     return jnp.max(times, axis=-2)  # idle workers have zero features: time 0, as in predict
 

@@ -282,7 +282,12 @@ def dispatch_arrival(hw: System, cfg: MoEConfig, counts: Any) -> jax.Array:
 
 def layer_times(hw: System, cfg: MoEConfig, counts: Any, pim: Any,
                 mode: str = "overlapped") -> LayerTimes:
-    """Times of one MoE layer; ``counts`` and ``pim`` are [..., D, E/D + shared]."""
+    """Times of one MoE layer; ``counts`` and ``pim`` are [..., D, E/D + shared].
+
+    Traced under jit (``batched_layer_times``), so values are not checked here: ``counts`` must
+    be finite and non-negative (``perfjax.workloads.moe.check_counts(counts, what, cfg)`` checks
+    them and their shape, as the CLI does) and ``pim`` 0/1 or in [0, 1] (relaxed); ``hw`` should
+    pass ``perfjax.hardware.check_system``."""
     counts = jnp.asarray(counts, dtype=float)
     pim = jnp.broadcast_to(jnp.asarray(pim, dtype=float), counts.shape)
     ffn = slot_ffn(cfg, counts.shape[-2])

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from perfjax.errors import WorkloadError
+from perfjax.workloads.sparse import check_generated_size, generator_rng
 
 __all__ = ["MoEConfig", "MODELS", "SIEVE_MODELS", "model_config", "RoutingTrace", "read_trace",
            "read_traces", "expert_counts", "powerlaw_routing", "bimodal_routing",
@@ -78,6 +79,9 @@ SIEVE_MODELS: dict[str, float] = {"qwen3.5-397b-a17b": 1.3, "gpt-oss-120b": 1.3,
 
 def model_config(name: str) -> MoEConfig:
     """The configuration of model ``name`` (one of ``MODELS``)."""
+    if not isinstance(name, str):
+        raise WorkloadError(f"MoE model name must be a string (known: {', '.join(MODELS)}), got "
+                            f"{name!r}")
     try:
         return MODELS[name.lower()]
     except KeyError:
@@ -182,11 +186,17 @@ def expert_counts(experts: np.ndarray, num_experts: int) -> np.ndarray:
 
 
 def _check_sizes(num_experts: int, top_k: int, tokens: int) -> None:
+    for name, value in (("experts", num_experts), ("top_k", top_k), ("tokens", tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise WorkloadError(f"routing: {name} must be an integer, got {value!r}")
     if num_experts < 1 or tokens < 1 or top_k < 1:
         raise WorkloadError(f"routing: experts, top_k and tokens must be positive, got "
                             f"{num_experts}, {top_k}, {tokens}")
     if top_k > num_experts:
         raise WorkloadError(f"routing: top_k={top_k} exceeds the number of experts {num_experts}")
+    # Gumbel keys, their sum and argsort: about three float64/int64 [tokens, experts] arrays
+    check_generated_size("routing", 32.0 * tokens * num_experts, experts=num_experts,
+                         tokens=tokens)
 
 
 def _sample_without_replacement(probabilities: np.ndarray, top_k: int, tokens: int,
@@ -201,8 +211,9 @@ def _sample_without_replacement(probabilities: np.ndarray, top_k: int, tokens: i
 def powerlaw_probabilities(num_experts: int, alpha: float, rng: np.random.Generator
                            ) -> np.ndarray:
     """Popularity p_i proportional to rank^-alpha, ranks shuffled over expert ids."""
-    if not np.isfinite(alpha) or alpha < 0:
-        raise WorkloadError(f"routing powerlaw: alpha must be a non-negative number, got {alpha}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(alpha) or alpha < 0:
+        raise WorkloadError(f"routing powerlaw: alpha must be a non-negative number, got {alpha!r}")
     weights = np.arange(1, num_experts + 1, dtype=float) ** (-float(alpha))
     return rng.permutation(weights / weights.sum())
 
@@ -212,7 +223,7 @@ def powerlaw_routing(num_experts: int, top_k: int, tokens: int, alpha: float,
     """[tokens, top_k] routing whose expert popularity follows a power law rank^-alpha
     (alpha ~ 1.01-1.2 as measured for DeepSeek and Qwen experts)."""
     _check_sizes(num_experts, top_k, tokens)
-    rng = np.random.default_rng(seed)
+    rng = generator_rng(seed, "routing powerlaw")
     return _sample_without_replacement(powerlaw_probabilities(num_experts, alpha, rng), top_k,
                                        tokens, rng)
 
@@ -232,7 +243,7 @@ def bimodal_routing(num_experts: int, top_k: int, tokens: int, hot_experts: int,
                     hot_mass: float, seed: int = 0) -> np.ndarray:
     """[tokens, top_k] routing where a few hot experts draw most tokens and a long tail the rest."""
     _check_sizes(num_experts, top_k, tokens)
-    rng = np.random.default_rng(seed)
+    rng = generator_rng(seed, "routing bimodal")
     return _sample_without_replacement(
         bimodal_probabilities(num_experts, hot_experts, hot_mass, rng), top_k, tokens, rng)
 
@@ -253,7 +264,7 @@ def rescale_routing(experts: np.ndarray, num_experts: int, new_experts: int, new
     share = np.concatenate([[0.0], np.cumsum(counts) / counts.sum()])
     rank_fraction = np.linspace(0.0, 1.0, num_experts + 1)
     cumulative = np.interp(np.linspace(0.0, 1.0, new_experts + 1), rank_fraction, share)
-    rng = np.random.default_rng(seed)
+    rng = generator_rng(seed, "rescale_routing")
     probabilities = rng.permutation(np.diff(cumulative))
     return _sample_without_replacement(probabilities, new_top_k, tokens, rng)
 
@@ -266,6 +277,8 @@ def slot_ffn(cfg: MoEConfig, devices: int) -> np.ndarray:
 
 
 def _check_devices(cfg: MoEConfig, devices: int) -> None:
+    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)):
+        raise WorkloadError(f"devices must be an integer, got {devices!r}")
     if devices < 1 or cfg.experts % devices:
         raise WorkloadError(f"devices: {cfg.name} has {cfg.experts} experts, which {devices} "
                             f"devices cannot split evenly")
@@ -306,10 +319,27 @@ def chunk_device_counts(cfg: MoEConfig, experts: np.ndarray, devices: int, chunk
     return np.stack(out)
 
 
-def check_counts(counts: np.ndarray, what: str = "token counts") -> np.ndarray:
+def check_counts(counts: np.ndarray, what: str = "token counts", cfg: MoEConfig | None = None
+                 ) -> np.ndarray:
     """``counts`` as floats, or a WorkloadError naming ``what`` when any is negative or not
-    finite (the models take counts as data and cannot check them under jit)."""
-    counts = np.asarray(counts, dtype=float)
+    finite (the models take counts as data and cannot check them under jit). With ``cfg``, also
+    their shape: [..., D, E/D + shared] for D devices that split ``cfg``'s experts evenly."""
+    try:
+        counts = np.asarray(counts, dtype=float)
+    except (TypeError, ValueError):
+        raise WorkloadError(f"{what}: counts must be an array of numbers, got "
+                            f"{type(counts).__name__}") from None
+    if cfg is not None:
+        if counts.ndim < 2:
+            raise WorkloadError(f"{what}: counts must be [devices, slots] for {cfg.name}, got "
+                                f"shape {list(counts.shape)}")
+        devices = counts.shape[-2]
+        _check_devices(cfg, devices)
+        slots = cfg.experts // devices + cfg.shared_experts
+        if counts.shape[-1] != slots:
+            raise WorkloadError(f"{what}: {cfg.name} on {devices} devices has {slots} expert "
+                                f"slots per device (E/D + shared), expected shape "
+                                f"[{devices}, {slots}], got {list(counts.shape)}")
     if not np.isfinite(counts).all() or (counts < 0).any():
         bad = counts[~np.isfinite(counts) | (counts < 0)].ravel()[0]
         raise WorkloadError(f"{what}: counts must be finite and non-negative, found {bad}")

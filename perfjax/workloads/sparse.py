@@ -8,6 +8,8 @@ scipy's ``csr_array``/``csc_array``/``coo_array``; ``DCSR`` (doubly compressed r
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,10 +234,19 @@ QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 def stats(matrix: sp.csr_array | sp.csr_matrix, name: str = "", pad_to: int | None = None) -> SparseStats:
     """Statistics of a CSR matrix, row lengths padded to ``pad_to`` (default: no padding)."""
-    matrix = sp.csr_array(matrix)
+    what = f"stats of {name or 'matrix'}"
+    try:
+        matrix = sp.csr_array(matrix)
+    except (TypeError, ValueError) as exc:
+        raise WorkloadError(f"{what}: expected a 2-D sparse or dense matrix, got "
+                            f"{type(matrix).__name__} ({exc})") from None
     lengths = np.diff(matrix.indptr).astype(np.int64)
     n = len(lengths)
+    if n == 0:
+        raise WorkloadError(f"{what}: shape {matrix.shape} has no rows")
     pad_to = n if pad_to is None else pad_to
+    if isinstance(pad_to, bool) or not isinstance(pad_to, (int, np.integer)):
+        raise WorkloadError(f"{what}: pad_to must be an integer, got {pad_to!r}")
     if pad_to < n:
         raise WorkloadError(f"stats of {name or 'matrix'}: cannot pad {n} rows to {pad_to}")
     padded = np.zeros(pad_to, dtype=np.int64)
@@ -309,6 +320,13 @@ def row_misses(matrix, width: int = 1, cache_bytes: int | None = None,
 
 def stack_stats(items: list[SparseStats]) -> SparseStats:
     """Stack statistics of several matrices into one batched pytree (rows padded to the longest)."""
+    items = list(items)
+    if not items:
+        raise WorkloadError("stack_stats: no statistics to stack (pass a non-empty list of "
+                            "SparseStats)")
+    wrong = [type(s).__name__ for s in items if not isinstance(s, SparseStats)]
+    if wrong:
+        raise WorkloadError(f"stack_stats: expected SparseStats (from stats()), got {wrong[0]}")
     width = max(len(s.row_lengths) for s in items)
     padded = [SparseStats(s.n_rows, s.n_cols, s.nnz,
                           np.pad(np.asarray(s.row_lengths), (0, width - len(s.row_lengths))),
@@ -321,8 +339,58 @@ def stack_stats(items: list[SparseStats]) -> SparseStats:
 
 def _check_positive(**values: Any) -> None:
     for name, value in values.items():
-        if not isinstance(value, (int, np.integer)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise WorkloadError(f"generator argument {name} must be a positive integer, got {value!r}")
+
+
+MAX_NNZ = 2**31 - 1  # generated nonzeros: the kernels' 32-bit row pointers
+
+
+def _available_memory() -> int:
+    """Bytes of memory available now (Linux MemAvailable; physical pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62
+
+
+def check_generated_size(what: str, nbytes: float, **sizes: Any) -> None:
+    """WorkloadError naming ``what`` and its sizes when a row or column count or a nonzero count
+    in ``sizes`` exceeds 2^31 - 1, or the generator's estimated allocation ``nbytes`` exceeds the
+    memory available (instead of numpy's MemoryError part way through)."""
+    for name, value in sizes.items():
+        if value > MAX_NNZ:
+            raise WorkloadError(f"{what}: {name}={value} exceeds the largest supported size "
+                                f"({MAX_NNZ})")
+    available = _available_memory()
+    if nbytes > available:
+        described = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise WorkloadError(f"{what}: {described} needs about {nbytes / 2**30:.3g} GiB, more than "
+                            f"the {available / 2**30:.3g} GiB of memory available")
+
+
+def _check_alpha(alpha: Any, what: str) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(alpha):
+        raise WorkloadError(f"{what}: alpha must be a finite number, got {alpha!r}")
+    return float(alpha)
+
+
+def generator_rng(seed: Any, what: str) -> np.random.Generator:
+    """``np.random.default_rng(seed)``, or a WorkloadError naming ``what`` for a seed it refuses
+    (negative, fractional, not a number)."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise WorkloadError(f"{what}: seed must be a non-negative integer, got {seed!r} "
+                            f"({exc})") from None
 
 
 def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: int = 0,
@@ -336,8 +404,11 @@ def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: 
         raise WorkloadError(f"powerlaw_rows: columns must be 'random' or 'local', got {columns!r}")
     if nnz > n_rows * n_cols:
         raise WorkloadError(f"powerlaw_rows: nnz {nnz} exceeds {n_rows} x {n_cols} entries")
-    rng = np.random.default_rng(seed)
-    weights = np.arange(1, n_rows + 1, dtype=float) ** -float(alpha)
+    alpha = _check_alpha(alpha, "powerlaw_rows")
+    check_generated_size("powerlaw_rows", 32.0 * n_rows + 24.0 * nnz, n_rows=n_rows,
+                         n_cols=n_cols, nnz=nnz)
+    rng = generator_rng(seed, "powerlaw_rows")
+    weights = np.arange(1, n_rows + 1, dtype=float) ** -alpha
     lengths = np.minimum(np.floor(weights / weights.sum() * nnz).astype(np.int64), n_cols)
     deficit = nnz - lengths.sum()
     while deficit > 0:  # hand out the rounding remainder to rows that still have room
@@ -362,8 +433,9 @@ def rmat(scale: int, edge_factor: int = 16, a: float = 0.57, b: float = 0.19, c:
     _check_positive(scale=scale, edge_factor=edge_factor)
     if not (0 < a and 0 <= b and 0 <= c and a + b + c < 1):
         raise WorkloadError(f"rmat: probabilities a={a}, b={b}, c={c} must be >= 0 with a + b + c < 1")
-    rng = np.random.default_rng(seed)
-    n, edges = 1 << scale, edge_factor << scale
+    n, edges = 1 << min(scale, 64), edge_factor << min(scale, 64)
+    check_generated_size("rmat", 40.0 * edges, vertices=n, edges=edges)
+    rng = generator_rng(seed, "rmat")
     rows = np.zeros(edges, dtype=np.int64)
     cols = np.zeros(edges, dtype=np.int64)
     for bit in range(scale):
@@ -381,20 +453,36 @@ def rmat(scale: int, edge_factor: int = 16, a: float = 0.57, b: float = 0.19, c:
 def banded(n: int, bandwidth: int, seed: int = 0) -> sp.csr_array:
     """An n x n matrix with every entry |i - j| <= bandwidth (regular: the balanced case)."""
     _check_positive(n=n, bandwidth=bandwidth)
+    if bandwidth > n:
+        raise WorkloadError(f"banded: bandwidth {bandwidth} exceeds n={n} (n - 1 already fills "
+                            f"the matrix)")
+    band = min(bandwidth, n - 1)
+    nnz = n * (2 * band + 1) - band * (band + 1)
+    check_generated_size("banded", 32.0 * nnz, n=n, nnz=nnz)
     offsets = list(range(-bandwidth, bandwidth + 1))
     matrix = sp.diags_array([np.ones(n - abs(o)) for o in offsets], offsets=offsets, shape=(n, n))
     matrix = sp.csr_array(matrix)
-    matrix.data = np.random.default_rng(seed).standard_normal(matrix.nnz)
+    matrix.data = generator_rng(seed, "banded").standard_normal(matrix.nnz)
     return matrix
 
 
 def uniform_random(n_rows: int, n_cols: int, density: float, seed: int = 0) -> sp.csr_array:
     """Each entry nonzero independently with probability ``density`` (Erdos-Renyi)."""
     _check_positive(n_rows=n_rows, n_cols=n_cols)
-    if not 0 < density <= 1:
-        raise WorkloadError(f"uniform_random: density must be in (0, 1], got {density}")
+    if isinstance(density, bool) or not isinstance(density, (int, float, np.integer, np.floating)) \
+            or not 0 < density <= 1:
+        raise WorkloadError(f"uniform_random: density must be in (0, 1], got {density!r}")
+    entries = n_rows * n_cols
+    nnz = round(density * entries)
+    # numpy draws the positions from a permutation of every entry unless they are few
+    drawn = 8.0 * entries if entries <= 10000 or nnz > entries / 50 else 0.0
+    check_generated_size("uniform_random", drawn + 40.0 * nnz, n_rows=n_rows, n_cols=n_cols,
+                         nnz=nnz)
+    rng = generator_rng(seed, "uniform_random")
+    data_rng = generator_rng(seed + 1 if isinstance(seed, (int, np.integer)) else seed,
+                             "uniform_random")
     matrix = sp.random_array((n_rows, n_cols), density=density, format="csr",
-                             rng=np.random.default_rng(seed), data_sampler=np.random.default_rng(seed + 1).standard_normal)
+                             rng=rng, data_sampler=data_rng.standard_normal)
     return sp.csr_array(matrix)
 
 
@@ -403,8 +491,13 @@ def random_tensor3(shape: tuple[int, int, int], nnz: int, alpha: float = 1.0, se
     if len(shape) != 3 or any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
         raise WorkloadError(f"random_tensor3: shape must be three positive integers, got {shape}")
     _check_positive(nnz=nnz)
-    rng = np.random.default_rng(seed)
-    weights = np.arange(1, shape[0] + 1, dtype=float) ** -float(alpha)
+    alpha = _check_alpha(alpha, "random_tensor3")
+    if math.prod(int(s) for s in shape) > 2**63 - 1:
+        raise WorkloadError(f"random_tensor3: shape {tuple(shape)} has more entries than 64-bit "
+                            f"coordinates index")
+    check_generated_size("random_tensor3", 16.0 * shape[0] + 120.0 * nnz, nnz=nnz)
+    rng = generator_rng(seed, "random_tensor3")
+    weights = np.arange(1, shape[0] + 1, dtype=float) ** -alpha
     i = rng.permutation(shape[0])[rng.choice(shape[0], size=nnz, p=weights / weights.sum())]
     coords = np.stack([i, rng.integers(0, shape[1], nnz), rng.integers(0, shape[2], nnz)], axis=1)
     return coo3(shape, coords, rng.standard_normal(nnz))
