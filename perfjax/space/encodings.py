@@ -135,11 +135,34 @@ def _embed_permutation(perm: jax.Array, encoding: str) -> jax.Array:
     return jax.nn.one_hot(position, n, dtype=float).reshape(perm.shape[0], n * n)
 
 
+def _concrete(x: Any) -> np.ndarray | None:
+    """x as numpy when it holds values (None under jit/grad tracing, where checks cannot run)."""
+    return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
+
+
+def _check_no_nan(values: np.ndarray | None, what: str) -> None:
+    if values is not None and np.isnan(values).any():
+        row = np.argwhere(np.isnan(values))[0][0]
+        raise SpaceError(f"{what} holds NaN (row {row}): it has no nearest valid value")
+
+
 def unembed(space, features: Any, permutation: str | None = None) -> dict:
     """Features -> the nearest batch (inverse of ``embed`` on embedded configurations)."""
-    features = jnp.asarray(features, dtype=float)
+    groups = feature_groups(space, permutation)
+    try:
+        features = jnp.asarray(features, dtype=float)
+    except (TypeError, ValueError):
+        raise SpaceError(f"unembed: features must be a numeric [N, {groups[-1].stop}] array, got "
+                         f"{type(features).__name__}") from None
+    if features.ndim != 2 or features.shape[1] != groups[-1].stop:
+        raise SpaceError(f"unembed: features have shape {tuple(features.shape)}, expected "
+                         f"[N, {groups[-1].stop}] for space {space.name!r}")
+    values = _concrete(features)
+    for group in groups:
+        _check_no_nan(None if values is None else values[:, group.start:group.stop],
+                      f"unembed: features of parameter {group.name!r}")
     out = {}
-    for group in feature_groups(space, permutation):
+    for group in groups:
         param, block = space.params[group.name], features[:, group.start:group.stop]
         if group.encoding == "numeric":
             out[group.name] = from_unit(param, block[:, 0])
@@ -182,9 +205,11 @@ def relax(space, batch: Mapping[str, Any]) -> dict:
 
 def round(space, relaxed: Mapping[str, Any]) -> dict:  # noqa: A001 - the natural name
     """Relaxed values -> the nearest valid values (constraints are not enforced: see project)."""
+    relaxed = _check_relaxed(space, relaxed, "round")
     out = {}
     for name, param in space.params.items():
-        z = jnp.asarray(relaxed[name], dtype=float)
+        z = relaxed[name]
+        _check_no_nan(_concrete(z), f"round: relaxed values of parameter {name!r}")
         if isinstance(param, (Real, Integer)):
             out[name] = from_unit(param, jax.nn.sigmoid(z))
         elif isinstance(param, Ordinal):
@@ -192,7 +217,34 @@ def round(space, relaxed: Mapping[str, Any]) -> dict:  # noqa: A001 - the natura
         elif isinstance(param, Categorical):
             out[name] = jnp.argmax(z, axis=-1).astype(jnp.int64)
         else:
-            out[name] = greedy_assignment(z)
+            out[name] = greedy_assignment(jnp.clip(z, -1e300, 1e300))  # -inf would be re-picked
+    return out
+
+
+def _check_relaxed(space, relaxed: Mapping[str, Any], what: str) -> dict:
+    """Check a relaxed batch's keys and shapes (what ``relax`` returns); return float arrays."""
+    from perfjax.space.space import check_keys
+
+    check_keys(space, relaxed, f"{what}: relaxed values", f"{what}: relaxed values")
+    out, sizes = {}, set()
+    for name, param in space.params.items():
+        try:
+            z = jnp.asarray(relaxed[name], dtype=float)
+        except (TypeError, ValueError):
+            raise SpaceError(f"{what}: relaxed values of parameter {name!r} are not numbers") from None
+        if isinstance(param, (Real, Integer)):
+            want = ()
+        elif isinstance(param, (Ordinal, Categorical)):
+            want = (len(param.values),)
+        else:
+            want = (param.n, param.n)
+        if z.ndim != 1 + len(want) or tuple(z.shape[1:]) != want:
+            raise SpaceError(f"{what}: relaxed values of parameter {name!r} have shape "
+                             f"{tuple(z.shape)}, expected [N{''.join(f', {w}' for w in want)}]")
+        sizes.add(z.shape[0])
+        out[name] = z
+    if len(sizes) > 1:
+        raise SpaceError(f"{what}: relaxed values have different row counts: {sorted(sizes)}")
     return out
 
 
@@ -240,10 +292,17 @@ def soften(space, relaxed: Mapping[str, Any], temperature: float = 1.0, key=None
     """Differentiable soft configuration: numerics as continuous values, ordinals and categoricals
     as probability vectors, permutations as doubly-stochastic [position, item] matrices. With a
     ``key``, Gumbel noise is added first (Gumbel-softmax / Gumbel-Sinkhorn sampling)."""
+    if isinstance(temperature, (int, float, np.integer, np.floating)) and (
+            isinstance(temperature, bool) or not 0 < temperature < math.inf):
+        raise SpaceError(f"soften: temperature must be a positive finite number, got {temperature!r}")
+    relaxed = _check_relaxed(space, relaxed, "soften")
+    if key is not None:
+        from perfjax.space.space import _as_key
+        key = _as_key(key)
     out = {}
     keys = dict(zip(space.names, jax.random.split(key, len(space.names)))) if key is not None else {}
     for name, param in space.params.items():
-        z = jnp.asarray(relaxed[name], dtype=float)
+        z = relaxed[name]
         if isinstance(param, (Real, Integer)):
             out[name] = _scale(jax.nn.sigmoid(z), *_numeric_range(param))
             continue
@@ -294,6 +353,10 @@ def project(space, relaxed: Mapping[str, Any], seed: Any = 0, candidates: int = 
 def neighbors(space, batch: Mapping[str, Any], *, feasible_only: bool = True,
               real_step: float = 0.03) -> tuple[dict, jax.Array]:
     """Every one-move neighbour of each configuration: (neighbour batch, parent row index)."""
+    if isinstance(real_step, bool) or not isinstance(real_step, (int, float, np.integer, np.floating)) \
+            or not 0 < real_step <= 1:
+        raise SpaceError(f"neighbors: real_step must be a number in (0, 1] (a share of each real "
+                         f"range), got {real_step!r}")
     batch = {k: np.asarray(v) for k, v in space.check_batch(batch).items()}
     n = len(batch[space.names[0]])
     moves_cols: list[dict] = []

@@ -62,13 +62,37 @@ def parse_constraint(text: str, params: Mapping[str, Any], owner: str | None = N
     """Parse ``text`` against the space's parameters; raise SpaceError naming the problem."""
     if not isinstance(text, str) or not text.strip():
         raise SpaceError(f"constraint {text!r}: a constraint must be a non-empty string")
+    quoted = repr(text) if len(text) <= 80 else f"{text[:80]!r}... ({len(text)} characters)"
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
-        raise SpaceError(f"constraint {text!r} does not parse: {exc.msg}") from None
+        raise SpaceError(f"constraint {quoted} does not parse: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # the parser's own nesting limit
+        raise SpaceError(f"constraint {quoted} is nested too deeply (at most {MAX_DEPTH} levels: "
+                         "split it into several constraints)") from None
+    depth = _depth(tree)
+    if depth > MAX_DEPTH:
+        raise SpaceError(f"constraint {quoted} is nested {depth} levels deep, more than {MAX_DEPTH} "
+                         "(split it into several constraints)")
     variables: dict[str, Variable] = {}
     tree = _Resolver(text, params, variables).visit(tree)
     return Constraint(text=text, tree=tree, variables=variables, owner=owner)
+
+
+# Deepest constraint syntax tree accepted: parsing, resolving and evaluating recurse once or a few
+# times per level, and Python's default recursion limit is 1000 frames.
+MAX_DEPTH = 100
+
+
+def _depth(tree: ast.AST) -> int:
+    """Nesting depth of a syntax tree's expressions, found without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node)
+                     if isinstance(child, ast.expr))
+    return deepest
 
 
 class _Resolver(ast.NodeTransformer):

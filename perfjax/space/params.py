@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +33,18 @@ ENUMERATE_LIMIT = 1 << 16
 INTEGER_LIMIT = 2**62  # integer bounds: hi - lo + 1 must fit the int64 sampler
 
 _PRIOR_NAMES = ("uniform", "gaussian", "exponential", "decay", "estimate", "custom_gaussian")
+
+
+def _prior_parameters(owner: "Parameter", value: Any) -> tuple:
+    """``prior_parameters`` as a tuple of finite numbers (SpaceError naming the parameter if not)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise owner.fail(f"prior_parameters must be a list of numbers, got {value!r}")
+    values = tuple(value)
+    for v in values:
+        _number(owner, v, "every prior parameter")
+    return values
 
 
 def _check_prior(owner: "Parameter", size: int | None) -> None:
@@ -50,9 +62,14 @@ def _check_prior(owner: "Parameter", size: int | None) -> None:
                 raise owner.fail("a gaussian prior needs prior_parameters [mean, std] with std > 0, "
                                  f"got {list(owner.prior_parameters)!r}")
         return
+    if not isinstance(prior, (list, tuple, np.ndarray)):
+        raise owner.fail(f"prior must be a prior name or a list of probabilities, got {prior!r}")
     if size is None:
         raise owner.fail("a list prior needs a finite parameter")
-    weights = np.asarray(prior, dtype=float)
+    try:
+        weights = np.asarray(prior, dtype=float)
+    except (TypeError, ValueError):
+        raise owner.fail(f"prior must be {size} non-negative probabilities, got {list(prior)!r}") from None
     if weights.shape != (size,) or not np.all(np.isfinite(weights)) or np.any(weights < 0) \
             or weights.sum() <= 0:
         raise owner.fail(f"prior must be {size} non-negative probabilities, got {list(prior)!r}")
@@ -122,10 +139,23 @@ class Parameter:
             return weights / weights.sum()
         if self.prior == "gaussian" and self.prior_parameters:
             mean, std = self.prior_parameters
-            weights = np.exp(-0.5 * ((values.astype(float) - mean) / std) ** 2)
-            if weights.sum() > 0:
-                return weights / weights.sum()
+            # In log space, relative to the largest: a mean far outside the values still puts the
+            # mass on the values nearest to it (exp(-z^2/2) would underflow to 0 everywhere).
+            log_weights = -0.5 * ((values.astype(float) - mean) / std) ** 2
+            weights = np.exp(log_weights - log_weights.max())
+            return weights / weights.sum()
         return self.base_weights()
+
+
+def _whole(column: Any) -> Any:
+    """Vectorized "holds a whole number" for an index or integer column: True (no work at all)
+    for integer dtypes, the usual case; a float column must hold integral values."""
+    dtype = getattr(column, "dtype", None)
+    if dtype is None or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_):
+        return True
+    import jax.numpy as jnp
+    xp = np if isinstance(column, np.ndarray) else jnp
+    return xp.floor(column) == column
 
 
 def _number(owner: Parameter, value: Any, what: str) -> float:
@@ -153,14 +183,16 @@ class Real(Parameter):
         object.__setattr__(self, "log", bool(log))
         object.__setattr__(self, "default", default)
         object.__setattr__(self, "prior", prior)
-        object.__setattr__(self, "prior_parameters", tuple(prior_parameters))
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "prior_parameters", _prior_parameters(self, prior_parameters))
         self.validate()
 
     def validate(self) -> None:
         lo, hi = _number(self, self.lo, "lo"), _number(self, self.hi, "hi")
         if lo > hi:
             raise self.fail(f"min {lo} > max {hi}")
+        if not math.isfinite(float(hi) - float(lo)):  # sampling and encodings scale by hi - lo
+            raise self.fail(f"range [{lo}, {hi}] is too wide: its width hi - lo overflows to inf")
         if self.log and lo <= 0:
             raise self.fail(f"log transform needs a positive range, got [{lo}, {hi}]")
         if self.default is not None:
@@ -208,8 +240,8 @@ class Integer(Parameter):
         object.__setattr__(self, "log", bool(log))
         object.__setattr__(self, "default", default)
         object.__setattr__(self, "prior", prior)
-        object.__setattr__(self, "prior_parameters", tuple(prior_parameters))
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "prior_parameters", _prior_parameters(self, prior_parameters))
         self.validate()
 
     def validate(self) -> None:
@@ -269,7 +301,7 @@ class Integer(Parameter):
         return (self.lo + self.hi) // 2
 
     def contains(self, column: Any) -> Any:
-        return (column >= self.lo) & (column <= self.hi)
+        return (column >= self.lo) & (column <= self.hi) & _whole(column)
 
 
 @dataclass(frozen=True)
@@ -284,8 +316,8 @@ class Ordinal(Parameter):
                  prior: Any = None, prior_parameters: Sequence[float] = (), name: str = ""):
         object.__setattr__(self, "default", default)
         object.__setattr__(self, "prior", prior)
-        object.__setattr__(self, "prior_parameters", tuple(prior_parameters))
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "prior_parameters", _prior_parameters(self, prior_parameters))
         object.__setattr__(self, "log", bool(log))
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             raise self.fail(f"values must be a list of numbers, got {values!r}")
@@ -296,7 +328,11 @@ class Ordinal(Parameter):
         if len(set(float(v) for v in numbers)) != len(numbers):
             raise self.fail(f"values repeat: {values!r}")
         ordered = sorted(numbers, key=float)
-        if all(float(v).is_integer() for v in ordered):
+        too_big = [v for v in ordered
+                   if isinstance(v, (int, np.integer)) and abs(int(v)) > INTEGER_LIMIT]
+        if too_big:
+            raise self.fail(f"value {too_big[0]} exceeds +-2^62 (values are stored as 64-bit numbers)")
+        if all(float(v).is_integer() and abs(float(v)) <= INTEGER_LIMIT for v in ordered):
             ordered = [int(v) for v in ordered]
         else:
             ordered = [float(v) for v in ordered]
@@ -354,8 +390,8 @@ class Categorical(Parameter):
                  prior_parameters: Sequence[float] = (), name: str = ""):
         object.__setattr__(self, "default", default)
         object.__setattr__(self, "prior", prior)
-        object.__setattr__(self, "prior_parameters", tuple(prior_parameters))
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "prior_parameters", _prior_parameters(self, prior_parameters))
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             raise self.fail(f"values must be a list, got {values!r}")
         values = tuple(values)
@@ -397,10 +433,13 @@ class Categorical(Parameter):
         return self.values[self.index_of(self.default)] if self.default is not None else self.values[0]
 
     def contains(self, column: Any) -> Any:
-        return (column >= 0) & (column < len(self.values))
+        return (column >= 0) & (column < len(self.values)) & _whole(column)
 
 
 PERMUTATION_PARAMETRIZATIONS = ("spearman", "kendall", "hamming", "naive")
+# Largest permutation: relax/round/soften and the hamming embedding hold n x n float64 numbers per
+# configuration (kendall n(n-1)/2); relax + round of 256 rows of 512 items peaked at 1.3 GB RSS.
+PERMUTATION_LIMIT = 512
 
 
 @dataclass(frozen=True)
@@ -424,6 +463,9 @@ class Permutation(Parameter):
         object.__setattr__(self, "prior_parameters", ())
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise self.fail(f"a permutation needs a positive item count, got {n!r}")
+        if n > PERMUTATION_LIMIT:
+            raise self.fail(f"a permutation of {n} items is too large (at most {PERMUTATION_LIMIT}: "
+                            "its relaxation and encodings hold n x n numbers per configuration)")
         object.__setattr__(self, "n", int(n))
         parametrization = str(parametrization).lower()
         if parametrization not in PERMUTATION_PARAMETRIZATIONS:
@@ -460,6 +502,8 @@ class Permutation(Parameter):
     def contains(self, column: Any) -> Any:
         import jax.numpy as jnp
         xp = np if isinstance(column, np.ndarray) else jnp
+        if self.n > 32:  # the one-hot count below needs n x n cells a row: sort instead
+            return xp.all(xp.sort(column, axis=-1) == xp.arange(self.n), axis=-1)
         # Every item appears exactly once (a one-hot count: far cheaper than sorting rows on CPU).
         counts = (column[..., :, None] == xp.arange(self.n)).sum(axis=-2)
         return xp.all(counts == 1, axis=-1)

@@ -37,6 +37,10 @@ CANDIDATES = 32
 ENUMERATION_LIMIT = 20_000_000
 # Rows to try before concluding that sampling cannot find a feasible point.
 MAX_ATTEMPTS = 1 << 20
+# Largest batch sample() returns, in bytes (the result and its parts are held in memory at once).
+SAMPLE_BYTES_LIMIT = 1 << 32
+# Constraint text quoted in error messages is cut to this many characters.
+_QUOTE = 80
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,41 @@ class _Step:
 
 
 def _as_key(seed: Any) -> jax.Array:
-    if isinstance(seed, (int, np.integer)):
+    """A seed (an int in [0, 2^63), None for a fresh one, or a jax PRNG key) -> a PRNG key."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if not 0 <= seed < 2**63:
+            raise SpaceError(f"seed must be an integer in [0, 2^63) or a jax PRNG key, got {seed!r}")
         return jax.random.PRNGKey(int(seed))
     if seed is None:
         return jax.random.PRNGKey(int(np.random.default_rng().integers(0, 2**31)))
-    return seed
+    dtype = getattr(seed, "dtype", None)
+    if isinstance(seed, (jax.Array, np.ndarray)) and dtype is not None and (
+            jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and seed.shape == ()
+            or dtype == jnp.uint32 and seed.shape == (2,)):
+        return seed
+    raise SpaceError(f"seed must be an integer in [0, 2^63) or a jax PRNG key, got {seed!r}")
+
+
+def _count(value: Any, what: str, limit: int, minimum: int = 0) -> int:
+    """A count argument as an int in [minimum, limit], else SpaceError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "positive" if minimum > 0 else "non-negative"
+        raise SpaceError(f"{what} must be a {kind} integer, got {value!r}")
+    if value > limit:
+        raise SpaceError(f"{what} {value} is more than the limit {limit} for this space")
+    return int(value)
+
+
+
+def check_keys(space: "Space", columns: Any, what: str, kind: str) -> None:
+    """SpaceError unless ``columns`` is a mapping with exactly the space's parameter names."""
+    if not isinstance(columns, Mapping):
+        raise SpaceError(f"{kind} must be a mapping of parameter name -> array, got "
+                         f"{type(columns).__name__}")
+    missing = [n for n in space.names if n not in columns]
+    unknown = [k for k in columns if k not in space.params]
+    if missing or unknown:
+        raise SpaceError(f"{what} does not match the space: missing {missing}, unknown {unknown}")
 
 
 class Space:
@@ -84,6 +118,11 @@ class Space:
         self.name = name
         self.forward_check = forward_check
         self.extra = dict(extra or {})
+        if constraints is None:
+            constraints = ()
+        if isinstance(constraints, (str, bytes)) or not hasattr(constraints, "__iter__"):
+            raise SpaceError(f"constraints must be a list of constraint strings, got "
+                             f"{_quote(constraints)} (pass [{_quote(constraints)}] for one constraint)")
         self.constraints: tuple[Constraint, ...] = tuple(self._parse(c) for c in constraints)
         self.dependencies = {k: tuple(v) for k, v in (dependencies or {}).items() if v}
         for pname, deps in self.dependencies.items():
@@ -258,13 +297,7 @@ class Space:
 
     def check_batch(self, batch: Mapping[str, Any]) -> Batch:
         """Check a batch's keys and shapes; return it as a dict in parameter order."""
-        if not isinstance(batch, Mapping):
-            raise SpaceError(f"a batch must be a mapping of parameter name -> array, got "
-                             f"{type(batch).__name__}")
-        missing = [n for n in self.names if n not in batch]
-        unknown = [k for k in batch if k not in self.params]
-        if missing or unknown:
-            raise SpaceError(f"batch does not match the space: missing {missing}, unknown {unknown}")
+        check_keys(self, batch, "batch", "a batch")
         sizes = set()
         for pname, param in self.params.items():
             shape = np.shape(batch[pname])
@@ -272,6 +305,11 @@ class Space:
             if len(shape) != want or (want == 2 and shape[1] != param.n):
                 raise SpaceError(f"batch column {pname!r} has shape {shape}, expected "
                                  f"{'[N, %d]' % param.n if want == 2 else '[N]'}")
+            dtype = getattr(batch[pname], "dtype", None)
+            dtype = np.asarray(batch[pname]).dtype if dtype is None else dtype
+            if not np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.bool_):
+                raise SpaceError(f"batch column {pname!r} holds {dtype} entries, not numbers "
+                                 "(categoricals are stored as value indices)")
             sizes.add(shape[0])
         if len(sizes) != 1:
             raise SpaceError(f"batch columns have different lengths: {sorted(sizes)}")
@@ -425,12 +463,12 @@ class Space:
         drawn as often as one that leaves many); ``estimate_feasible_fraction`` corrects for that
         with importance weights.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise SpaceError(f"sample size must be a non-negative integer, got {n!r}")
+        n = _count(n, "sample size", self.sample_limit())
+        key = _as_key(seed)
         if self._enumerated is not None:
             return self._sample_enumerated(n, seed, use_prior)
         parts, got, tried = [], 0, 0
-        for batch, ok, _ in self._draw_rows(n, _as_key(seed), "prior" if use_prior else "base"):
+        for batch, ok, _ in self._draw_rows(n, key, "prior" if use_prior else "base"):
             rows = np.nonzero(ok)[0]
             if len(rows):
                 parts.append({k: np.asarray(v)[rows] for k, v in batch.items()})
@@ -446,6 +484,11 @@ class Space:
                 return self._sample_enumerated(n, seed, use_prior)
         return self._concat(parts, n)
 
+    def sample_limit(self) -> int:
+        """Largest ``n`` that ``sample`` accepts: SAMPLE_BYTES_LIMIT over the bytes of one row."""
+        row = sum(8 * (p.n if p.kind == "permutation" else 1) for p in self.params.values())
+        return SAMPLE_BYTES_LIMIT // row
+
     def _concat(self, parts: Sequence[Batch], n: int) -> Batch:
         if not parts:
             return {p: jnp.zeros((0, self.params[p].n) if self.params[p].kind == "permutation"
@@ -459,6 +502,7 @@ class Space:
         of the feasible set for reals): the uniform measure, whatever ``log`` or priors say about
         how to sample.
         """
+        draws = _count(draws, "draws", self.sample_limit(), minimum=1)
         weights, tried = [], 0
         for _, ok, log_weight in self._draw_rows(draws, _as_key(seed), "uniform"):
             weights.append(np.where(ok, np.exp(log_weight), 0.0))
@@ -488,6 +532,7 @@ class Space:
 
     def enumerate(self, chunk: int = 65536, limit: float = ENUMERATION_LIMIT) -> Iterator[Batch]:
         """Yield every feasible configuration of a finite space, in chunks."""
+        chunk = _count(chunk, "enumerate chunk", self.sample_limit(), minimum=1)
         total = self.enumerable_size()
         if total > limit:
             raise SpaceError(f"space {self.name!r} has {total:.3g} configurations to enumerate, more "
@@ -552,6 +597,13 @@ class Space:
     def to_dicts(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """A batch as a list of plain dicts (permutations as lists, categoricals as their values)."""
         batch = {k: np.asarray(v) for k, v in self.check_batch(batch).items()}
+        for p, param in self.params.items():
+            bad = np.flatnonzero(~np.broadcast_to(param.contains(batch[p]), batch[p].shape[:1]))
+            if len(bad):
+                entry = batch[p][bad[0]]
+                entry = entry.tolist() if hasattr(entry, "tolist") else entry
+                raise SpaceError(f"batch row {bad[0]}: parameter {p!r}: entry {entry!r} is outside "
+                                 f"its domain ({_describe_domain(param)})")
         n = len(batch[self.names[0]])
         return [{p: self.params[p].from_entry(batch[p][i]) for p in self.names} for i in range(n)]
 
@@ -559,6 +611,8 @@ class Space:
         """Plain dicts -> a batch; SpaceError names the configuration and parameter at fault."""
         if isinstance(configs, Mapping):
             configs = [configs]
+        if isinstance(configs, (str, bytes)) or not isinstance(configs, Sequence):
+            raise SpaceError(f"configurations must be a list of dicts, got {type(configs).__name__}")
         columns: dict[str, list] = {p: [] for p in self.names}
         for i, config in enumerate(configs):
             if not isinstance(config, Mapping):
@@ -634,11 +688,23 @@ class Space:
 
 
 def _describe_domain(param: Parameter) -> str:
-    if isinstance(param, (Ordinal, Categorical)):
+    if isinstance(param, Categorical):
+        return f"an index 0..{len(param.values) - 1} into values {list(param.values)}"
+    if isinstance(param, Ordinal):
         return f"values {list(param.values)}"
-    if isinstance(param, (Integer, Real)):
+    if isinstance(param, Integer):
+        return f"integers [{param.lo}, {param.hi}]"
+    if isinstance(param, Real):
         return f"[{param.lo}, {param.hi}]"
+    if param.kind == "permutation":
+        return f"a permutation of 0..{param.n - 1}"
     return type(param).__name__
+
+
+def _quote(text: Any) -> str:
+    """repr of a constraint (or other input) for a message, cut to _QUOTE characters."""
+    text = repr(text)
+    return text if len(text) <= _QUOTE else f"{text[:_QUOTE]}... ({len(text)} characters)"
 
 
 def _choose(key: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
@@ -675,9 +741,8 @@ def _log_uniform_over_proposal(param: Parameter, x: jax.Array, proposal: str) ->
         return jnp.zeros_like(x)
     if proposal == "prior" and param.prior == "gaussian" and param.prior_parameters:
         mean, std = (float(v) for v in param.prior_parameters)
-        cdf = jax.scipy.stats.norm.cdf
         log_proposal = (jax.scipy.stats.norm.logpdf(x, mean, std)
-                        - jnp.log(cdf((hi - mean) / std) - cdf((lo - mean) / std)))
+                        - _log_normal_mass((lo - mean) / std, (hi - mean) / std))
     elif getattr(param, "log", False):
         if integer:
             log_proposal = (jnp.log(jnp.log(x + 0.5) - jnp.log(x - 0.5))
@@ -693,9 +758,8 @@ def _random_values(param: Parameter, key: jax.Array, shape: tuple, proposal: str
     """Random draws of a parameter whose domain is not enumerated (reals, huge integer ranges)."""
     lo, hi = param.bounds()
     if proposal == "prior" and param.prior == "gaussian" and param.prior_parameters:
-        mean, std = param.prior_parameters
-        z = jax.random.truncated_normal(key, (lo - mean) / std, (hi - mean) / std, shape)
-        x = mean + std * z
+        mean, std = (float(v) for v in param.prior_parameters)
+        x = mean + std * _truncated_normal(key, (lo - mean) / std, (hi - mean) / std, shape)
     elif getattr(param, "log", False) and proposal != "uniform":
         if isinstance(param, Integer):
             lo, hi = lo - 0.5, hi + 0.5
@@ -707,6 +771,44 @@ def _random_values(param: Parameter, key: jax.Array, shape: tuple, proposal: str
     if isinstance(param, Integer):
         return jnp.clip(jnp.round(x), param.lo, param.hi).astype(jnp.int64)
     return jnp.clip(x, lo, hi)
+
+
+def _log_normal_mass(a: float, b: float) -> float:
+    """log P(a <= Z <= b) for a standard normal Z, accurate far in either tail."""
+    # scipy, not jax: these are constants at trace time, wanted as host floats (not traced).
+    from scipy.special import log_ndtr, ndtr
+    if a > 0 or b < 0:  # one tail: log(S(a) - S(b)) from log survival values, S(x) = ndtr(-x)
+        a, b = (a, b) if a > 0 else (-b, -a)
+        log_sa, log_sb = float(log_ndtr(-a)), float(log_ndtr(-b))
+        return log_sa + math.log1p(-math.exp(log_sb - log_sa)) if log_sb < log_sa else -math.inf
+    return math.log(float(ndtr(b) - ndtr(a)))
+
+
+def _truncated_normal(key: jax.Array, a: float, b: float, shape: tuple) -> jax.Array:
+    """Standard normal draws conditioned on [a, b] (a <= b), exact far in the tails too.
+
+    jax.random.truncated_normal inverts erf, which is +-1 in double precision beyond about 6
+    sigma, so every draw of a range that far from the mean lands on one bound. Here a range in
+    one tail is drawn from the survival function in log space (log_ndtr), inverted by Newton steps.
+    """
+    if a <= 0 <= b:  # the range holds the mode: erf inversion is accurate
+        return jax.random.truncated_normal(key, a, b, shape, dtype=float)
+    sign = 1.0 if a > 0 else -1.0
+    a, b = (a, b) if a > 0 else (-b, -a)  # now 0 < a <= b: the upper tail
+    from jax.scipy.special import log_ndtr, ndtri
+    from scipy.special import log_ndtr as host_log_ndtr
+    log_sa, log_sb = float(host_log_ndtr(-a)), float(host_log_ndtr(-b))  # trace-time constants
+    u = jax.random.uniform(key, shape, dtype=float)
+    # log S(z) of the draw: S(a) - u (S(a) - S(b)), in log space.
+    t = log_sa + jnp.log1p(u * math.expm1(log_sb - log_sa))
+    # Start from the inverse of S where S(z) is a normal double, else from sqrt(-2t), just above
+    # the root (log S(z) < -z^2/2 there); Newton steps on log S then converge fast.
+    z = jnp.where(t > -700.0, -ndtri(jnp.exp(jnp.maximum(t, -700.0))), jnp.sqrt(-2.0 * t))
+    z = jnp.maximum(z, a)
+    for _ in range(4):
+        log_s = log_ndtr(-z)
+        z = z + (log_s - t) * jnp.exp(log_s - jax.scipy.stats.norm.logpdf(z))
+    return sign * jnp.clip(z, a, b)
 
 
 def _unrank_permutations(rank: np.ndarray, n: int) -> np.ndarray:
