@@ -142,6 +142,11 @@ def _check_count(value: Any, name: str, least: int) -> int:
     return int(value)
 
 
+# Columns every study table has besides the parameters (Study.to_pandas): the objective "value"
+# tune writes, the record id and the fixed columns.
+RESERVED_NAMES = ("id", "value", "valid", "error", "wall_time", "timestamp")
+
+
 def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budget: int,
          study: Any = None, seed: int = 0, batch: int = 1, minimize: bool = True,
          callback: Callable[[TuneProgress], None] | None = None,
@@ -159,6 +164,10 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
 
     if not isinstance(space, Space):
         raise SpaceError(f"tune: space must be a perfjax.Space, got {type(space).__name__}")
+    clash = [n for n in space.names if n in RESERVED_NAMES]
+    if clash:  # the study table would hold two columns of that name (Study.to_pandas refuses)
+        raise SpaceError(f"tune: parameter name {clash[0]!r} is one of the study's own columns "
+                         f"({', '.join(RESERVED_NAMES)}); rename the parameter")
     if not callable(objective):
         raise SpaceError(f"tune: objective must be a callable taking a configuration dict, "
                          f"got {type(objective).__name__}")

@@ -342,3 +342,11 @@ def test_moderately_long_constraint_is_evaluated_like_python():
     batch = {"a": np.repeat(np.arange(4), 201), "b": np.tile(np.arange(201), 4)}
     expected = [60 * a <= b for a, b in zip(batch["a"].tolist(), batch["b"].tolist())]
     assert np.asarray(space.feasible(batch)).tolist() == expected
+
+
+@pytest.mark.parametrize("values", [[0, False, "off"], [1, 1.0], [True, 1, "x"]])
+def test_categorical_refuses_values_equal_in_python(values):
+    """0/False and 1/1.0 were accepted as distinct, but configurations compared equal, so
+    exhaustive search never evaluated one of them."""
+    with pytest.raises(SpaceError, match="equal in Python"):
+        Categorical(values)

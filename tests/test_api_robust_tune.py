@@ -367,3 +367,13 @@ def test_a_stored_tuple_the_categorical_does_not_hold_is_named(tmp_path):
     for strategy in ("random", "exhaustive"):
         with Study(path) as study, pytest.raises(SpaceError, match=r"record 0 .*\(9, 9\)"):
             perfjax.tune(tuple_space(), tuple_objective, strategy=strategy, budget=2, study=study)
+
+
+@pytest.mark.parametrize("name", ["value", "valid", "timestamp"])
+def test_tune_refuses_parameter_names_that_clash_with_study_columns(tmp_path, name):
+    """A parameter called like a study column tuned fine, then Study.to_pandas always failed."""
+    space = Space({name: Integer(1, 3), "b": Integer(1, 2)})
+    path = tmp_path / "s.jsonl"
+    with pytest.raises(SpaceError, match=f"parameter name '{name}'"):
+        perfjax.tune(space, lambda c: 1.0, strategy="random", budget=2, study=path)
+    assert not path.exists()
