@@ -60,9 +60,16 @@ def _categorical_value(param, value: list) -> Any:
 
 
 def config_key(space, config: Mapping[str, Any]) -> tuple:
-    """A hashable identity of a configuration (for de-duplication)."""
-    return tuple(tuple(int(v) for v in config[n]) if space.params[n].kind == "permutation"
-                 else config[n] for n in space.names)
+    """A hashable identity of a configuration (for de-duplication). Categoricals by index: their
+    values may be equal in Python yet distinct (0 and False, 1 and 1.0)."""
+    def part(name: str) -> Any:
+        param = space.params[name]
+        if param.kind == "permutation":
+            return tuple(int(v) for v in config[name])
+        if param.kind == "categorical":
+            return ("categorical", param.index_of(config[name]))
+        return config[name]
+    return tuple(part(n) for n in space.names)
 
 
 def batch_to_configs(space, batch: Mapping[str, Any]) -> list[dict]:

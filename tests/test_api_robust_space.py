@@ -344,9 +344,30 @@ def test_moderately_long_constraint_is_evaluated_like_python():
     assert np.asarray(space.feasible(batch)).tolist() == expected
 
 
-@pytest.mark.parametrize("values", [[0, False, "off"], [1, 1.0], [True, 1, "x"]])
-def test_categorical_refuses_values_equal_in_python(values):
-    """0/False and 1/1.0 were accepted as distinct, but configurations compared equal, so
-    exhaustive search never evaluated one of them."""
-    with pytest.raises(SpaceError, match="equal in Python"):
-        Categorical(values)
+@pytest.mark.parametrize("strategy", ["exhaustive", "random"])
+def test_categorical_values_equal_in_python_are_all_tuned(strategy):
+    """0 and False (1 and 1.0) are distinct categories; de-duplication compared them as equal,
+    so exhaustive search evaluated two of three configurations."""
+    import perfjax
+
+    seen = []
+    space = Space({"c": Categorical([0, False, "off"])})
+    perfjax.tune(space, lambda c: seen.append(c["c"]) or 1.0, strategy=strategy, budget=3, seed=0)
+    assert sorted(map(repr, seen)) == ["'off'", "0", "False"]
+
+
+def test_parameter_named_like_a_permutation_item_is_refused():
+    """'p_0' meant the Integer, not item 0 of p, in constraints: silently ambiguous."""
+    with pytest.raises(SpaceError, match="'p_0'.*permutation 'p'"):
+        Space({"p": Permutation(3), "p_0": Integer(0, 5)}, ["p_0 < 1"])
+    with pytest.raises(SpaceError, match="'p_i2'"):
+        Space({"p_i2": Integer(0, 5), "p": Permutation(3)})
+    Space({"p": Permutation(3), "q_0": Integer(0, 5), "p_x": Integer(0, 1)})  # no clash
+
+
+def test_baco_scenario_with_a_repeated_key_is_refused():
+    text = ('{"application_name": "x", "optimization_objectives": ["t"], "input_parameters": '
+            '{"a": {"parameter_type": "integer", "values": [1, 4]}, '
+            '"a": {"parameter_type": "integer", "values": [1, 8]}}}')
+    with pytest.raises(SpaceError, match="key 'a' appears twice"):
+        Space.from_baco_json(text)

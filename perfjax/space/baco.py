@@ -21,6 +21,19 @@ from perfjax.space.space import Space
 _TYPES = ("real", "integer", "ordinal", "categorical", "permutation")
 
 
+class _DuplicateKey(Exception):
+    """A JSON object of a scenario repeats a key."""
+
+
+def _refuse_duplicate_keys(pairs: list) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def load_scenario(source: Any) -> tuple[dict, str]:
     """Return (scenario dict, label for messages) from a path, JSON text or dict."""
     if isinstance(source, Mapping):
@@ -39,12 +52,15 @@ def load_scenario(source: Any) -> tuple[dict, str]:
     else:
         raise SpaceError(f"a scenario must be a path, JSON text or dict, got {type(source).__name__}")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise SpaceError(f"scenario {label}: not valid JSON (line {exc.lineno}, column "
                          f"{exc.colno}: {exc.msg})") from None
     except RecursionError:
         raise SpaceError(f"scenario {label}: JSON nested too deeply to read") from None
+    except _DuplicateKey as exc:
+        raise SpaceError(f"scenario {label}: key {exc.args[0]!r} appears twice in one JSON object "
+                         f"(the last would silently win)") from None
     if not isinstance(data, dict):
         raise SpaceError(f"scenario {label}: the top level must be a JSON object")
     return data, label

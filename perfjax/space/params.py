@@ -399,15 +399,6 @@ class Categorical(Parameter):
             raise self.fail("a categorical needs at least one value")
         if len(set(map(repr, values))) != len(values):
             raise self.fail(f"values repeat: {list(values)!r}")
-        for i, a in enumerate(values):  # 0 and False, 1 and 1.0: configurations compare equal
-            for b in values[i + 1:]:
-                try:
-                    same = bool(a == b)
-                except Exception:  # noqa: BLE001 - values that cannot be compared differ
-                    same = False
-                if same:
-                    raise self.fail(f"values {a!r} and {b!r} are equal in Python, so a "
-                                    f"configuration cannot tell them apart")
         object.__setattr__(self, "values", values)
         if default is not None:
             self.index_of(default)

@@ -115,6 +115,14 @@ class Space:
                                  f"Categorical or Permutation, got {type(param).__name__}")
             self.params[pname] = param.named(pname)
         self.names: tuple[str, ...] = tuple(self.params)
+        for pname, param in self.params.items():  # P_3 / P_i3 name items of a permutation P
+            if param.kind != "permutation":
+                continue
+            for other in self.names:
+                match = expr._PERM_VAR.match(other)
+                if match and match["base"] == pname:
+                    raise SpaceError(f"parameter {other!r}: its name is how constraints refer to "
+                                     f"an item of permutation {pname!r}; rename one of them")
         self.name = name
         self.forward_check = forward_check
         self.extra = dict(extra or {})
