@@ -155,7 +155,8 @@ def _measurement(args: argparse.Namespace) -> dict:
 def _check_resume(study, space, measurement: dict) -> None:
     """Refuse to resume a study measured differently (another matrix, kernel, width, repeats or
     statistic) or holding configurations outside the space, before anything is measured."""
-    from perfjax.errors import PerfjaxError, SpaceError
+    from perfjax.errors import PerfjaxError
+    from perfjax.tuning import check_replay
     stored = study.header["metadata"]
     changed = [key for key in MEASUREMENT_KEYS
                if key in stored and stored[key] != measurement[key]]
@@ -167,11 +168,8 @@ def _check_resume(study, space, measurement: dict) -> None:
                                            f"{measurement['matrix']}, contents differ)", what]))
         raise PerfjaxError(f"{study.path}: this study was measured with different settings "
                            f"({what}); use another --out to start a new study")
-    if len(study):
-        try:
-            space.from_dicts([r.config for r in study.records])
-        except SpaceError as exc:
-            raise PerfjaxError(f"{study.path}: {exc}") from None
+    records = study.records
+    check_replay(space, study, records, [r.config for r in records])  # tune's own check, early
 
 
 def _default_result(space, objective, records: list) -> dict:

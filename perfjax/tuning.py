@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import numpy as np
-
 from perfjax.errors import PerfjaxError, SpaceError, StudyError
 from perfjax.space import Space
+from perfjax.space.space import check_integer
 from perfjax.study import Record, Study
 
 
@@ -112,7 +111,7 @@ def _open_study(study: Any, space) -> tuple[Study | None, bool]:
     raise PerfjaxError(f"study must be None, a path or a perfjax.study.Study, got {type(study).__name__}")
 
 
-def _check_replay(space, log: Study, records: list[Record], configs: list[dict]) -> None:
+def check_replay(space, log: Study, records: list[Record], configs: list[dict]) -> None:
     """SpaceError naming the study and record unless every stored configuration is one of
     ``space``; StudyError if valid records lack the objective "value" tune reads."""
     try:
@@ -133,13 +132,6 @@ def _check_replay(space, log: Study, records: list[Record], configs: list[dict])
         raise StudyError(f"{log.path}: {len(unnamed)} valid records (the first is record "
                          f"{unnamed[0].id}) have no objective 'value': records hold {held}, "
                          "tune reads 'value'")
-
-
-def _check_count(value: Any, name: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        what = "non-negative" if least == 0 else "positive"
-        raise SpaceError(f"tune: {name} must be a {what} integer, got {value!r}")
-    return int(value)
 
 
 # Columns every study table has besides the parameters (Study.to_pandas): the objective "value"
@@ -174,10 +166,10 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
     if callback is not None and not callable(callback):
         raise SpaceError(f"tune: callback must be None or a callable, "
                          f"got {type(callback).__name__}")
-    budget = _check_count(budget, "budget", 0)
-    batch = _check_count(batch, "batch", 1)
+    budget = check_integer(budget, "tune: budget")
+    batch = check_integer(batch, "tune: batch", 1)
     if seed is not None:  # None: a fresh, unreproducible seed
-        seed = _check_count(seed, "seed", 0)
+        seed = check_integer(seed, "tune: seed")
     if isinstance(strategy, str):
         strategy = make_strategy(strategy, space, seed=seed, **strategy_options)
     elif strategy_options:
@@ -210,7 +202,7 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
                 results.append({"value": sign * value if valid else math.nan, "valid": valid})
                 records.append(record)
                 consider(config, value, valid)
-            _check_replay(space, log, records, configs)
+            check_replay(space, log, records, configs)
             check_tell(configs, results)
             strategy.tell(configs, results)
         while len(records) < budget:

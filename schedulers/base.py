@@ -13,6 +13,7 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from perfjax.errors import SpaceError
+from perfjax.space.space import check_integer
 
 
 @runtime_checkable
@@ -122,6 +123,4 @@ def check_tell(configs: Sequence[Mapping], results: Sequence[Mapping],
 
 
 def check_count(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise SpaceError(f"ask: the number of configurations must be a positive integer, got {n!r}")
-    return int(n)
+    return check_integer(n, "ask: the number of configurations", 1)

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from perfjax.errors import SpaceError
 from perfjax.schedulers.base import batch_to_configs, check_count, check_tell, plain_config
+from perfjax.space.space import check_integer
 from perfjax.surrogates.feasibility import FeasibilityClassifier
 from perfjax.surrogates.gp import PERMUTATION_KERNELS, GaussianProcess, feature_layout, features
 
@@ -74,8 +75,7 @@ class BayesOpt:
                                    ("density_candidates", density_candidates, 0),
                                    ("local_every", local_every, 0),
                                    ("initial", 0 if initial is None else initial, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                raise SpaceError(f"{name} must be an integer >= {least}, got {value!r}")
+            check_integer(value, name, least)
         numbers = (int, float, np.integer, np.floating)
         if isinstance(good_fraction, bool) or not isinstance(good_fraction, numbers) or not (
                 0 < good_fraction <= 1):

@@ -68,15 +68,16 @@ def _as_key(seed: Any) -> jax.Array:
     raise SpaceError(f"seed must be an integer in [0, 2^63) or a jax PRNG key, got {seed!r}")
 
 
-def _count(value: Any, what: str, limit: int, minimum: int = 0) -> int:
-    """A count argument as an int in [minimum, limit], else SpaceError naming it."""
+def check_integer(value: Any, what: str, minimum: int = 0, limit: int | None = None) -> int:
+    """An integer argument (Python or numpy; not a bool) as an int in [minimum, limit], else
+    SpaceError naming it: the one check of counts, sizes and options across perfjax."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        kind = "positive" if minimum > 0 else "non-negative"
+        kind = ("positive" if minimum == 1 else "non-negative" if minimum == 0
+                else f">= {minimum}")
         raise SpaceError(f"{what} must be a {kind} integer, got {value!r}")
-    if value > limit:
+    if limit is not None and value > limit:
         raise SpaceError(f"{what} {value} is more than the limit {limit} for this space")
     return int(value)
-
 
 
 def check_keys(space: "Space", columns: Any, what: str, kind: str) -> None:
@@ -471,7 +472,7 @@ class Space:
         drawn as often as one that leaves many); ``estimate_feasible_fraction`` corrects for that
         with importance weights.
         """
-        n = _count(n, "sample size", self.sample_limit())
+        n = check_integer(n, "sample size", limit=self.sample_limit())
         key = _as_key(seed)
         if self._enumerated is not None:
             return self._sample_enumerated(n, seed, use_prior)
@@ -510,7 +511,7 @@ class Space:
         of the feasible set for reals): the uniform measure, whatever ``log`` or priors say about
         how to sample.
         """
-        draws = _count(draws, "draws", self.sample_limit(), minimum=1)
+        draws = check_integer(draws, "draws", 1, self.sample_limit())
         weights, tried = [], 0
         for _, ok, log_weight in self._draw_rows(draws, _as_key(seed), "uniform"):
             weights.append(np.where(ok, np.exp(log_weight), 0.0))
@@ -540,7 +541,7 @@ class Space:
 
     def enumerate(self, chunk: int = 65536, limit: float = ENUMERATION_LIMIT) -> Iterator[Batch]:
         """Yield every feasible configuration of a finite space, in chunks."""
-        chunk = _count(chunk, "enumerate chunk", self.sample_limit(), minimum=1)
+        chunk = check_integer(chunk, "enumerate chunk", 1, self.sample_limit())
         total = self.enumerable_size()
         if total > limit:
             raise SpaceError(f"space {self.name!r} has {total:.3g} configurations to enumerate, more "
