@@ -211,10 +211,7 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
     if isinstance(strategy, str):
         strategy = _strategy_code(strategy)
     if isinstance(strategy, int):  # known when tracing: build only that strategy's graph
-        if not 0 <= strategy < len(branches):
-            raise WorkloadError(f"strategy code {strategy} is out of range (0..{len(branches) - 1}:"
-                                f" {', '.join(STRATEGY_CODES)})")
-        counters = branches[strategy]()
+        counters = branches[_check_code(strategy)]()
     else:
         counters = jax.lax.switch(jnp.asarray(strategy), branches)
     return WorkerWork(*counters, active)
@@ -257,6 +254,14 @@ def _strategy_code(name: str) -> int:
     return STRATEGY_CODES[name]
 
 
+def _check_code(code: int) -> int:
+    """``code`` unless it is no strategy code (WorkloadError listing them)."""
+    if not 0 <= code < len(STRATEGY_CODES):
+        raise WorkloadError(f"strategy code {code} is out of range (0..{len(STRATEGY_CODES) - 1}: "
+                            f"{', '.join(STRATEGY_CODES)})")
+    return code
+
+
 def _check_max_workers(max_workers: Any) -> None:
     if isinstance(max_workers, bool) or not isinstance(max_workers, (int, np.integer)) \
             or max_workers < 1:
@@ -282,9 +287,8 @@ def _check_config(row_lengths, n_rows, strategy, workers, chunk, max_workers, ro
     if isinstance(strategy, str):
         strategy = _strategy_code(strategy)
     code = _concrete_int(strategy, "strategy")
-    if code is not None and not 0 <= code < len(STRATEGY_CODES):
-        raise WorkloadError(f"strategy code {code} is out of range (0..{len(STRATEGY_CODES) - 1}: "
-                            f"{', '.join(STRATEGY_CODES)})")
+    if code is not None:
+        _check_code(code)
     P = _concrete_int(workers, "workers")
     if P is not None and not 1 <= P <= max_workers:
         raise WorkloadError(f"workers={P} must lie in [1, max_workers={max_workers}]")
@@ -296,12 +300,9 @@ def _check_config(row_lengths, n_rows, strategy, workers, chunk, max_workers, ro
     if lengths is not None:
         if lengths.ndim != 1:
             raise WorkloadError(f"row_lengths must be 1-D, got shape {lengths.shape}")
-        if lengths.size and lengths.min() < 0:
-            raise WorkloadError(f"row_lengths must be non-negative, found {lengths.min()}")
-        if n is not None and not 0 <= n <= len(lengths):
-            raise WorkloadError(f"n_rows={n} does not fit the {len(lengths)} row lengths")
-        if n is not None and lengths[n:].any():
-            raise WorkloadError(f"n_rows={n} but row_lengths has nonzero lengths past row {n}")
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        # a traced n_rows: check the lengths only (every row counts)
+        _check_rows(lengths[None], indptr[None], np.array([len(lengths) if n is None else n]))
     if row_misses is not None and not isinstance(row_misses, jax.core.Tracer):
         rows = np.shape(row_misses)[0] if np.ndim(row_misses) else 0
         if n is not None and rows < n:
@@ -373,21 +374,27 @@ def prepare(stats, row_misses: Any = None) -> GridInput:
 
 
 def _check_rows(lengths: np.ndarray, indptr: np.ndarray, n_rows: np.ndarray) -> None:
-    """WorkloadError unless every matrix's n_rows fits its padded row lengths, which hold no
-    nonzero past it, and no length is negative (O(matrices) on the prefix sums)."""
+    """WorkloadError unless every matrix's n_rows fits its padded row lengths [matrices, rows],
+    which hold no nonzero past it, and no length is negative (one pass for the sign, then
+    O(matrices) on the prefix sums)."""
     if n_rows.shape != (lengths.shape[0],):
         raise WorkloadError(f"n_rows has shape {n_rows.shape} for {lengths.shape[0]} matrices")
+    if lengths.size and lengths.min() < 0:
+        raise WorkloadError(f"row lengths must be non-negative, found {lengths.min()}")
+
+    def where(m: int) -> str:
+        return f"matrix {m}: " if lengths.shape[0] > 1 else ""
+
     bad = np.nonzero((n_rows < 0) | (n_rows > lengths.shape[1]))[0]
     if len(bad):
-        raise WorkloadError(f"matrix {bad[0]}: n_rows={n_rows[bad[0]]} does not fit its "
+        raise WorkloadError(f"{where(bad[0])}n_rows={n_rows[bad[0]]} does not fit the "
                             f"{lengths.shape[1]} row lengths")
     past = np.nonzero(np.take_along_axis(indptr, n_rows[:, None], axis=1)[:, 0]
                       != indptr[:, -1])[0]
     if len(past):
-        raise WorkloadError(f"matrix {past[0]}: n_rows={n_rows[past[0]]} but its row lengths "
-                            f"hold nonzeros past that row")
-    if lengths.size and lengths.min() < 0:
-        raise WorkloadError(f"row lengths must be non-negative, found {lengths.min()}")
+        n = n_rows[past[0]]
+        raise WorkloadError(f"{where(past[0])}n_rows={n} but the row lengths hold nonzero "
+                            f"lengths past row {n}")
 
 
 def _int_tuple(values: Any, what: str) -> tuple:

@@ -62,7 +62,7 @@ def parse_constraint(text: str, params: Mapping[str, Any], owner: str | None = N
     """Parse ``text`` against the space's parameters; raise SpaceError naming the problem."""
     if not isinstance(text, str) or not text.strip():
         raise SpaceError(f"constraint {text!r}: a constraint must be a non-empty string")
-    quoted = repr(text) if len(text) <= 80 else f"{text[:80]!r}... ({len(text)} characters)"
+    quoted = quote(text)
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
@@ -77,6 +77,18 @@ def parse_constraint(text: str, params: Mapping[str, Any], owner: str | None = N
     variables: dict[str, Variable] = {}
     tree = _Resolver(text, params, variables).visit(tree)
     return Constraint(text=text, tree=tree, variables=variables, owner=owner)
+
+
+# Constraint text (or any input) quoted in error messages is cut to this many characters.
+QUOTE_LENGTH = 80
+
+
+def quote(value: Any) -> str:
+    """repr of a constraint (or other input) for a message, cut to QUOTE_LENGTH characters."""
+    text = repr(value)
+    if len(text) <= QUOTE_LENGTH:
+        return text
+    return f"{text[:QUOTE_LENGTH]}... ({len(text)} characters)"
 
 
 # Deepest constraint syntax tree accepted: parsing, resolving and evaluating recurse once or a few

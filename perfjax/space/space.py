@@ -39,8 +39,6 @@ ENUMERATION_LIMIT = 20_000_000
 MAX_ATTEMPTS = 1 << 20
 # Largest batch sample() returns, in bytes (the result and its parts are held in memory at once).
 SAMPLE_BYTES_LIMIT = 1 << 32
-# Constraint text quoted in error messages is cut to this many characters.
-_QUOTE = 80
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ class Space:
             constraints = ()
         if isinstance(constraints, (str, bytes)) or not hasattr(constraints, "__iter__"):
             raise SpaceError(f"constraints must be a list of constraint strings, got "
-                             f"{_quote(constraints)} (pass [{_quote(constraints)}] for one constraint)")
+                             f"{expr.quote(constraints)} (pass [{expr.quote(constraints)}] for one constraint)")
         self.constraints: tuple[Constraint, ...] = tuple(self._parse(c) for c in constraints)
         self.dependencies = {k: tuple(v) for k, v in (dependencies or {}).items() if v}
         for pname, deps in self.dependencies.items():
@@ -708,12 +706,6 @@ def _describe_domain(param: Parameter) -> str:
     if param.kind == "permutation":
         return f"a permutation of 0..{param.n - 1}"
     return type(param).__name__
-
-
-def _quote(text: Any) -> str:
-    """repr of a constraint (or other input) for a message, cut to _QUOTE characters."""
-    text = repr(text)
-    return text if len(text) <= _QUOTE else f"{text[:_QUOTE]}... ({len(text)} characters)"
 
 
 def _choose(key: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
