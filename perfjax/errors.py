@@ -7,6 +7,10 @@ line and exits with status 2.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 
 class PerfjaxError(Exception):
     """Base class of every error perfjax raises on bad input."""
@@ -34,3 +38,17 @@ class WorkloadError(PerfjaxError, ValueError):
 
 class HardwareError(PerfjaxError, ValueError):
     """A hardware specification (a rate, size or device name) is invalid."""
+
+
+def check_integer(value: Any, what: str, minimum: int | None = 0, limit: int | None = None,
+                  error: type[PerfjaxError] = SpaceError) -> int:
+    """An integer argument (Python or numpy; not a bool) as an int in [minimum, limit] (either
+    bound None: open), else ``error`` naming it: the one check of counts, sizes and options."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+            minimum is not None and value < minimum):
+        kind = {None: "an integer", 0: "a non-negative integer",
+                1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise error(f"{what} must be {kind}, got {value!r}")
+    if limit is not None and value > limit:
+        raise error(f"{what} {value} is more than the limit {limit}")
+    return int(value)

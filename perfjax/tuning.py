@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from perfjax.errors import PerfjaxError, SpaceError, StudyError
+from perfjax.errors import PerfjaxError, SpaceError, StudyError, check_integer
 from perfjax.space import Space
-from perfjax.space.space import check_integer
 from perfjax.study import Record, Study
 
 

@@ -12,8 +12,7 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from perfjax.errors import SpaceError
-from perfjax.space.space import check_integer
+from perfjax.errors import SpaceError, check_integer
 
 
 @runtime_checkable

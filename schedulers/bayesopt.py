@@ -33,9 +33,8 @@ import numpy as np
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
-from perfjax.errors import SpaceError
+from perfjax.errors import SpaceError, check_integer
 from perfjax.schedulers.base import batch_to_configs, check_count, check_tell, plain_config
-from perfjax.space.space import check_integer
 from perfjax.surrogates.feasibility import FeasibilityClassifier
 from perfjax.surrogates.gp import PERMUTATION_KERNELS, GaussianProcess, feature_layout, features
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perfjax.errors import WorkloadError
+from perfjax.errors import WorkloadError, check_integer
 
 STRATEGY_CODES = {"row_blocks": 0, "static_chunks": 1, "dynamic_chunks": 2, "nnz_split": 3,
                   "merge_path": 4}
@@ -263,9 +263,7 @@ def _check_code(code: int) -> int:
 
 
 def _check_max_workers(max_workers: Any) -> None:
-    if isinstance(max_workers, bool) or not isinstance(max_workers, (int, np.integer)) \
-            or max_workers < 1:
-        raise WorkloadError(f"max_workers must be a positive integer, got {max_workers!r}")
+    check_integer(max_workers, "max_workers", 1, error=WorkloadError)
 
 
 def _concrete_int(value: Any, what: str) -> int | None:

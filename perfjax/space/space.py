@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perfjax.errors import SpaceError
+from perfjax.errors import SpaceError, check_integer
 from perfjax.space import expr
 from perfjax.space.expr import Constraint, Interval
 from perfjax.space.params import Categorical, Integer, Ordinal, Parameter, Real, positions
@@ -64,18 +64,6 @@ def _as_key(seed: Any) -> jax.Array:
             or dtype == jnp.uint32 and seed.shape == (2,)):
         return seed
     raise SpaceError(f"seed must be an integer in [0, 2^63) or a jax PRNG key, got {seed!r}")
-
-
-def check_integer(value: Any, what: str, minimum: int = 0, limit: int | None = None) -> int:
-    """An integer argument (Python or numpy; not a bool) as an int in [minimum, limit], else
-    SpaceError naming it: the one check of counts, sizes and options across perfjax."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        kind = ("positive" if minimum == 1 else "non-negative" if minimum == 0
-                else f">= {minimum}")
-        raise SpaceError(f"{what} must be a {kind} integer, got {value!r}")
-    if limit is not None and value > limit:
-        raise SpaceError(f"{what} {value} is more than the limit {limit} for this space")
-    return int(value)
 
 
 def check_keys(space: "Space", columns: Any, what: str, kind: str) -> None:

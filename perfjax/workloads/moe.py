@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from perfjax.errors import WorkloadError
-from perfjax.workloads.sparse import check_generated_size, generator_rng
+from perfjax.errors import WorkloadError, check_integer
+from perfjax.workloads.sparse import check_alpha, check_generated_size, generator_rng
 
 __all__ = ["MoEConfig", "MODELS", "SIEVE_MODELS", "model_config", "RoutingTrace", "read_trace",
            "read_traces", "expert_counts", "powerlaw_routing", "bimodal_routing",
@@ -187,8 +187,7 @@ def expert_counts(experts: np.ndarray, num_experts: int) -> np.ndarray:
 
 def _check_sizes(num_experts: int, top_k: int, tokens: int) -> None:
     for name, value in (("experts", num_experts), ("top_k", top_k), ("tokens", tokens)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise WorkloadError(f"routing: {name} must be an integer, got {value!r}")
+        check_integer(value, f"routing: {name}", None, error=WorkloadError)
     if num_experts < 1 or tokens < 1 or top_k < 1:
         raise WorkloadError(f"routing: experts, top_k and tokens must be positive, got "
                             f"{num_experts}, {top_k}, {tokens}")
@@ -211,10 +210,8 @@ def _sample_without_replacement(probabilities: np.ndarray, top_k: int, tokens: i
 def powerlaw_probabilities(num_experts: int, alpha: float, rng: np.random.Generator
                            ) -> np.ndarray:
     """Popularity p_i proportional to rank^-alpha, ranks shuffled over expert ids."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(alpha) or alpha < 0:
-        raise WorkloadError(f"routing powerlaw: alpha must be a non-negative number, got {alpha!r}")
-    weights = np.arange(1, num_experts + 1, dtype=float) ** (-float(alpha))
+    alpha = check_alpha(alpha, "routing powerlaw", non_negative=True)
+    weights = np.arange(1, num_experts + 1, dtype=float) ** -alpha
     return rng.permutation(weights / weights.sum())
 
 
@@ -277,8 +274,7 @@ def slot_ffn(cfg: MoEConfig, devices: int) -> np.ndarray:
 
 
 def _check_devices(cfg: MoEConfig, devices: int) -> None:
-    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)):
-        raise WorkloadError(f"devices must be an integer, got {devices!r}")
+    check_integer(devices, "devices", None, error=WorkloadError)
     if devices < 1 or cfg.experts % devices:
         raise WorkloadError(f"devices: {cfg.name} has {cfg.experts} experts, which {devices} "
                             f"devices cannot split evenly")

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.io
 import scipy.sparse as sp
 
-from perfjax.errors import WorkloadError
+from perfjax.errors import WorkloadError, check_integer
 
 # ------------------------------------------------------------------------------------ reading
 
@@ -245,8 +245,7 @@ def stats(matrix: sp.csr_array | sp.csr_matrix, name: str = "", pad_to: int | No
     if n == 0:
         raise WorkloadError(f"{what}: shape {matrix.shape} has no rows")
     pad_to = n if pad_to is None else pad_to
-    if isinstance(pad_to, bool) or not isinstance(pad_to, (int, np.integer)):
-        raise WorkloadError(f"{what}: pad_to must be an integer, got {pad_to!r}")
+    check_integer(pad_to, f"{what}: pad_to", None, error=WorkloadError)
     if pad_to < n:
         raise WorkloadError(f"stats of {name or 'matrix'}: cannot pad {n} rows to {pad_to}")
     padded = np.zeros(pad_to, dtype=np.int64)
@@ -339,8 +338,7 @@ def stack_stats(items: list[SparseStats]) -> SparseStats:
 
 def _check_positive(**values: Any) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise WorkloadError(f"generator argument {name} must be a positive integer, got {value!r}")
+        check_integer(value, f"generator argument {name}", 1, error=WorkloadError)
 
 
 MAX_NNZ = 2**31 - 1  # generated nonzeros: the kernels' 32-bit row pointers
@@ -376,10 +374,13 @@ def check_generated_size(what: str, nbytes: float, **sizes: Any) -> None:
                             f"the {available / 2**30:.3g} GiB of memory available")
 
 
-def _check_alpha(alpha: Any, what: str) -> float:
+def check_alpha(alpha: Any, what: str, non_negative: bool = False) -> float:
+    """A power-law exponent as a float: a finite number (>= 0 with ``non_negative``), else a
+    WorkloadError naming ``what``."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(alpha):
-        raise WorkloadError(f"{what}: alpha must be a finite number, got {alpha!r}")
+            or not math.isfinite(alpha) or (non_negative and alpha < 0):
+        kind = "a non-negative number" if non_negative else "a finite number"
+        raise WorkloadError(f"{what}: alpha must be {kind}, got {alpha!r}")
     return float(alpha)
 
 
@@ -404,7 +405,7 @@ def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: 
         raise WorkloadError(f"powerlaw_rows: columns must be 'random' or 'local', got {columns!r}")
     if nnz > n_rows * n_cols:
         raise WorkloadError(f"powerlaw_rows: nnz {nnz} exceeds {n_rows} x {n_cols} entries")
-    alpha = _check_alpha(alpha, "powerlaw_rows")
+    alpha = check_alpha(alpha, "powerlaw_rows")
     check_generated_size("powerlaw_rows", 32.0 * n_rows + 24.0 * nnz, n_rows=n_rows,
                          n_cols=n_cols, nnz=nnz)
     rng = generator_rng(seed, "powerlaw_rows")
@@ -491,7 +492,7 @@ def random_tensor3(shape: tuple[int, int, int], nnz: int, alpha: float = 1.0, se
     if len(shape) != 3 or any(not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
         raise WorkloadError(f"random_tensor3: shape must be three positive integers, got {shape}")
     _check_positive(nnz=nnz)
-    alpha = _check_alpha(alpha, "random_tensor3")
+    alpha = check_alpha(alpha, "random_tensor3")
     if math.prod(int(s) for s in shape) > 2**63 - 1:
         raise WorkloadError(f"random_tensor3: shape {tuple(shape)} has more entries than 64-bit "
                             f"coordinates index")
