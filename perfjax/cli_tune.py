@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                                             f"seed {args.seed})")
     write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     best, base = summary["best_seconds"], summary["default_seconds"]
-    print(f"evaluations  {summary['evaluations']} ({summary['valid_evaluations']} valid)")
+    print(f"evaluations  {summary['evaluations']} ({summary['valid_evaluations']} valid)"
+          + (", every configuration of the space tried" if result.exhausted else ""))
     print(f"default      {_ms(base)}" + ("" if default["valid"] else
                                          f" (failed: {default.get('error')})"))
     print(f"best         {_ms(best)}  {json.dumps(summary['best_config'])}")
@@ -200,6 +201,7 @@ def _summary(args: argparse.Namespace, result, default_config: dict, default: di
         "budget": args.budget,
         "width": args.width, "repeats": args.repeats, "statistic": args.statistic,
         "evaluations": len(result.records), "valid_evaluations": len(valid),
+        "space_exhausted": bool(result.exhausted),
         "failures": dict(failures.most_common(5)),
         "best_config": result.best_config, "best_seconds": best,
         "default_config": default_config, "default_seconds": base,

@@ -42,6 +42,7 @@ class TuneResult:
     best_value: float
     records: list[Record]
     study_path: str | None
+    exhausted: bool = False  # the strategy had no configuration left before the budget was spent
 
 
 def _evaluate(objective: Callable, config: dict) -> tuple[float, bool, str | None, dict, dict]:
@@ -179,6 +180,7 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
     sign = 1.0 if minimize else -1.0
     log, owned = _open_study(study, space)
     records: list[Record] = []
+    exhausted = False
     best_value, best_config = math.nan, None
 
     def consider(config: dict, value: float, valid: bool) -> None:
@@ -211,7 +213,8 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
                 raise SpaceError(f"tune: strategy.ask returned {type(configs).__name__}, "
                                  "not a list of configurations")
             suggest_seconds = (time.perf_counter() - started) / max(len(configs), 1)
-            if not configs:  # an exhausted strategy (exhaustive search over a small space)
+            if not configs:  # an exhausted strategy: every configuration of a small space tried
+                exhausted = True
                 break
             check_configs(space, configs, "tune: strategy.ask")
             configs = [plain_config(space, c) for c in configs]
@@ -238,7 +241,8 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
     finally:
         if owned:
             log.close()
-    return TuneResult(best_config, best_value, records, None if log is None else str(log.path))
+    return TuneResult(best_config, best_value, records, None if log is None else str(log.path),
+                      exhausted)
 
 
 __all__ = ["tune", "TuneResult", "TuneProgress"]

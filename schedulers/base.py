@@ -8,7 +8,7 @@ are ``{"value": float, "valid": bool}`` with value nan when invalid. Strategies 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -70,6 +70,30 @@ def config_key(space, config: Mapping[str, Any]) -> tuple:
             return ("categorical", param.index_of(config[name]))
         return config[name]
     return tuple(part(n) for n in space.names)
+
+
+# A space whose random draws keep repeating configurations already tried is enumerated, when it
+# has at most this many configurations, to find those left (or to learn that none is).
+EXHAUSTION_CHECK_LIMIT = 200_000
+
+
+def untried_configs(space, tried: Callable[[Mapping[str, Any]], np.ndarray]
+                    ) -> dict[str, np.ndarray] | None:
+    """Every feasible configuration of ``space`` for which ``tried(batch)`` (a boolean per row) is
+    False, as one struct-of-arrays batch (possibly empty), by enumerating the space; None when the
+    space is too large to enumerate (more than ``EXHAUSTION_CHECK_LIMIT`` configurations)."""
+    if space.enumerable_size() > EXHAUSTION_CHECK_LIMIT:
+        return None
+    parts = []
+    for chunk in space.enumerate():
+        chunk = {k: np.asarray(v) for k, v in chunk.items()}
+        left = ~np.asarray(tried(chunk), dtype=bool)
+        if left.any():
+            parts.append({k: v[left] for k, v in chunk.items()})
+    if not parts:
+        sample = {k: np.asarray(v)[:0] for k, v in space.sample(1, seed=0).items()}
+        return sample
+    return {k: np.concatenate([p[k] for p in parts]) for k in space.names}
 
 
 def batch_to_configs(space, batch: Mapping[str, Any]) -> list[dict]:

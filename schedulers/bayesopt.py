@@ -21,7 +21,8 @@ One suggestion:
 4. for q > 1, kriging believer: the chosen point joins the data with its predicted mean and the
    next one is chosen against that.
 
-Configurations already evaluated (or already suggested) are never suggested again.
+Configurations already evaluated (or already suggested) are never suggested again; once a small
+space has none left (found by enumerating it), ``ask`` returns fewer or none and ``tune`` stops.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
 from perfjax.errors import SpaceError, check_integer
-from perfjax.schedulers.base import batch_to_configs, check_count, check_tell, plain_config
+from perfjax.schedulers.base import (batch_to_configs, check_count, check_tell, plain_config,
+                                     untried_configs)
 from perfjax.surrogates.feasibility import FeasibilityClassifier
 from perfjax.surrogates.gp import PERMUTATION_KERNELS, GaussianProcess, feature_layout, features
 
@@ -158,8 +160,12 @@ class BayesOpt:
                 elif chosen:
                     self._believe(chosen[-1])
                 row = self._optimize_acquisition()
+            if row is None:  # the space is exhausted: fewer suggestions than asked
+                break
             self._seen.update(self._row_keys(row))
             chosen.append(row)
+        if not chosen:
+            return []
         merged = {k: np.concatenate([np.asarray(r[k]) for r in chosen]) for k in self.space.names}
         return batch_to_configs(self.space, merged)
 
@@ -181,7 +187,7 @@ class BayesOpt:
     def _told_batch(self) -> dict:
         return {n: np.asarray(self._columns[n]) for n in self.space.names}
 
-    def _design_point(self, chosen: list[dict]) -> dict:
+    def _design_point(self, chosen: list[dict]) -> dict | None:
         if not self._default_tried:
             self._default_tried = True
             default = self.space.default_batch()
@@ -195,8 +201,16 @@ class BayesOpt:
         if not keep.any():
             pool = self._sample(1024)
             keep = self._unseen(pool)
-            if not keep.any():  # every draw seen: a tiny, nearly exhausted space
-                return {k: v[:1] for k, v in pool.items()}
+            if not keep.any():  # every draw seen: a small space may be (nearly) exhausted
+                left = untried_configs(self.space, lambda batch: ~self._unseen(batch))
+                if left is None:  # too large to enumerate: a repeat, which is unlikely here
+                    return {k: v[:1] for k, v in pool.items()}
+                count = len(left[self.space.names[0]])
+                if not count:
+                    return None  # every configuration tried: ask returns fewer, tune stops
+                rows = self._rng.permutation(count)[:1024]  # the maximin below is O(pool x told)
+                pool = {k: v[rows] for k, v in left.items()}
+                keep = np.ones(len(rows), dtype=bool)
         pool = {k: v[keep] for k, v in pool.items()}
         existing = [self._told_batch()] if self._values else []
         existing += chosen
@@ -361,7 +375,7 @@ class BayesOpt:
         ok = np.asarray(self.space.feasible(out))
         return {k: v[ok] for k, v in out.items()}
 
-    def _optimize_acquisition(self) -> dict:
+    def _optimize_acquisition(self) -> dict | None:
         self._model_suggestions += 1
         near, _ = self.space.neighbors(self._incumbents, feasible_only=True)
         parts = [{k: np.asarray(v) for k, v in near.items()}]

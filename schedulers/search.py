@@ -7,15 +7,16 @@ from typing import Any
 import numpy as np
 
 from perfjax.errors import SpaceError
-from perfjax.schedulers.base import batch_to_configs, check_count, check_tell, config_key, plain_config
+from perfjax.schedulers.base import (batch_to_configs, check_count, check_tell, config_key,
+                                     plain_config, untried_configs)
 
 # Exhaustive search enumerates at most this many configurations (before constraints).
 EXHAUSTIVE_LIMIT = 1_000_000
 
 
 class RandomSearch:
-    """Feasible configurations drawn at random, never repeating one already asked or told
-    (while the space has unseen configurations left)."""
+    """Feasible configurations drawn at random, never repeating one already asked or told; once
+    a small space has none left, ``ask`` returns fewer (or none) and ``tune`` stops early."""
 
     def __init__(self, space, *, seed: int = 0, use_prior: bool = False):
         self.space = space
@@ -36,7 +37,18 @@ class RandomSearch:
                     out.append(config)
                     if len(out) == n:
                         return out
-        while len(out) < n:  # every draw repeated: the space is (nearly) exhausted
+        # Every draw repeated: a small space is enumerated for the configurations left; when
+        # none is, fewer (or no) configurations come back and ``tune`` stops early.
+        left = untried_configs(self.space, lambda batch: np.asarray(
+            [config_key(self.space, c) in self._seen for c in batch_to_configs(self.space, batch)],
+            dtype=bool))
+        if left is not None:
+            rows = self._rng.permutation(len(left[self.space.names[0]]))[:n - len(out)]
+            for config in batch_to_configs(self.space, {k: v[rows] for k, v in left.items()}):
+                self._seen.add(config_key(self.space, config))
+                out.append(config)
+            return out
+        while len(out) < n:  # too large to enumerate: repeats are possible but unlikely
             seed = int(self._rng.integers(0, 2**31 - 1))
             out.extend(batch_to_configs(self.space, self.space.sample(n - len(out), seed=seed)))
         return out

@@ -136,6 +136,26 @@ def test_evaluate_refuses_bad_configurations(small, change, match):
         balance.evaluate(**args)
 
 
+@pytest.mark.parametrize("term, value", [("per_nnz", "a"), ("per_row", math.nan),
+                                          ("launch", math.inf), ("fixup", 1j)])
+def test_balance_cost_refuses_values_that_are_never_costs(term, value):
+    with pytest.raises(WorkloadError, match=f"BalanceCost.{term} must be a finite number"):
+        balance.BalanceCost(**{term: value})
+
+
+def test_balance_cost_still_works_as_a_pytree_under_grad_and_vmap_axes():
+    grads = jax.grad(lambda c: jnp.sum(c.vector() * jnp.arange(8.0)))(balance.BalanceCost())
+    assert float(grads.per_row) == 1.0  # COST_TERMS order: per_row is the second term
+    axes = balance.BalanceCost(0, *([None] * 7))  # an in_axes prefix holds None leaves
+    out = jax.vmap(lambda c: c.vector(), in_axes=(axes,))(balance.BalanceCost(per_nnz=jnp.ones(3)))
+    assert out.shape == (3, 8)
+
+
+def test_predict_names_what_it_needs(small):
+    with pytest.raises(WorkloadError, match="BalanceCost and a WorkerWork.*NoneType"):
+        balance.predict(balance.BalanceCost(), None)
+
+
 def test_worker_work_refuses_static_strategy_out_of_range(small):
     _, st = small
     with pytest.raises(WorkloadError, match="strategy code 9"):

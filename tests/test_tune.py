@@ -45,8 +45,25 @@ def test_exhaustive_visits_every_feasible_config_once_and_finds_brute_force_best
     keys = {(r.config["tile"], r.config["unroll"], tuple(r.config["order"])) for r in result.records}
     assert len(result.records) == count == len(keys)  # stops when the space is exhausted
     assert all(u <= t for t, u, _ in keys)
-    assert result.best_value == best
+    assert result.exhausted and result.best_value == best
     assert tune_kill_worker.objective(result.best_config) == best
+
+
+@pytest.mark.parametrize("strategy", ["random", "bo"])
+def test_random_and_bo_stop_when_a_small_constrained_space_is_exhausted(strategy):
+    """Budget beyond the space: every feasible configuration once (brute-force count), then
+    tune stops and says so; before, both strategies spent the rest of the budget on repeats."""
+    space = small_space()
+    best, count = brute_force(space, tune_kill_worker.objective)
+    options = {"initial": 4} if strategy == "bo" else {}
+    result = perfjax.tune(space, tune_kill_worker.objective, strategy=strategy, budget=count + 7,
+                          seed=1, batch=3, **options)
+    keys = {(r.config["tile"], r.config["unroll"], tuple(r.config["order"])) for r in result.records}
+    assert len(result.records) == count == len(keys)
+    assert all(u <= t for t, u, _ in keys)
+    assert result.exhausted and result.best_value == best
+    spent = perfjax.tune(space, tune_kill_worker.objective, strategy=strategy, budget=5, seed=1)
+    assert not spent.exhausted and len(spent.records) == 5
 
 
 def test_exhaustive_refuses_a_large_space_naming_its_size():

@@ -18,6 +18,7 @@ work out, for gradient search over split points.
 
 from __future__ import annotations
 
+import math
 import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -45,6 +46,16 @@ class BalanceCost:
     launch: Any = 0.0
     per_miss: Any = 0.0  # per gather of the dense operand that misses the cache
     per_branch_miss: Any = 0.0  # per row end whose loop exit is mispredicted
+
+    def __post_init__(self) -> None:
+        # Leaves may be tracers, arrays or (as vmap axis specs) None / ints: only values that can
+        # never be a cost are refused here, where a raw error would surface much later.
+        for term in COST_TERMS:
+            value = getattr(self, term)
+            if isinstance(value, (str, bytes, complex)) or (
+                    isinstance(value, (float, np.floating)) and not math.isfinite(value)):
+                raise WorkloadError(f"BalanceCost.{term} must be a finite number of seconds, "
+                                    f"got {value!r}")
 
     @staticmethod
     def from_vector(v: Any) -> "BalanceCost":
@@ -223,6 +234,9 @@ worker_work_jit = jax.jit(worker_work, static_argnames=("max_workers",))
 
 def predict(cost: BalanceCost, work: WorkerWork) -> dict:
     """Per-worker times, makespan (the slowest active worker) and imbalance of merged work."""
+    if not isinstance(cost, BalanceCost) or not isinstance(work, WorkerWork):
+        raise WorkloadError(f"predict takes a BalanceCost and a WorkerWork (from worker_work), got "
+                            f"{type(cost).__name__} and {type(work).__name__}")
     times = work.features() @ cost.vector()
     times = jnp.where(work.active, times, 0.0)
     items = (work.rows + work.nnz).astype(float)

@@ -400,21 +400,23 @@ class Space:
         if not constraints:
             perm = jnp.argsort(jax.random.uniform(key, (n, items)), axis=-1)
             return perm, jnp.zeros(n), jnp.ones(n, dtype=bool)
-        perm = jnp.zeros((n, items), dtype=jnp.int64)
-        placed = jnp.zeros((n, items), dtype=bool)
-        position = jnp.zeros((n, items), dtype=jnp.int64)
         candidate = jnp.arange(items)[None, :]
-        log_weight, ok = jnp.zeros(n), jnp.ones(n, dtype=bool)
-        for k, pos_key in enumerate(jax.random.split(key, items)):
-            def special(v, k=k, perm=perm, placed=placed, position=position):
+        keys = jax.random.split(key, items)
+
+        # One traced position per iteration (a fori_loop, not a Python loop: unrolled, the
+        # program grew with the items and Permutation(60) took ~5 s to compile).
+        def place(k, state):
+            perm, placed, position, log_weight, ok = state
+
+            def special(v):
                 if v.param != step.name:
                     return None
-                if v.kind == "item_at":
-                    if v.index < k:
-                        return Interval.exact(perm[:, v.index][:, None])
-                    if v.index == k:
-                        return Interval.exact(candidate)
-                    return Interval(jnp.asarray(0.0), jnp.asarray(float(items - 1)))
+                if v.kind == "item_at":  # drawn before k: exact; at k: the candidate; later: any
+                    drawn = perm[:, v.index][:, None]
+                    lo = jnp.where(v.index < k, drawn, jnp.where(v.index == k, candidate, 0))
+                    hi = jnp.where(v.index < k, drawn, jnp.where(v.index == k, candidate,
+                                                                   items - 1))
+                    return Interval(lo.astype(float), hi.astype(float))
                 here = placed[:, v.index][:, None]
                 chosen = candidate == v.index
                 lo = jnp.where(here, position[:, v.index][:, None], jnp.where(chosen, k, k + 1))
@@ -426,11 +428,15 @@ class Space:
                 truth = expr.evaluate_interval(c, self._interval_lookup(c, columns, inverse, special))
                 mask &= jnp.broadcast_to(truth.possibly, (n, items))
             # Uniform over the items still free: each has mass 1 / (items - k).
-            idx, lw, good = _choose(pos_key, mask, jnp.full((1, items), 1.0 / (items - k)), n)
-            perm = perm.at[:, k].set(idx)
+            idx, lw, good = _choose(keys[k], mask, jnp.full((1, items), 1.0) / (items - k), n)
+            perm = jax.lax.dynamic_update_slice(perm, idx[:, None].astype(perm.dtype), (0, k))
             placed = placed | (candidate == idx[:, None])
             position = position.at[jnp.arange(n), idx].set(k)
-            log_weight, ok = log_weight + lw, ok & good
+            return perm, placed, position, log_weight + lw, ok & good
+
+        state = (jnp.zeros((n, items), dtype=jnp.int64), jnp.zeros((n, items), dtype=bool),
+                 jnp.zeros((n, items), dtype=jnp.int64), jnp.zeros(n), jnp.ones(n, dtype=bool))
+        perm, _, _, log_weight, ok = jax.lax.fori_loop(0, items, place, state)
         return perm, log_weight, ok
 
     def _chunk_for(self, wanted: int) -> int:
