@@ -8,8 +8,9 @@ One suggestion:
    draws from a per-parameter kernel density over the best ~15% of observations (TPE's proposal,
    which recombines the values of different good configurations);
 2. a GP on log-transformed, standardized values (permutation-aware kernel; failed evaluations
-   enter at the worst valid value), optionally on top of a cost model's predictions as prior
-   mean; a feasibility classifier on every outcome;
+   enter at the worst valid value), on top of a cost model's predictions as prior mean when one
+   is given, else of a fitted quadratic bowl (which keeps EI from proposing the corners of
+   high-dimensional boxes); a feasibility classifier on every outcome;
 3. acquisition = EI (or a UCB-style optimistic improvement) x P(feasible) x prior^(beta/n)
    (pi-BO user priors), evaluated on >= 10,000 feasible random candidates plus the neighbours of
    the best observations, then improved by local search in the constrained neighbourhood
@@ -52,7 +53,11 @@ class BayesOpt:
     own parameter priors; both enter the acquisition as pi-BO's prior^(prior_weight / n).
 
     ``improvement_margin``: EI's exploration margin xi, in standard deviations of the transformed
-    outputs. ``density_candidates``: candidates per suggestion drawn from the kernel density of
+    outputs. ``quadratic_mean``: the GP's prior mean rises quadratically towards the corners of
+    the numeric box, its slope fitted to the data (``GaussianProcess``); None (the default) turns
+    it on unless ``prior_mean`` gives a cost model. Without it, BO on the RISE mm table proposed
+    almost only configurations with every parameter at its smallest or largest value (median
+    quality at 60 evaluations 0.386 on seeds 0-9 and 10-19, with it 0.518 and 0.545). ``density_candidates``: candidates per suggestion drawn from the kernel density of
     the best ``good_fraction`` of observations.
     """
 
@@ -65,7 +70,7 @@ class BayesOpt:
                  local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 100,
                  local_candidates: int = 4096, local_every: int = 0,
                  density_candidates: int = 4096, good_fraction: float = 0.15,
-                 improvement_margin: float = 0.3):
+                 improvement_margin: float = 0.3, quadratic_mean: bool | None = None):
         if not improvement_margin >= 0:
             raise SpaceError(f"improvement_margin must be >= 0, got {improvement_margin}")
         for name, value, least in (("gp_restarts", gp_restarts, 1), ("gp_steps", gp_steps, 0),
@@ -89,6 +94,8 @@ class BayesOpt:
             if value is not None and not callable(value):
                 raise SpaceError(f"{name} must be a callable taking a batch of configurations, "
                                  f"got {type(value).__name__}")
+        if quadratic_mean is not None and not isinstance(quadratic_mean, (bool, np.bool_)):
+            raise SpaceError(f"quadratic_mean must be True, False or None, got {quadratic_mean!r}")
         if acquisition not in ACQUISITIONS:
             raise SpaceError(f"unknown acquisition {acquisition!r} (known: {', '.join(ACQUISITIONS)})")
         perms = [p for p in space.params.values() if p.kind == "permutation"]
@@ -116,7 +123,9 @@ class BayesOpt:
         self.improvement_margin = improvement_margin
         self._model_suggestions = 0
         self._rng = np.random.default_rng(seed)
-        self._gp = GaussianProcess(self.layout, restarts=gp_restarts, steps=gp_steps, seed=seed)
+        self.quadratic_mean = bool(prior_mean is None if quadratic_mean is None else quadratic_mean)
+        self._gp = GaussianProcess(self.layout, restarts=gp_restarts, steps=gp_steps, seed=seed,
+                                   quadratic_mean=self.quadratic_mean)
         self._feasibility = FeasibilityClassifier()
         self._columns: dict[str, list] = {n: [] for n in space.names}  # told configurations
         self._values: list[float] = []

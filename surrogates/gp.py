@@ -310,11 +310,21 @@ class GaussianProcess:
     given as values: ``fit(x, y, prior=m(x))`` and ``predict(xq, prior=m(xq))``; the GP models
     the residual after an affine fit of the transformed prior mean to the data (a cost model
     that is right up to a factor still helps).
+
+    ``quadratic_mean``: the prior mean also rises quadratically away from the centre of the
+    numeric features' unit box (a "bowl", Snoek et al. 2015), its slope fitted by least squares
+    on the data (after any cost-model prior) and clamped at >= 0, so the data can switch it off.
+    Far from the data a constant-mean GP predicts the average there with its largest variance,
+    and in many dimensions EI then keeps proposing the box's corners (the boundary
+    over-exploration of Siivola et al. 2018): every parameter at its smallest or largest value.
     """
 
     def __init__(self, layout: FeatureLayout, *, log_outputs: bool | str = "auto",
-                 restarts: int = 4, steps: int = 100, warm_steps: int = 40, seed: int = 0):
+                 restarts: int = 4, steps: int = 100, warm_steps: int = 40, seed: int = 0,
+                 quadratic_mean: bool = False):
         self.layout = layout
+        self.quadratic_mean = quadratic_mean
+        self._bowl_slope, self._bowl_offset = 0.0, 0.0
         self.log_outputs = log_outputs
         self.warm_steps = warm_steps
         self.restarts = restarts
@@ -341,6 +351,19 @@ class GaussianProcess:
             raw = np.log(np.maximum(raw, 1e-300))
         return self._mean_slope * ((raw - self._shift) / self._scale) + self._mean_offset
 
+    def _bowl(self, x: np.ndarray) -> np.ndarray:
+        """4 x the mean squared distance of the numeric features from the box centre: 0 at the
+        centre, 1 at a corner."""
+        numeric = np.asarray(x, dtype=float)[:, :self.layout.numeric]
+        if not numeric.shape[1]:
+            return np.zeros(len(numeric))
+        return 4.0 * np.mean((numeric - 0.5) ** 2, axis=1)
+
+    def _bowl_mean(self, x: np.ndarray) -> np.ndarray:
+        if not self._bowl_slope and not self._bowl_offset:
+            return np.zeros(len(x))
+        return self._bowl_slope * self._bowl(x) + self._bowl_offset
+
     def fit(self, x: np.ndarray, y: np.ndarray, *, prior: np.ndarray | None = None,
             refit: bool = True) -> "GaussianProcess":
         """Condition on rows ``x`` [n, F] with raw values ``y`` [n] (and raw prior-mean values
@@ -366,6 +389,13 @@ class GaussianProcess:
                 self._mean_slope = 1.0
             self._mean_offset = float(np.mean(z - self._mean_slope * m))
         residual = z - self._prior_transformed(prior, len(x))
+        self._bowl_slope, self._bowl_offset = 0.0, 0.0
+        if self.quadratic_mean and len(x) >= 2:
+            q = self._bowl(x)
+            if q.std() > 0:
+                self._bowl_slope = max(float(np.cov(q, residual, bias=True)[0, 1] / q.var()), 0.0)
+                self._bowl_offset = float(np.mean(residual - self._bowl_slope * q))
+            residual = residual - self._bowl_mean(x)
         size = bucket(len(x))
         self._n = len(x)
         self._x = np.zeros((size, self.layout.width))
@@ -404,7 +434,8 @@ class GaussianProcess:
         padded[:len(xq)] = xq
         mean, var = _predict(self.layout, self.params, self._x, self._mask, self._chol,
                              self._alpha, padded)
-        mean = np.asarray(mean)[:len(xq)] + self._prior_transformed(prior, len(xq))
+        mean = (np.asarray(mean)[:len(xq)] + self._prior_transformed(prior, len(xq))
+                + self._bowl_mean(xq))
         return mean, np.asarray(var)[:len(xq)]
 
     @property

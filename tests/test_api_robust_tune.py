@@ -323,6 +323,7 @@ def test_a_strategy_asking_malformed_configurations_is_named():
     ("good_fraction", 0.0), ("good_fraction", -1.0), ("good_fraction", 1.5),
     ("good_fraction", math.nan), ("ucb_beta", math.nan), ("ucb_beta", -1.0),
     ("ucb_beta", math.inf), ("prior_weight", math.nan), ("prior_weight", -2.0),
+    ("quadratic_mean", "yes"), ("quadratic_mean", 1),
 ])
 def test_bad_bayesopt_options_are_refused_naming_the_option(option, value):
     with pytest.raises(SpaceError, match=rf"^{option} must be"):

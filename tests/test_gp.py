@@ -132,6 +132,38 @@ def test_a_good_prior_mean_improves_predictions_far_from_data():
     assert err["informed"] < 0.3 * err["plain"]
 
 
+def _bowl_data(sign: float):
+    space = Space({f"x{i}": Real(0.0, 1.0) for i in range(6)})
+    rng = np.random.default_rng(3)
+    train = rng.uniform(0.25, 0.75, (24, 6))  # data only in the middle of the box
+    corners = rng.integers(0, 2, (200, 6)).astype(float)  # where EI goes looking
+
+    def f(x):
+        return np.exp(sign * 3.0 * np.sum((x - 0.5) ** 2, axis=1))
+    return feature_layout(space), train, corners, f
+
+
+def test_quadratic_mean_predicts_the_rise_towards_the_corners_of_a_bowl():
+    """Against the true function at the box's corners, far from every observation: the plain GP
+    reverts to the data's average there; the fitted bowl extrapolates the rise."""
+    layout, train, corners, f = _bowl_data(+1.0)
+    truth = np.log(f(corners))
+    err = {}
+    for bowl in (False, True):
+        gp = GaussianProcess(layout, quadratic_mean=bowl, seed=0).fit(train, f(train))
+        mean, _ = gp.predict(corners)
+        err[bowl] = np.sqrt(np.mean((np.log(gp.untransform(mean)) - truth) ** 2))
+    assert err[True] < 0.5 * err[False]
+
+
+def test_quadratic_mean_switches_itself_off_when_the_corners_are_better():
+    layout, train, corners, f = _bowl_data(-1.0)  # an inverted bowl: the slope clamps at 0
+    plain = GaussianProcess(layout, seed=0).fit(train, f(train))
+    bowl = GaussianProcess(layout, quadratic_mean=True, seed=0).fit(train, f(train))
+    assert bowl._bowl_slope == 0.0
+    np.testing.assert_allclose(bowl.predict(corners)[0], plain.predict(corners)[0], atol=1e-6)
+
+
 def test_analytic_gradient_of_the_fit_objective_matches_jax_autodiff():
     import jax
 
