@@ -57,8 +57,9 @@ class BayesOpt:
     the numeric box, its slope fitted to the data (``GaussianProcess``); None (the default) turns
     it on unless ``prior_mean`` gives a cost model. Without it, BO on the RISE mm table proposed
     almost only configurations with every parameter at its smallest or largest value (median
-    quality at 60 evaluations 0.386 on seeds 0-9 and 10-19, with it 0.518 and 0.545). ``density_candidates``: candidates per suggestion drawn from the kernel density of
-    the best ``good_fraction`` of observations.
+    quality at 60 evaluations 0.386 on seeds 0-9 and 10-19, with it 0.518 and 0.545).
+    ``density_candidates``: candidates per suggestion drawn from the kernel density of the best
+    ``good_fraction`` of observations.
     """
 
     def __init__(self, space, *, seed: int = 0, initial: int | None = None,
