@@ -88,11 +88,7 @@ def untried_configs(space, tried: Callable[[Mapping[str, Any]], np.ndarray]
     for chunk in space.enumerate():
         chunk = {k: np.asarray(v) for k, v in chunk.items()}
         left = ~np.asarray(tried(chunk), dtype=bool)
-        if left.any():
-            parts.append({k: v[left] for k, v in chunk.items()})
-    if not parts:
-        sample = {k: np.asarray(v)[:0] for k, v in space.sample(1, seed=0).items()}
-        return sample
+        parts.append({k: v[left] for k, v in chunk.items()})  # empty parts keep the columns' shapes
     return {k: np.concatenate([p[k] for p in parts]) for k in space.names}
 
 

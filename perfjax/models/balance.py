@@ -18,8 +18,8 @@ work out, for gradient search over split points.
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
