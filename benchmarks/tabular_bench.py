@@ -3,7 +3,9 @@
 Protocol: perfjax.bench.tabular (nearest-row objective, quality = table best / best found, median
 over seeds). Prints per table the median quality at budgets 10/20/40/60 and the seconds per
 suggestion with ~60 observations, then the geometric means over tables of BO/TPE and BO/random
-quality at budgets 20 and 60 against the targets (1.25 and 1.35), and the BO >= 0.9 targets.
+quality at budgets 20 and 60 against the targets (1.25 and 1.35), each with a 90% bootstrap
+interval over the seeds (how far the figure moves with the seeds alone), and the BO >= 0.9
+targets.
 
     .venv/bin/python benchmarks/tabular_bench.py [--seeds 10] [--first-seed 0] [--budget 60]
         [--tables a,b] [--out DIR] [--bo-options JSON]
@@ -26,7 +28,6 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 from perfjax.bench import tabular  # noqa: E402
 from perfjax.cli_bench import _json_object  # noqa: E402  (the CLI's --bo-options parser)
@@ -90,16 +91,18 @@ def main() -> int:
             if budget not in next(iter(reports.values()))["strategies"]["bo"]["quality"]:
                 print(f"  BO/{baseline:<6} @{budget}: not measured (--budget {args.budget})")
                 continue
-            ratios = [r["strategies"]["bo"]["quality"][budget] /
-                      max(r["strategies"][baseline]["quality"][budget], 1e-12) for r in reports.values()]
-            geomean = float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-12)))))
+            geomean, low, high = tabular.geomean_ratio(list(reports.values()), "bo", baseline,
+                                                       budget)
             print(f"  BO/{baseline:<6} @{budget}: {geomean:.3f}  (target >= {target}: "
-                  f"{'met' if geomean >= target else 'MISSED'})")
+                  f"{'met' if geomean >= target else 'MISSED'}; 90% bootstrap interval over "
+                  f"seeds {low:.2f}-{high:.2f})")
     for table, target in QUALITY_TARGET.items():
         if table in reports:
-            q = reports[table]["strategies"]["bo"]["quality"].get(str(args.budget), float("nan"))
+            q, low, high = tabular.median_interval(
+                reports[table]["strategies"]["bo"]["per_seed"][str(args.budget)])
             print(f"  BO quality @{args.budget} on {table}: {q:.3f}  (target >= {target}: "
-                  f"{'met' if q >= target else 'MISSED'})")
+                  f"{'met' if q >= target else 'MISSED'}; 90% bootstrap interval over seeds "
+                  f"{low:.2f}-{high:.2f})")
     latency = max(r["strategies"]["bo"]["seconds_per_suggestion"] for r in reports.values())
     print(f"  BO seconds per suggestion at ~{args.budget} observations (worst table): "
           f"{latency:.3f}  (target <= 1: {'met' if latency <= 1 else 'MISSED'})")

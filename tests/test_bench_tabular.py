@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import json
 import math
+import statistics
 import sys
 
 import numpy as np
@@ -87,6 +88,8 @@ def test_cli_writes_the_report_and_bad_input_is_one_line(tmp_path, capsys):
         assert set(row["quality"]) == {"10", "12"}
         assert 0 < row["quality"]["10"] <= row["quality"]["12"] <= 1
         assert row["seconds_per_suggestion"] >= 0
+        for budget, qualities in row["per_seed"].items():  # the medians come from these
+            assert len(qualities) == 2 and row["quality"][budget] == np.median(qualities)
     capsys.readouterr()  # the run's progress lines
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     assert cli.main(["bench", "tabular", str(tmp_path / "bad.csv")]) == 2
@@ -169,3 +172,63 @@ def test_real_table_loads_as_the_protocol_says():
     config = {c: frame[c][i] for c in params if c != "permutation"}
     config["permutation"] = tuple(int(v) for v in frame["permutation"][i].strip("()").split(","))
     assert problem.objective(config)["value"] == problem.best
+
+
+def _report(table, **per_seed):
+    return {"table": table, "strategies": {name: {"per_seed": {"20": list(q)}}
+                                           for name, q in per_seed.items()}}
+
+
+def test_geomean_ratio_point_and_bootstrap_interval():
+    rng = np.random.default_rng(3)
+    reports = [_report(f"t{i}", bo=rng.uniform(0.2, 1.0, 10), tpe=rng.uniform(0.2, 1.0, 10))
+               for i in range(4)]
+    point, low, high = tabular.geomean_ratio(reports, "bo", "tpe", 20)
+    # the point: the geometric mean of the ratios of plain medians
+    ratios = [statistics.median(r["strategies"]["bo"]["per_seed"]["20"])
+              / statistics.median(r["strategies"]["tpe"]["per_seed"]["20"]) for r in reports]
+    assert point == pytest.approx(math.prod(ratios) ** (1 / len(ratios)), rel=1e-12)
+    assert low < point < high
+    # a brute-force bootstrap (independent draws, a loop per resample) agrees on the interval
+    draws = []
+    for _ in range(3000):
+        logs = [math.log(statistics.median(rng.choice(r["strategies"]["bo"]["per_seed"]["20"], 10))
+                         / statistics.median(rng.choice(r["strategies"]["tpe"]["per_seed"]["20"], 10)))
+                for r in reports]
+        draws.append(math.exp(sum(logs) / len(logs)))
+    assert low == pytest.approx(np.quantile(draws, 0.05), abs=0.05)
+    assert high == pytest.approx(np.quantile(draws, 0.95), abs=0.05)
+    # seeds that all agree leave nothing to resample: the interval is the point
+    same = [_report("t", bo=[0.9] * 10, tpe=[0.6] * 10)]
+    assert tabular.geomean_ratio(same, "bo", "tpe", "20") == pytest.approx((1.5, 1.5, 1.5))
+    # a wider spread over the seeds gives a wider interval
+    narrow = tabular.geomean_ratio([_report("t", bo=rng.normal(0.8, 0.01, 10),
+                                            tpe=rng.normal(0.6, 0.01, 10))], "bo", "tpe", 20)
+    wide = tabular.geomean_ratio([_report("t", bo=rng.uniform(0.4, 1.0, 10),
+                                          tpe=rng.uniform(0.3, 0.9, 10))], "bo", "tpe", 20)
+    assert narrow[2] - narrow[1] < wide[2] - wide[1]
+    # one strategy's median: the same resampling, against the brute-force draws
+    values = rng.uniform(0.5, 1.0, 10)
+    median, low, high = tabular.median_interval(values)
+    brute = [statistics.median(rng.choice(values, 10)) for _ in range(3000)]
+    assert median == statistics.median(values) and low <= median <= high
+    assert (low, high) == pytest.approx(tuple(np.quantile(brute, [0.05, 0.95])), abs=0.03)
+    assert tabular.median_interval([0.7] * 5) == (0.7, 0.7, 0.7)
+
+
+def test_geomean_ratio_bad_input_names_it():
+    good = [_report("t1", bo=[0.5, 0.6], tpe=[0.4, 0.5])]
+    with pytest.raises(PerfjaxError, match="table t2: no per-seed qualities of 'tpe' at budget 20"):
+        tabular.geomean_ratio(good + [_report("t2", bo=[0.5])], "bo", "tpe", 20)
+    with pytest.raises(PerfjaxError, match="budget 60"):
+        tabular.geomean_ratio(good, "bo", "tpe", 60)
+    with pytest.raises(PerfjaxError, match="level must be in"):
+        tabular.geomean_ratio(good, "bo", "tpe", 20, level=1.5)
+    with pytest.raises(PerfjaxError, match="resamples must be a positive integer"):
+        tabular.geomean_ratio(good, "bo", "tpe", 20, resamples=0)
+    with pytest.raises(PerfjaxError, match="no table reports"):
+        tabular.geomean_ratio([], "bo", "tpe", 20)
+    with pytest.raises(PerfjaxError, match="non-empty list"):
+        tabular.median_interval([])
+    with pytest.raises(PerfjaxError, match="level must be in"):
+        tabular.median_interval([0.5], level=float("nan"))
