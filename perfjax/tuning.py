@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -91,6 +93,24 @@ def _evaluate(objective: Callable, config: dict) -> tuple[float, bool, str | Non
     return value, valid, error, extra_values, metadata
 
 
+def _timed_evaluate(objective: Callable, config: dict) -> tuple:
+    """``_evaluate`` and the seconds it took, where it runs (an executor's worker, for one)."""
+    started = time.perf_counter()
+    out = _evaluate(objective, config)
+    return out + (time.perf_counter() - started,)
+
+
+def _executor_failure(exc: BaseException) -> str:
+    """The failed evaluation's message for an exception raised by the executor itself (a
+    worker that died, a lost connection), not by the objective, which ``_evaluate`` catches."""
+    return f"executor: {type(exc).__name__}: {exc}"
+
+
+def _cannot_send(exc: BaseException) -> bool:
+    """Whether the executor failed to ship the objective or a configuration to its workers."""
+    return isinstance(exc, pickle.PicklingError) or "pickle" in str(exc).lower()
+
+
 def _too_large(value: Any) -> str:
     """How an objective's number too large for a float is named in its failure message."""
     what = (f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int)
@@ -141,15 +161,22 @@ RESERVED_NAMES = ("id", "value", "valid", "error", "wall_time", "timestamp")
 
 def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budget: int,
          study: Any = None, seed: int = 0, batch: int = 1, minimize: bool = True,
-         callback: Callable[[TuneProgress], None] | None = None,
+         callback: Callable[[TuneProgress], None] | None = None, executor: Any = None,
          **strategy_options: Any) -> TuneResult:
     """Search ``space`` for the configuration that minimizes (or maximizes) ``objective``.
 
     ``strategy`` is a name ("bo", "random", "exhaustive") or any object with ``ask``/``tell``.
     ``budget`` counts evaluations, including those replayed from an existing ``study``.
-    ``batch`` configurations are asked at a time (evaluated in order). The objective returns a
-    float or ``{"value": float, "valid": bool, ...}``; an exception, NaN or inf is a failed
-    evaluation whose message is recorded, and the run goes on.
+    ``batch`` configurations are asked at a time (BO: kriging believer), evaluated in order, or
+    all at once on ``executor``: any ``concurrent.futures.Executor`` (a thread or process pool,
+    loky, Dask's ``client.get_executor()``, mpi4py's ``MPIPoolExecutor``). With an executor
+    each evaluation is recorded as it completes, so a killed run loses only those in flight; a
+    process pool needs a picklable objective (a module-level function) and the "spawn" start
+    method (``mp_context=multiprocessing.get_context("spawn")``: JAX's threads make fork
+    unsafe). The objective returns a float or ``{"value": float, "valid": bool, ...}``; an
+    exception, NaN or inf is a failed evaluation whose message is recorded, and the run goes
+    on; so does a worker that dies mid-evaluation (the evaluations in flight on a broken pool
+    fail), until the executor takes no more work: then a PerfjaxError, the study intact.
     """
     from perfjax.schedulers.base import check_configs, check_tell, plain_config
     from perfjax.schedulers.search import make_strategy
@@ -168,6 +195,9 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
                          f"got {type(callback).__name__}")
     budget = check_integer(budget, "tune: budget")
     batch = check_integer(batch, "tune: batch", 1)
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise SpaceError(f"tune: executor must be a concurrent.futures.Executor (with submit), "
+                         f"got {type(executor).__name__}")
     if seed is not None:  # None: a fresh, unreproducible seed
         seed = check_integer(seed, "tune: seed")
     if isinstance(strategy, str):
@@ -218,11 +248,10 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
                 break
             check_configs(space, configs, "tune: strategy.ask")
             configs = [plain_config(space, c) for c in configs]
-            results = []
-            for config in configs:
-                t0 = time.perf_counter()
-                value, valid, error, extra, metadata = _evaluate(objective, config)
-                seconds = time.perf_counter() - t0
+            results: list[Any] = [None] * len(configs)
+            for i, (value, valid, error, extra, metadata, seconds) in _outcomes(
+                    objective, configs, executor):
+                config = configs[i]
                 values = {"value": value, **{k: v for k, v in extra.items() if k != "value"}}
                 if log is not None:
                     record = log.append(config, values, valid=valid, error=error,
@@ -233,7 +262,7 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
                                     timestamp=time.time())
                 records.append(record)
                 consider(config, value, valid)
-                results.append({"value": sign * value if valid else math.nan, "valid": valid})
+                results[i] = {"value": sign * value if valid else math.nan, "valid": valid}
                 if callback is not None:
                     callback(TuneProgress(len(records), budget, config, value, valid, error,
                                           best_value, best_config, seconds, suggest_seconds))
@@ -243,6 +272,38 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
             log.close()
     return TuneResult(best_config, best_value, records, None if log is None else str(log.path),
                       exhausted)
+
+
+def _outcomes(objective: Callable, configs: list[dict], executor: Any):
+    """(index, outcome) per configuration: in order when ``executor`` is None, else all
+    submitted at once and yielded as they complete."""
+    if executor is None:
+        for i, config in enumerate(configs):
+            yield i, _timed_evaluate(objective, config)
+        return
+    futures, submitted = {}, time.perf_counter()
+    for i, config in enumerate(configs):
+        try:
+            futures[executor.submit(_timed_evaluate, objective, config)] = i
+        except Exception as exc:  # a shut-down or broken pool: nothing more can run
+            for future in futures:
+                future.cancel()
+            raise PerfjaxError(f"tune: the executor took no more work ({type(exc).__name__}: "
+                               f"{exc}); the evaluations so far are recorded") from None
+    pending = (as_completed(futures) if all(isinstance(f, Future) for f in futures)
+               else list(futures))  # a look-alike future without as_completed: in order
+    for future in pending:
+        i = futures[future]
+        try:
+            outcome = future.result()
+        except Exception as exc:
+            if _cannot_send(exc):
+                raise PerfjaxError(f"tune: the executor could not send the objective or a "
+                                   f"configuration to its workers ({type(exc).__name__}: {exc});"
+                                   " a process pool needs a module-level objective") from None
+            outcome = (math.nan, False, _executor_failure(exc), {}, {},
+                       time.perf_counter() - submitted)  # the time until the failure showed
+        yield i, outcome
 
 
 __all__ = ["tune", "TuneResult", "TuneProgress"]

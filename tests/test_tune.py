@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import perfjax
-from perfjax import Categorical, Integer, Permutation, Space, SpaceError
-from perfjax.errors import StudyError
+from perfjax import Categorical, Integer, Ordinal, Permutation, Space, SpaceError
+from perfjax.errors import PerfjaxError, StudyError
 from perfjax.schedulers import Strategy, make_strategy
 from perfjax.study import Study
 
@@ -193,3 +197,86 @@ def test_tell_takes_plain_numbers_like_tune_objectives_return():
         check_tell([{}], [{"value": "fast"}])
     with pytest.raises(SpaceError, match="result 0 must be a number"):
         check_tell([{}], [True])
+
+
+def test_executor_runs_a_batch_at_once_and_records_each_as_it_completes(tmp_path):
+    space = small_space()
+    arrived = threading.Barrier(4, timeout=20)  # passes only if 4 evaluations run at once
+    finished = []
+
+    def objective(config):
+        arrived.wait()
+        time.sleep(0.3 if config["tile"] == first["tile"] else 0.0)  # the batch's first: last
+        finished.append(dict(config))
+        return tune_kill_worker.objective(config)
+
+    told = []
+
+    class Recorder(Strategy):  # random search that keeps what tune tells it
+        def __init__(self):
+            self.inner = make_strategy("random", space, seed=3)
+
+        def ask(self, n):
+            return self.inner.ask(n)
+
+        def tell(self, configs, results):
+            told.append((list(configs), list(results)))
+            self.inner.tell(configs, results)
+
+    first = make_strategy("random", space, seed=3).ask(4)[0]
+    with ThreadPoolExecutor(4) as pool:
+        result = perfjax.tune(space, objective, strategy=Recorder(), budget=8, batch=4,
+                              study=tmp_path / "s.jsonl", executor=pool)
+    assert len(result.records) == 8 and all(r.valid for r in result.records)
+    # the study holds the evaluations in the order they completed ...
+    stored = [dict(r.config) for r in Study(tmp_path / "s.jsonl").records]
+    assert stored[:4] == [{k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()}
+                          for c in finished[:4]]
+    assert Study(tmp_path / "s.jsonl").records[3].config["tile"] == first["tile"]
+    # ... and the strategy hears each batch in the order it asked, values matching the configs
+    configs, results = told[0]
+    assert configs[0]["tile"] == first["tile"]
+    for config, res in zip(configs, results):
+        assert res["value"] == tune_kill_worker.objective(config)
+    serial = perfjax.tune(space, tune_kill_worker.objective, strategy="random", seed=3, budget=8,
+                          batch=4)
+    assert [r.values["value"] for r in serial.records] == [res["value"] for c, r in told for res in r]
+
+
+def test_process_pool_worker_death_is_a_failed_evaluation_and_the_study_resumes(tmp_path):
+    space = Space({"tile": Ordinal([1, 2, 4, 8, 16, 32]), "unroll": Ordinal([1, 2, 3, 4]),
+                   "order": Permutation(3)}, constraints=["unroll <= tile"])
+    path = tmp_path / "s.jsonl"
+    spawn = multiprocessing.get_context("spawn")  # JAX's threads make fork unsafe
+    with ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        result = perfjax.tune(space, tune_kill_worker.objective, strategy="random", seed=5,
+                              budget=6, batch=3, executor=pool)
+        assert [r.values["value"] for r in result.records] == [
+            tune_kill_worker.objective(r.config) for r in result.records]
+        with pytest.raises(PerfjaxError, match="could not send the objective.*module-level"):
+            perfjax.tune(space, lambda c: 1.0, strategy="random", budget=2, batch=2,
+                         executor=pool)
+    # a worker that dies fails its batch's evaluations (the pool breaks); the next batch
+    # cannot be submitted: a clear error, and what completed is in the study
+    strategy = make_strategy("random", space, seed=7)
+    with ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        with pytest.raises(PerfjaxError, match="executor took no more work"):
+            perfjax.tune(space, tune_kill_worker.dies_on_tile_16, strategy="random", seed=2,
+                         budget=40, batch=4, study=path, executor=pool)
+    kept = Study(path).records
+    assert kept and any(r.config["tile"] == 16 for r in kept)
+    for r in kept:
+        if r.valid:
+            assert r.values["value"] == tune_kill_worker.objective(r.config)
+        else:
+            assert r.error.startswith("executor: BrokenProcessPool")
+    # rerun with a working objective: the study resumes to the budget with nothing lost
+    again = perfjax.tune(space, tune_kill_worker.objective, strategy=strategy, budget=len(kept) + 4,
+                         study=path)
+    assert [r.id for r in again.records[:len(kept)]] == [r.id for r in kept]
+    assert len(again.records) == len(kept) + 4
+
+
+def test_executor_must_submit():
+    with pytest.raises(SpaceError, match="executor must be a concurrent.futures.Executor"):
+        perfjax.tune(small_space(), tune_kill_worker.objective, budget=2, executor=object())

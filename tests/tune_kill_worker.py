@@ -20,6 +20,16 @@ def objective(config: dict) -> float:
     return abs(config["tile"] - 8) + abs(config["unroll"] - 2) + config["order"][0]
 
 
+def dies_on_tile_16(config: dict) -> float:
+    """An objective whose process dies (no exception, no result) on tile 16: a crashing worker
+    of a process pool in test_tune.py."""
+    import os
+
+    if config["tile"] == 16:
+        os._exit(3)
+    return objective(config)
+
+
 def main(path: str, budget: int) -> None:
     import perfjax
 
