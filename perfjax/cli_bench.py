@@ -37,6 +37,9 @@ def register(commands: Any) -> None:
                               "'{\"improvement_margin\": 0.0}' (recorded in the report)")
     tabular.add_argument("--json", metavar="OUT", type=_output_path,
                          help="also write the report as JSON to OUT")
+    tabular.add_argument("--jobs", type=_positive_int, default=1,
+                         help="seeds run in parallel processes (default 1); the same report, "
+                              "but suggestion times include their contention for the cores")
 
 
 def _json_object(text: str) -> dict:
@@ -65,8 +68,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name} seed {seed}: {seconds:.1f} s", file=sys.stderr, flush=True)
 
     options = {"bo": args.bo_options} if args.bo_options else None
-    report = tabular.benchmark(args.table, args.strategies, seeds=args.seeds, budget=args.budget,
-                               progress=progress, first_seed=args.first_seed, options=options)
+    pool = tabular.seed_pool(args.jobs)
+    try:
+        report = tabular.benchmark(args.table, args.strategies, seeds=args.seeds,
+                                   budget=args.budget, progress=progress,
+                                   first_seed=args.first_seed, options=options, executor=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     budgets = list(next(iter(report["strategies"].values()))["quality"])
     print(f"table {report['table']}: median quality (table best / best found) over "
           f"{args.seeds} seeds from seed {args.first_seed}"

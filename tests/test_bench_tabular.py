@@ -232,3 +232,30 @@ def test_geomean_ratio_bad_input_names_it():
         tabular.median_interval([])
     with pytest.raises(PerfjaxError, match="level must be in"):
         tabular.median_interval([0.5], level=float("nan"))
+
+
+def test_seeds_in_parallel_processes_give_the_serial_report(tmp_path, capsys):
+    write_table(tmp_path / "t.csv", np.random.default_rng(6))
+    serial = tabular.benchmark(tmp_path / "t.csv", ["bo", "random"], seeds=3, budget=12)
+    with tabular.seed_pool(2) as pool:
+        seen = []
+        parallel = tabular.benchmark(tmp_path / "t.csv", ["bo", "random"], seeds=3, budget=12,
+                                     executor=pool, progress=lambda *a: seen.append(a[:2]))
+    assert seen == [(name, seed) for name in ("bo", "random") for seed in range(3)]
+    for name in ("bo", "random"):
+        assert parallel["strategies"][name]["per_seed"] == serial["strategies"][name]["per_seed"]
+        assert parallel["strategies"][name]["quality"] == serial["strategies"][name]["quality"]
+    assert tabular.seed_pool(1) is None
+    with pytest.raises(PerfjaxError, match="jobs must be a positive integer"):
+        tabular.seed_pool(0)
+    with pytest.raises(PerfjaxError, match="executor must be a concurrent.futures.Executor"):
+        tabular.benchmark(tmp_path / "t.csv", ["random"], seeds=1, budget=2, executor="pool")
+    out = tmp_path / "r.json"
+    assert cli.main(["bench", "tabular", str(tmp_path / "t.csv"), "--strategies", "random",
+                     "--seeds", "3", "--budget", "12", "--jobs", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["strategies"]["random"]["per_seed"] == \
+        serial["strategies"]["random"]["per_seed"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["bench", "tabular", str(tmp_path / "t.csv"), "--jobs", "0"])
+    assert stop.value.code == 2 and "--jobs: expected a positive integer" in capsys.readouterr().err
