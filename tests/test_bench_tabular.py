@@ -259,3 +259,18 @@ def test_seeds_in_parallel_processes_give_the_serial_report(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["bench", "tabular", str(tmp_path / "t.csv"), "--jobs", "0"])
     assert stop.value.code == 2 and "--jobs: expected a positive integer" in capsys.readouterr().err
+
+
+def test_a_broken_executor_is_a_perfjax_error_naming_the_run(tmp_path):
+    from concurrent.futures import Future
+
+    class Broken:  # an executor whose workers die
+        def submit(self, fn, *args):
+            future = Future()
+            future.set_exception(RuntimeError("worker died"))
+            return future
+
+    write_table(tmp_path / "t.csv", np.random.default_rng(2))
+    with pytest.raises(PerfjaxError, match=r"t: random seed 0 failed in the executor "
+                                           r"\(RuntimeError: worker died\)"):
+        tabular.benchmark(tmp_path / "t.csv", ["random"], seeds=2, budget=4, executor=Broken())

@@ -323,7 +323,13 @@ def benchmark(path: str | Path, strategies: Sequence[str] = STRATEGIES, seeds: i
             futures = [executor.submit(_run_seed, str(path), name, seed, budget, options.get(name))
                        for seed in range(first_seed, first_seed + seeds)]
             for seed, future in zip(range(first_seed, first_seed + seeds), futures):
-                run, seconds = future.result()
+                try:
+                    run, seconds = future.result()
+                except PerfjaxError:
+                    raise
+                except Exception as exc:  # a worker that died, a broken pool
+                    raise PerfjaxError(f"{problem.name}: {name} seed {seed} failed in the "
+                                       f"executor ({type(exc).__name__}: {exc})") from None
                 runs.append(run)
                 if progress is not None:
                     progress(name, seed, seconds)
