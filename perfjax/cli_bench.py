@@ -84,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
     for name, row in report["strategies"].items():
         print(f"{name:<10}" + "".join(f"{row['quality'][b]:8.3f}" for b in budgets)
               + f"{row['seconds_per_suggestion']:11.3f}")
+    if args.seeds > 1:  # how far the medians move with the seeds alone
+        last = budgets[-1]
+        spans = ", ".join(f"{name} {low:.3f}-{high:.3f}" for name, (_, low, high) in (
+            (name, tabular.median_interval(row["per_seed"][last]))
+            for name, row in report["strategies"].items()))
+        print(f"90% bootstrap intervals over seeds of the median @{last}: {spans}")
     if args.json:
         _write_json(args.json, report)
     return 0

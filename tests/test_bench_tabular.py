@@ -90,7 +90,10 @@ def test_cli_writes_the_report_and_bad_input_is_one_line(tmp_path, capsys):
         assert row["seconds_per_suggestion"] >= 0
         for budget, qualities in row["per_seed"].items():  # the medians come from these
             assert len(qualities) == 2 and row["quality"][budget] == np.median(qualities)
-    capsys.readouterr()  # the run's progress lines
+    printed = capsys.readouterr().out
+    for name, row in report["strategies"].items():
+        _, low, high = tabular.median_interval(row["per_seed"]["12"])
+        assert f"{name} {low:.3f}-{high:.3f}" in printed
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     assert cli.main(["bench", "tabular", str(tmp_path / "bad.csv")]) == 2
     err = capsys.readouterr().err.strip()
