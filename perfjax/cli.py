@@ -266,12 +266,18 @@ def _validate_balance(args: argparse.Namespace) -> int:
     settings = balance.Settings(kernels=tuple(args.kernels), workers=tuple(sorted(args.workers)),
                                 repeats=args.repeats)
     balance.check_workers(matrices, settings)  # before the progress bar: one line if not
+    # every matrix's measurements are kept as they complete: a rerun after a kill resumes
+    log = balance.MeasurementLog(Path(args.json).with_name(Path(args.json).name + ".partial.jsonl"))
+    if len(log):
+        print(f"resuming: {len(log)} matrices measured before are read from {log.path}",
+              file=sys.stderr)
     with tqdm(desc="validate balance", unit="config", file=sys.stderr, leave=False) as bar:
         def progress(label: str) -> None:
             bar.set_postfix_str(label, refresh=False)
             bar.update()
-        report = balance.validate(matrices, settings, progress=progress)
+        report = balance.validate(matrices, settings, progress=progress, log=log)
     _write_json(args.json, report)
+    log.path.unlink(missing_ok=True)  # the report holds everything now
     print(f"{'matrix':<26}{'spearman':>9}{'MAPE %':>9}  work exact  imbalance at P={max(args.workers)}")
     for name, row in report["matrices"].items():
         imbalance = " ".join(f"{k}={v:.2f}" for k, v in row["imbalance"].items())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import scipy.io
 
 from perfjax.cli import main
+from perfjax.errors import PerfjaxError
 from perfjax.validate import balance
 from perfjax.workloads import sparse
 
@@ -104,3 +106,70 @@ def test_bin_rows_choice_follows_predicted_branch_misses():
     assert fitted.bin_rows(sparse.banded(20000, 2, seed=1), "spmv") is None
     learned = balance.Calibration({"spmv": cost}, predictor_rows=1e6, residual=0.0)
     assert learned.bin_rows(skewed, "spmv") is None
+
+
+def test_an_interrupted_validation_resumes_from_its_measurement_log(tmp_path, monkeypatch):
+    matrices = {"a_first": sparse.banded(1500, 2, seed=1),
+                "b_second": sparse.powerlaw_rows(1500, 1500, 12_000, alpha=1.2, seed=2)}
+    calibration = {k: v for k, v in balance.calibration_matrices().items() if k.endswith("-s")}
+    settings = balance.Settings(kernels=("spmv",), workers=(1, 2), repeats=1)
+    path = tmp_path / "log.jsonl"
+
+    def stop_at_second(label):  # a kill once the first scored matrix is on disk
+        if label.startswith("b_second"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        balance.validate(matrices, settings, calibration, progress=stop_at_second, log=path)
+    log = balance.MeasurementLog(path)
+    assert len(log) == len(calibration) + 1
+    kept = log.get(log.key("scored", "a_first", matrices["a_first"], settings))
+    # a kill mid-write leaves a torn last line: it is dropped, and the next record follows it
+    with open(path, "ab") as f:
+        f.write(b'{"key": "torn by a ki')
+    measured = []
+    real = balance.measure_matrix
+
+    def counting(name, matrix, settings, progress=None):
+        measured.append(name)
+        return real(name, matrix, settings, progress)
+    monkeypatch.setattr(balance, "measure_matrix", counting)
+    report = balance.validate(matrices, settings, calibration, log=path)
+    assert measured == ["b_second"]  # everything else was read back
+    assert set(report["matrices"]) == set(matrices)
+    assert all(row["work_exact"] for row in report["matrices"].values())
+    again = balance.MeasurementLog(path)
+    assert len(again) == len(calibration) + 2
+    back = again.get(again.key("scored", "a_first", matrices["a_first"], settings))
+    for old, new in zip(kept, back, strict=True):
+        assert old.keys() == new.keys()
+        for k in old:
+            assert np.array_equal(old[k], new[k]) if isinstance(old[k], np.ndarray) \
+                else old[k] == new[k]
+    # what the measurements depend on: other settings or another matrix give another key
+    key = balance.MeasurementLog.key("scored", "a_first", matrices["a_first"], settings)
+    changed = matrices["a_first"].copy()
+    changed.data[0] += 1.0
+    assert key != balance.MeasurementLog.key("scored", "a_first", changed, settings)
+    assert key != balance.MeasurementLog.key("scored", "a_first", matrices["a_first"],
+                                             balance.Settings(kernels=("spmv",), workers=(1, 4)))
+    assert key != balance.MeasurementLog.key("calibration", "a_first", matrices["a_first"],
+                                             settings)
+
+
+def test_a_corrupt_measurement_log_is_an_error_naming_it(tmp_path, capsys):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"key": "k", "rows": []}\nnot json\n{"key": "j", "rows": []}\n')
+    with pytest.raises(PerfjaxError, match=r"log.jsonl: line 2 is not a measurement record"):
+        balance.MeasurementLog(path)
+    # through the CLI: one line, exit status 2, and a finished run removes its log
+    scipy.io.mmwrite(tmp_path / "m.mtx", sparse.banded(800, 2, seed=3))
+    out = tmp_path / "r.json"
+    (tmp_path / "r.json.partial.jsonl").write_text("garbage\n")
+    assert main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmv",
+                 "--workers", "1,2", "--repeats", "1", "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "r.json.partial.jsonl: line 1" in err and "\n" not in err
+    (tmp_path / "r.json.partial.jsonl").unlink()
+    assert main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmv",
+                 "--workers", "1,2", "--repeats", "1", "--json", str(out)]) == 0
+    assert out.exists() and not (tmp_path / "r.json.partial.jsonl").exists()

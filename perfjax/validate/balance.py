@@ -18,6 +18,8 @@ that reach from ``PREDICTOR_ROWS``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,13 +241,98 @@ def calibrate(rows: Iterable[dict], predictor_rows: Sequence[float] = PREDICTOR_
     return best
 
 
+class MeasurementLog:
+    """The measured rows of each matrix of a validation, one fsync'ed JSON line per matrix, so
+    an interrupted ``perfjax validate balance`` resumes: a matrix measured before with the same
+    settings, content and role (calibration or scored) is read back instead of run again. A
+    torn last line (a kill mid-write) is dropped; any other unreadable line is an error naming
+    the file and line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._rows: dict[str, list[dict]] = {}
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a last line torn by a kill: drop it, so that
+            data = data[:data.rfind(b"\n") + 1]  # the next record starts on a line of its own
+            os.truncate(self.path, len(data))
+        for number, line in enumerate(data.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                key, rows = entry["key"], [self._restore(r) for r in entry["rows"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise PerfjaxError(f"{self.path}: line {number} is not a measurement record "
+                                   f"({type(exc).__name__}: {exc}); delete the file to measure "
+                                   "again") from None
+            self._rows[key] = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @staticmethod
+    def key(role: str, name: str, matrix, settings: Settings) -> str:
+        """What a matrix's measurements depend on: role, name, settings and the matrix itself."""
+        m = scipy.sparse.csr_array(matrix)
+        digest = hashlib.sha256(repr((role, name, settings, m.shape)).encode())
+        for array in (m.indptr, m.indices, m.data):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> list[dict] | None:
+        return self._rows.get(key)
+
+    def put(self, key: str, rows: list[dict]) -> None:
+        line = json.dumps({"key": key, "rows": [self._plain(r) for r in rows]}) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._rows[key] = rows
+
+    @staticmethod
+    def _plain(row: dict) -> dict:
+        return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
+                for k, v in row.items()}
+
+    @staticmethod
+    def _restore(row: dict) -> dict:
+        row = dict(row)
+        row["features"] = np.asarray(row["features"], dtype=float)
+        row["worker_seconds"] = np.asarray(row["worker_seconds"], dtype=float)
+        return row
+
+
+def _measure(role: str, name: str, matrix, settings: Settings,
+             progress: Callable[[str], None] | None, log: MeasurementLog | None) -> list[dict]:
+    """``measure_matrix``, read back from ``log`` when it holds this matrix, else appended."""
+    if log is None:
+        return measure_matrix(name, matrix, settings, progress)
+    key = log.key(role, name, matrix, settings)
+    rows = log.get(key)
+    if rows is None:
+        rows = measure_matrix(name, matrix, settings, progress)
+        log.put(key, rows)
+    elif progress:
+        for row in rows:
+            progress(f"{name} {row['kernel']} {row['strategy']} P={row['workers']} (measured "
+                     "before)")
+    return rows
+
+
 def calibrate_on(matrices: dict | None = None, settings: Settings = Settings(),
-                 progress: Callable[[str], None] | None = None) -> Calibration:
+                 progress: Callable[[str], None] | None = None,
+                 log: MeasurementLog | None = None) -> Calibration:
     """Measure ``matrices`` (default ``calibration_matrices()``) with ``settings`` and calibrate
-    on them: the fit every model user of generated matrices shares."""
+    on them: the fit every model user of generated matrices shares. ``log``: a
+    ``MeasurementLog`` that keeps (and supplies) each matrix's measurements."""
     matrices = calibration_matrices() if matrices is None else matrices
     return calibrate(r for name, m in matrices.items()
-                     for r in measure_matrix(name, m, settings, progress))
+                     for r in _measure("calibration", name, m, settings, progress, log))
 
 
 def score(rows: Sequence[dict], calibration: Calibration) -> dict:
@@ -270,16 +357,22 @@ def score(rows: Sequence[dict], calibration: Calibration) -> dict:
 
 def validate(matrices: dict, settings: Settings = Settings(),
              calibration: dict | None = None,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None,
+             log: str | Path | MeasurementLog | None = None) -> dict:
     """The whole validation: calibrate on ``calibration`` (generated by default), score
-    ``matrices``. Returns the JSON-able report of ``perfjax validate balance``."""
+    ``matrices``. Returns the JSON-able report of ``perfjax validate balance``. ``log``: a
+    ``MeasurementLog`` (or its path) that keeps every matrix's measurements as they complete,
+    so a rerun after a kill measures only the matrices not done yet."""
     calibration = calibration_matrices() if calibration is None else calibration
     overlap = set(calibration) & set(matrices)
     if overlap:
         raise PerfjaxError(f"calibration and scored matrices overlap: {sorted(overlap)}")
     check_workers(matrices, settings)
-    fitted = calibrate_on(calibration, settings, progress)
-    rows = [r for name, m in matrices.items() for r in measure_matrix(name, m, settings, progress)]
+    if log is not None and not isinstance(log, MeasurementLog):
+        log = MeasurementLog(log)
+    fitted = calibrate_on(calibration, settings, progress, log)
+    rows = [r for name, m in matrices.items()
+            for r in _measure("scored", name, m, settings, progress, log)]
     per_matrix = score(rows, fitted)
     parallel = [
         {"matrix": r["matrix"], "kernel": r["kernel"], "strategy": r["strategy"],
