@@ -52,3 +52,12 @@ def check_integer(value: Any, what: str, minimum: int | None = 0, limit: int | N
     if limit is not None and value > limit:
         raise error(f"{what} {value} is more than the limit {limit}")
     return int(value)
+
+
+def check_executor(executor: Any, what: str, error: type[PerfjaxError] = SpaceError) -> Any:
+    """``executor`` if it is None or has ``submit`` (a ``concurrent.futures.Executor``), else
+    ``error`` naming ``what``."""
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise error(f"{what} must be a concurrent.futures.Executor (with submit), "
+                    f"got {type(executor).__name__}")
+    return executor

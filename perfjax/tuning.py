@@ -15,7 +15,8 @@ from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from perfjax.errors import PerfjaxError, SpaceError, StudyError, check_integer
+from perfjax.errors import (PerfjaxError, SpaceError, StudyError, check_executor,
+                            check_integer)
 from perfjax.space import Space
 from perfjax.study import Record, Study
 
@@ -195,9 +196,7 @@ def tune(space, objective: Callable[[dict], Any], *, strategy: Any = "bo", budge
                          f"got {type(callback).__name__}")
     budget = check_integer(budget, "tune: budget")
     batch = check_integer(batch, "tune: batch", 1)
-    if executor is not None and not callable(getattr(executor, "submit", None)):
-        raise SpaceError(f"tune: executor must be a concurrent.futures.Executor (with submit), "
-                         f"got {type(executor).__name__}")
+    check_executor(executor, "tune: executor")
     if seed is not None:  # None: a fresh, unreproducible seed
         seed = check_integer(seed, "tune: seed")
     if isinstance(strategy, str):

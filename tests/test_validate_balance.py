@@ -161,6 +161,10 @@ def test_a_corrupt_measurement_log_is_an_error_naming_it(tmp_path, capsys):
     path.write_text('{"key": "k", "rows": []}\nnot json\n{"key": "j", "rows": []}\n')
     with pytest.raises(PerfjaxError, match=r"log.jsonl: line 2 is not a measurement record"):
         balance.MeasurementLog(path)
+    # a complete last record that only lacks its newline is data: kept, the newline added
+    path.write_text('{"key": "k", "rows": []}\n{"key": "j", "rows": []}')
+    assert len(balance.MeasurementLog(path)) == 2
+    assert path.read_text() == '{"key": "k", "rows": []}\n{"key": "j", "rows": []}\n'
     # through the CLI: one line, exit status 2, and a finished run removes its log
     scipy.io.mmwrite(tmp_path / "m.mtx", sparse.banded(800, 2, seed=3))
     out = tmp_path / "r.json"

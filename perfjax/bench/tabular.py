@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from perfjax.errors import PerfjaxError, SpaceError, check_integer
+from perfjax.errors import PerfjaxError, SpaceError, check_executor, check_integer
 
 MEASUREMENT_COLUMNS = ("compute_time", "energy", "iterations", "repeats", "wait_between_repeats",
                        "wait_after_run")
@@ -308,9 +308,7 @@ def benchmark(path: str | Path, strategies: Sequence[str] = STRATEGIES, seeds: i
     budgets = sorted({b for b in budgets if b <= budget} | {budget})  # the run's own budget too
     report: dict[str, Any] = {"table": problem.name, "strategies": {}, "seeds": seeds,
                               "first_seed": first_seed, "budget": budget}
-    if executor is not None and not callable(getattr(executor, "submit", None)):
-        raise PerfjaxError(f"executor must be a concurrent.futures.Executor (with submit), "
-                           f"got {type(executor).__name__}")
+    check_executor(executor, "executor", PerfjaxError)
     for name in strategies:
         runs = []
         if executor is None:
@@ -353,9 +351,8 @@ def median_interval(values: Sequence[float], level: float = 0.9, resamples: int 
     values = np.asarray(values, dtype=float)
     if values.ndim != 1 or not len(values):
         raise PerfjaxError(f"median_interval: need a non-empty list of values, got {values.shape}")
-    picks = values[np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))]
-    tail = (1 - level) / 2
-    low, high = np.quantile(np.median(picks, axis=1), [tail, 1 - tail])
+    draws = _resampled_medians(values, np.random.default_rng(seed), resamples)
+    low, high = _percentiles(draws, level)
     return float(np.median(values)), float(low), float(high)
 
 
@@ -363,6 +360,17 @@ def _check_bootstrap(level: Any, resamples: Any) -> None:
     check_integer(resamples, "resamples", 1, error=PerfjaxError)
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise PerfjaxError(f"level must be in (0, 1), got {level!r}")
+
+
+def _resampled_medians(values: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """The median of each of ``resamples`` resamples of ``values`` with replacement."""
+    return np.median(values[rng.integers(0, len(values), (resamples, len(values)))], axis=1)
+
+
+def _percentiles(draws: np.ndarray, level: float) -> np.ndarray:
+    """The central ``level`` interval (low, high) of bootstrap draws."""
+    tail = (1 - level) / 2
+    return np.quantile(draws, [tail, 1 - tail])
 
 
 def geomean_ratio(reports: Sequence[Mapping[str, Any]], strategy: str, baseline: str,
@@ -393,11 +401,9 @@ def geomean_ratio(reports: Sequence[Mapping[str, Any]], strategy: str, baseline:
         ours, theirs = pair
         point += math.log(max(np.median(ours), 1e-12) / max(np.median(theirs), 1e-12))
         for values, sign in ((ours, 1.0), (theirs, -1.0)):
-            picks = values[rng.integers(0, len(values), (resamples, len(values)))]
-            draws += sign * np.log(np.maximum(np.median(picks, axis=1), 1e-12))
+            draws += sign * np.log(np.maximum(_resampled_medians(values, rng, resamples), 1e-12))
     n = len(reports)
-    tail = (1 - level) / 2
-    low, high = np.quantile(draws / n, [tail, 1 - tail])
+    low, high = _percentiles(draws / n, level)
     return math.exp(point / n), math.exp(low), math.exp(high)
 
 

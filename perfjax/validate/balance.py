@@ -33,6 +33,7 @@ import scipy.stats
 from perfjax.errors import PerfjaxError, WorkloadError
 from perfjax.models import balance
 from perfjax.models.calibrate import fit_linear_cost, mape
+from perfjax.study import _write_line  # one JSON line, written whole and fsync'ed
 from perfjax.workloads import sparse
 
 KERNELS = ("spmv", "spmm")
@@ -245,8 +246,8 @@ class MeasurementLog:
     """The measured rows of each matrix of a validation, one fsync'ed JSON line per matrix, so
     an interrupted ``perfjax validate balance`` resumes: a matrix measured before with the same
     settings, content and role (calibration or scored) is read back instead of run again. A
-    torn last line (a kill mid-write) is dropped; any other unreadable line is an error naming
-    the file and line."""
+    torn last line (a kill mid-write) is dropped, a complete one missing only its newline kept;
+    any other unreadable line is an error naming the file and line."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -254,20 +255,28 @@ class MeasurementLog:
         if not self.path.exists():
             return
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a last line torn by a kill: drop it, so that
-            data = data[:data.rfind(b"\n") + 1]  # the next record starts on a line of its own
-            os.truncate(self.path, len(data))
-        for number, line in enumerate(data.split(b"\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                key, rows = entry["key"], [self._restore(r) for r in entry["rows"]]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise PerfjaxError(f"{self.path}: line {number} is not a measurement record "
-                                   f"({type(exc).__name__}: {exc}); delete the file to measure "
-                                   "again") from None
-            self._rows[key] = rows
+        *lines, tail = data.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                self._read(line, number)
+        if tail.strip():  # a last line without its newline: the next record must start on a
+            try:          # line of its own
+                self._read(tail, len(lines) + 1)
+            except PerfjaxError:  # torn by a kill: cut off
+                os.truncate(self.path, len(data) - len(tail))
+            else:  # a complete record whose newline was stripped: kept, the newline added
+                with open(self.path, "ab") as f:
+                    f.write(b"\n")
+
+    def _read(self, line: bytes, number: int) -> None:
+        try:
+            entry = json.loads(line)
+            key, rows = entry["key"], [self._restore(r) for r in entry["rows"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PerfjaxError(f"{self.path}: line {number} is not a measurement record "
+                               f"({type(exc).__name__}: {exc}); delete the file to measure "
+                               "again") from None
+        self._rows[key] = rows
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -285,11 +294,9 @@ class MeasurementLog:
         return self._rows.get(key)
 
     def put(self, key: str, rows: list[dict]) -> None:
-        line = json.dumps({"key": key, "rows": [self._plain(r) for r in rows]}) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
+        try:  # the study log's writer: the whole line (os.write may write part), then fsync
+            _write_line(fd, {"key": key, "rows": [self._plain(r) for r in rows]})
         finally:
             os.close(fd)
         self._rows[key] = rows
