@@ -315,6 +315,40 @@ def test_grid_matches_partitioners_and_single_evaluations():
                     assert np.allclose(grid["times"][m, s, w, c], single["times"], rtol=1e-12)
 
 
+def test_grid_static_and_dynamic_chunks_on_every_worker_count_up_to_20():
+    """Static chunks fold per-residue sums when the worker counts' lcm is small and sum each
+    count's strides otherwise (1..20: lcm 232792560); both, and the dynamic greedy scan, must
+    give every worker exactly the partitioner's work."""
+    matrix = MATRICES["rmat"]
+    stacked = sparse.stack_stats([sparse.stats(matrix, pad_to=matrix.shape[0] + 5)])
+    for workers in (list(range(1, 21)), [3, 5, 6]):
+        features = np.asarray(balance.grid_features(stacked, ["static_chunks", "dynamic_chunks"],
+                                                    workers, [1, 7], 32))
+        for s, strategy in enumerate(("static_chunks", "dynamic_chunks")):
+            for w, count in enumerate(workers):
+                for c, chunk in enumerate((1, 7)):
+                    items = partition.partition(strategy, matrix, count, chunk=chunk).items()
+                    model = features[0, s, w, c, :, 0] + features[0, s, w, c, :, 1]
+                    assert np.array_equal(model[:count], items), (strategy, count, chunk)
+                    assert not model[count:].any()
+
+
+def test_grid_ignores_row_misses_past_a_matrix_end():
+    """Chunk sums read the miss prefix sums at every chunk-th row, past the end too: values
+    given for rows that do not exist must not count (prepare zeroes them)."""
+    matrix = MATRICES["skewed+empty"]
+    n = matrix.shape[0]
+    stacked = sparse.stack_stats([sparse.stats(matrix, pad_to=n + 9)])
+    misses = np.random.default_rng(0).uniform(0, 3, (n + 9, 2))
+    clean = misses.copy()
+    clean[n:] = 0
+    cost = balance.BalanceCost(per_nnz=1.0, per_miss=2.0, per_branch_miss=1.5)
+    args = (list(balance.STRATEGY_CODES), [1, 3, 8], [1, 4], cost, 8)
+    dirty = balance.evaluate_grid(balance.prepare(stacked, misses[None]), *args)
+    expected = balance.evaluate_grid(balance.prepare(stacked, clean[None]), *args)
+    assert np.allclose(dirty["times"], expected["times"], rtol=1e-12)
+
+
 def test_grid_features_priced_under_many_costs_equal_evaluate_grid():
     mats = [MATRICES["banded"], MATRICES["skewed+empty"]]
     stacked = sparse.stack_stats([sparse.stats(m) for m in mats])

@@ -124,7 +124,9 @@ def _misses_at(prefix: Any, row_misses: Any, indptr: jax.Array, rows: jax.Array,
     row's misses prorated by the share of its nonzeros before the position (0 without misses)."""
     if prefix is None:
         return jnp.zeros(rows.shape + (MISS_KINDS,))
-    done = (position - indptr[rows]) / jnp.maximum(indptr[rows + 1] - indptr[rows], 1)
+    # rows may be the one past the last (the appended zero row): its next boundary is the last
+    following = indptr[jnp.minimum(rows + 1, indptr.shape[-1] - 1)]
+    done = (position - indptr[rows]) / jnp.maximum(following - indptr[rows], 1)
     return prefix[rows] + row_misses[rows] * jnp.clip(done, 0.0, 1.0)[..., None]
 
 
@@ -144,7 +146,6 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
     padded = row_lengths.shape[0]
     indptr = jnp.concatenate([jnp.zeros(1, jnp.int64), jnp.cumsum(row_lengths)])
     miss_prefix, miss_rows = _miss_tables(row_misses, padded)
-    indptr_ext = jnp.concatenate([indptr, indptr[-1:]])  # row `padded` (none) has 0 nonzeros
     nnz = indptr[-1]
     n = jnp.asarray(n_rows, jnp.int64)
     P = jnp.asarray(workers, jnp.int64)
@@ -157,7 +158,7 @@ def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, 
         rows_at = jnp.where(p <= P, rows_at, rows_at[jnp.minimum(P, max_workers)])
         nnz_at = jnp.where(p <= P, nnz_at, nnz_at[jnp.minimum(P, max_workers)])
         zero = jnp.zeros(max_workers, jnp.int64)
-        misses = _misses_at(miss_prefix, miss_rows, indptr_ext, rows_at, nnz_at)
+        misses = _misses_at(miss_prefix, miss_rows, indptr, rows_at, nnz_at)
         return (jnp.diff(rows_at), jnp.diff(nnz_at), active.astype(jnp.int64),
                 jnp.where(active, searches, zero), jnp.where(active, partial, zero),
                 jnp.diff(misses, axis=0))
@@ -237,7 +238,12 @@ def predict(cost: BalanceCost, work: WorkerWork) -> dict:
     if not isinstance(cost, BalanceCost) or not isinstance(work, WorkerWork):
         raise WorkloadError(f"predict takes a BalanceCost and a WorkerWork (from worker_work), got "
                             f"{type(cost).__name__} and {type(work).__name__}")
-    times = work.features() @ cost.vector()
+    # term by term: one fused elementwise loop (a [workers, 8] @ [8] product is a slow small
+    # reduction on the CPU)
+    counters = (work.nnz, work.rows, work.segments, work.searches, work.partial, work.active)
+    misses = jnp.asarray(work.misses, dtype=float)
+    times = sum(jnp.asarray(x, dtype=float) * jnp.asarray(getattr(cost, term), dtype=float)
+                for x, term in zip(counters + (misses[..., 0], misses[..., 1]), COST_TERMS))
     times = jnp.where(work.active, times, 0.0)
     items = (work.rows + work.nnz).astype(float)
     count = jnp.maximum(work.active.sum(), 1)
@@ -380,6 +386,9 @@ def prepare(stats, row_misses: Any = None) -> GridInput:
                 or row_misses.shape[1] < n_rows.max():
             raise WorkloadError(f"row_misses must cover the {lengths.shape[0]} matrices' rows "
                                 f"(at least {int(n_rows.max())}), got shape {row_misses.shape}")
+        # rows past a matrix's end hold no work: no misses either (chunk sums read past it)
+        inside = np.arange(row_misses.shape[1])[None, :] < n_rows[:, None]
+        row_misses = row_misses * inside.reshape(inside.shape + (1,) * (row_misses.ndim - 2))
     prefix, per_row = _miss_tables(row_misses, lengths.shape[1], batched=True)
     return GridInput(jnp.asarray(indptr), jnp.asarray(ends), jnp.asarray(n_rows), prefix, per_row,
                      int(np.max(indptr[:, -1] + n_rows)))
@@ -411,6 +420,8 @@ def _check_rows(lengths: np.ndarray, indptr: np.ndarray, n_rows: np.ndarray) -> 
 
 def _int_tuple(values: Any, what: str) -> tuple:
     """A tuple of ints from a scalar or 1-D sequence of integers (2.7, nan, 'a' are refused)."""
+    if isinstance(values, (list, tuple)) and all(type(v) is int for v in values):
+        return tuple(values)  # the common case, without numpy's conversions (~20 us a call)
     array = np.atleast_1d(np.asarray(values))
     if array.size == 0:
         return ()
@@ -428,11 +439,13 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     compiled program per distinct tuple). Returns arrays shaped [matrices, strategies, workers,
     chunks]: ``makespan``, ``imbalance``, and ``times`` with a trailing [max_workers] axis. The
     counters equal ``worker_work``'s exactly; the computation is organized for throughput: the
-    split diagonals of all worker counts go through one binary search per matrix, static chunks
-    are a strided sum per worker count, and dynamic chunks one greedy scan for all matrices and
-    worker counts together, the matrices' chunk sequences packed end to end into a few lanes
-    (int32 keys when the matrices are small enough: ``prepare`` records their size). Each
-    strategy is its own compiled program; their outputs are concatenated.
+    split diagonals of all worker counts go through one binary search per matrix, chunks are
+    read off the prefix sums by strided slices, static chunks are strided sums (one pass folded
+    for every worker count when their lcm is small), and dynamic chunks one greedy scan for all
+    matrices and worker counts together, the matrices' chunk sequences packed end to end into a
+    few lanes (int32 keys when the matrices are small enough: ``prepare`` records their size).
+    The strategies asked for share one compiled program (strategy names, worker counts and
+    chunk sizes are part of its cache key).
     ``cost=None`` returns the counters unpriced instead (``grid_features``).
     """
     if isinstance(strategies, str):
@@ -459,19 +472,15 @@ def evaluate_grid(stats, strategies, workers, chunks, cost: BalanceCost, max_wor
     grid = stats if isinstance(stats, GridInput) else prepare(stats)
     codes = tuple(STRATEGY_CODES[n] for n in names)
     bits = _key_bits(grid.max_work, max_workers)
-    # One compiled program per strategy, joined by a small jitted concatenation: measured on 15
-    # real matrices x 7 worker counts, the five strategies in one program took 12-14 ms with the
-    # miss terms (4.8 ms without), five programs 7.0 ms (4.4 ms).
-    parts = []
-    for code in codes:
-        lanes, packs = 0, ()
-        if code == STRATEGY_CODES["dynamic_chunks"]:
-            rows = tuple(int(r) for r in np.asarray(grid.n_rows))
-            lanes, packs = _lane_packing(rows, grid.indptr.shape[1] - 1, chunks_t)
-        parts.append(_grid_program((code,), workers_t, chunks_t, max_workers, cost is None, bits,
-                                   lanes)(grid.indptr, grid.ends, grid.n_rows, grid.miss_prefix,
-                                          grid.row_misses, cost, packs))
-    return parts[0] if len(parts) == 1 else _join_strategies(parts)
+    # One compiled program for the strategies asked for: measured on 15 real matrices x 7 worker
+    # counts, all five in one program took 2.4 ms (3.0 ms with the miss terms), five programs
+    # joined by a concatenation 3.2 ms (4.2 ms).
+    lanes, packs = 0, ()
+    if STRATEGY_CODES["dynamic_chunks"] in codes:
+        rows = tuple(int(r) for r in np.asarray(grid.n_rows))
+        lanes, packs = _lane_packing(rows, grid.indptr.shape[1] - 1, chunks_t)
+    return _grid_program(codes, workers_t, chunks_t, max_workers, cost is None, bits, lanes)(
+        grid.indptr, grid.ends, grid.n_rows, grid.miss_prefix, grid.row_misses, cost, packs)
 
 
 @functools.lru_cache(maxsize=64)
@@ -520,12 +529,6 @@ def _lane_packing(rows: tuple, padded: int, chunks: tuple) -> tuple[int, tuple]:
     return len(bins), tuple(packs)
 
 
-@jax.jit
-def _join_strategies(parts: list) -> Any:
-    """Per-strategy grid outputs ([matrices, 1, ...] leaves) joined on the strategy axis."""
-    return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves, axis=1), *parts)
-
-
 def _idle_load(key_bits: int, max_workers: int) -> int:
     """The load given to workers beyond P in dynamic chunks' greedy keys (load * max_workers +
     id): above any real load, with its key still inside the key type."""
@@ -559,16 +562,36 @@ def price_grid(features: jax.Array, costs: jax.Array) -> jax.Array:
     return jnp.max(times, axis=-2)  # idle workers have zero features: time 0, as in predict
 
 
-def _chunk_bounds(n_rows: jax.Array, padded: int, chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Row range [start, stop) of each of the ceil(padded / chunk) chunks of ``chunk`` rows, for
-    matrices of ``n_rows`` rows ([...] -> [..., chunks]); chunks past a matrix's end are empty."""
-    k = jnp.arange(-(-padded // chunk), dtype=jnp.int64)
-    n = jnp.asarray(n_rows)[..., None]
-    return jnp.minimum(k * chunk, n), jnp.minimum((k + 1) * chunk, n)
+def _chunk_sizes(indptr: jax.Array, n_rows: jax.Array, miss_prefix: Any, chunk: int) -> tuple:
+    """Rows, nonzeros and misses (None without them) of each of the ceil(padded / chunk) chunks
+    of ``chunk`` rows of matrices [..., padded + 1] prefix sums with ``n_rows`` rows ([...] ->
+    [..., chunks]; chunks past a matrix's end are empty). The prefix sums are read at every
+    chunk-th row by a strided slice, not a gather: they are flat past ``n_rows`` (``prepare``
+    leaves no work there), so the slice's last chunk boundaries need no clamping."""
+    padded = indptr.shape[-1] - 1
+    count = -(-padded // chunk)
+
+    def bounds(table):  # table at rows 0, chunk, ..., count * chunk (the last row past the end)
+        strided = table[..., ::chunk] if table.ndim == indptr.ndim else table[..., ::chunk, :]
+        # materialized before use: fused into its consumers, the strided read ran 2x slower
+        strided = jax.lax.optimization_barrier(strided)
+        if strided.shape[indptr.ndim - 1] < count + 1:
+            last = table[..., -1:] if table.ndim == indptr.ndim else table[..., -1:, :]
+            strided = jnp.concatenate([strided, last], axis=indptr.ndim - 1)
+        return strided
+
+    k = jnp.arange(count + 1, dtype=jnp.int64)
+    row_at = jnp.minimum(k * chunk, jnp.asarray(n_rows)[..., None])
+    nnz_at = bounds(indptr)
+    misses = None
+    if miss_prefix is not None:
+        at = bounds(miss_prefix)
+        misses = at[..., 1:, :] - at[..., :-1, :]
+    return jnp.diff(row_at, axis=-1), jnp.diff(nnz_at, axis=-1), misses
 
 
-# One program per strategy x worker tuple x chunk tuple x key width: room for 64 grids of five.
-@functools.lru_cache(maxsize=320)
+# One program per strategy tuple x worker tuple x chunk tuple x key width.
+@functools.lru_cache(maxsize=128)
 def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
                   counters_only: bool = False, key_bits: int = 64, lanes: int = 0):
     P = np.asarray(workers, dtype=np.int64)  # [W]
@@ -584,55 +607,77 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
     zero = jnp.zeros((W, max_workers), jnp.int64)
 
     dynamic_chunk_sizes = chunks if 2 in codes else ()
+    lcm = math.lcm(*workers)  # static chunks: one pass over the chunks when it is small
 
-    def greedy_owners(indptr, n_rows, packs):
-        """Dynamic chunks' owners [matrices, chunks, W] for every chunk size, all matrices and
-        worker counts in one greedy scan each: chunks in order, each to the least loaded worker
-        (lowest id on ties). Loads and worker id share one key (load * max_workers + id, unique
-        per worker), so a plain min finds the worker. Keys are laid out [max_workers, lanes],
-        lane = (worker count, packed lane), so every step is a min over rows of contiguous lane
-        vectors, vectorized across lanes. A packed lane runs several matrices' chunk sequences
-        one after another (``_lane_packing``; the keys reset where a matrix starts), so the
-        scan's width follows the matrices' total rows, not their count times the largest (15
-        real matrices: 4 lanes instead of 15). int32 keys where ``key_bits`` allows (~2x faster
-        than int64, measured)."""
+    def greedy_totals(indptr, n_rows, miss_prefix, packs):
+        """Dynamic chunks' per-worker totals for every chunk size: ([matrices, W, max_workers,
+        3] rows, nonzeros and chunks taken; [matrices, W, max_workers, MISS_KINDS] misses or
+        None), all matrices and worker counts in one greedy scan per chunk size: chunks in
+        order, each to the least loaded worker (lowest id on ties). Loads and worker id share
+        one key (load * max_workers + id, unique per worker). Each lane, a (worker count,
+        packed lane) pair, keeps its keys sorted, [lanes, max_workers]: a step pops the first
+        (the least loaded worker, the chunk's owner) and inserts it back with the chunk's work
+        added by a branch-free sorted insert (a max of a min against the neighbours), all
+        elementwise, so the step is one fused loop with no reduction (3x faster than a min over
+        unsorted keys, measured). A packed lane runs several matrices' chunk sequences one after
+        another (``_lane_packing``; the keys reset where a matrix starts), so the scan's length
+        follows the matrices' total rows, not their count times the largest (15 real matrices:
+        4 lanes instead of 15). Each chunk's rows, nonzeros and misses are then added to its
+        owner's totals by one segment sum. int32 keys where ``key_bits`` allows."""
         kd = jnp.int32 if key_bits == 32 else jnp.int64
-        padded = indptr.shape[1] - 1
+        M = indptr.shape[0]
         idle = _idle_load(key_bits, max_workers)  # workers beyond P: never the minimum
-        ids = np.arange(max_workers)[:, None]
-        keys0 = np.where(active.T, 0, idle) * max_workers + ids  # [maxP, W]
-        keys0 = jnp.asarray(np.repeat(keys0, lanes, axis=1), dtype=kd)  # lane w * lanes + b
-        owners = []
-        for chunk, (matrix, index, used, reset, step_of, lane_of) in zip(dynamic_chunk_sizes,
-                                                                          packs):
-            start, stop = _chunk_bounds(n_rows, padded, chunk)  # [M, K]
-            work = (stop - start) + (jnp.take_along_axis(indptr, stop, axis=1)
-                                     - jnp.take_along_axis(indptr, start, axis=1))
-            work = jnp.where(stop > start, work, 0).astype(kd)
-            packed = jnp.where(used, work[matrix, index], 0)  # [steps, lanes]
-            size = jnp.tile(packed, (1, W))  # [steps, W * lanes]
-            fresh = jnp.tile(reset, (1, W))
+        ids = np.arange(max_workers)[None, :]
+        keys0 = np.where(active, 0, idle) * max_workers + ids  # [W, maxP], sorted per row
+        keys0 = jnp.asarray(np.repeat(keys0, lanes, axis=0), dtype=kd)  # lane w * lanes + b
+        top = jnp.asarray(np.iinfo(np.int32 if key_bits == 32 else np.int64).max, kd)
+        totals = []
+        for chunk, (matrix, index, used, reset, _, _) in zip(dynamic_chunk_sizes, packs):
+            chunk_rows, chunk_nnz, chunk_misses = _chunk_sizes(indptr, n_rows, miss_prefix, chunk)
+            rows = jnp.where(used, chunk_rows[matrix, index], 0)  # [steps, lanes]
+            nnz = jnp.where(used, chunk_nnz[matrix, index], 0)
+            size = jnp.tile((rows + nnz).astype(kd) * max_workers, (1, W))  # [steps, W * lanes]
+            # A lane whose next step starts a matrix resets its keys at the end of this step
+            # (resetting at the start of the step, before the insert, made it 10x slower).
+            fresh = jnp.tile(jnp.concatenate([reset[1:], jnp.zeros_like(reset[:1])]), (1, W))
 
             def step(keys, inputs):
-                chunk_size, restart = inputs
-                keys = jnp.where(restart[None, :], keys0, keys)
-                least = jnp.min(keys, axis=0, keepdims=True)
-                return keys + jnp.where(keys == least, chunk_size[None, :] * max_workers, 0), least[0]
+                add, restart_next = inputs
+                head = keys[:, :1]
+                pushed = head + add[:, None]
+                rest = keys[:, 1:]
+                below = jnp.concatenate([rest, jnp.broadcast_to(top, head.shape)], axis=1)
+                above = jnp.concatenate([jnp.broadcast_to(-top, head.shape), rest], axis=1)
+                keys = jnp.maximum(above, jnp.minimum(below, pushed))
+                return jnp.where(restart_next[:, None], keys0, keys), head[:, 0]
 
-            _, least = jax.lax.scan(step, keys0, (size, fresh), unroll=8)  # [steps, W * lanes]
-            owner = (least % max_workers).astype(jnp.int64).reshape(-1, W, lanes)
-            owners.append(owner[step_of, :, lane_of[:, None]])  # [M, K, W]
-        return tuple(owners)
+            _, heads = jax.lax.scan(step, keys0, (size, fresh))  # [steps, W * lanes]
+            owner = (heads % max_workers).astype(jnp.int64).reshape(-1, W, lanes)
+            taken = used[:, None, :] & (rows[:, None, :] > 0)  # [steps, 1, lanes]
+            segment = jnp.where(taken, (matrix[:, None, :] * W + jnp.arange(W)[None, :, None])
+                                * max_workers + owner, M * W * max_workers).ravel()
+            quantities = jnp.stack([rows, nnz, (rows > 0).astype(rows.dtype)], axis=-1)
+            quantities = jnp.broadcast_to(quantities[:, None], (rows.shape[0], W, lanes, 3))
+            counters = jax.ops.segment_sum(quantities.reshape(-1, 3), segment,
+                                           num_segments=M * W * max_workers)
+            misses = None
+            if miss_prefix is not None:
+                chunk_misses = chunk_misses[matrix, index]
+                chunk_misses = jnp.broadcast_to(chunk_misses[:, None],
+                                                (rows.shape[0], W, lanes, MISS_KINDS))
+                misses = jax.ops.segment_sum(chunk_misses.reshape(-1, MISS_KINDS), segment,
+                                             num_segments=M * W * max_workers).reshape(
+                                                 M, W, max_workers, MISS_KINDS)
+            totals.append((counters.reshape(M, W, max_workers, 3), misses))
+        return tuple(totals)
 
-    def one_matrix(indptr, ends, n, miss_prefix, row_misses, cost, owners):
-        padded = indptr.shape[0] - 1
+    def one_matrix(indptr, ends, n, miss_prefix, row_misses, cost, dynamic_totals):
         nnz = indptr[-1]
-        indptr_ext = jnp.concatenate([indptr, indptr[-1:]])
 
         def contiguous(rows_flat, nnz_flat, searches, partial_flat):
             rows_at, nnz_at = rows_flat[expand], nnz_flat[expand]
             partial = jnp.where(active, partial_flat[expand[:, :-1]], 0)
-            misses = _misses_at(miss_prefix, row_misses, indptr_ext, rows_flat, nnz_flat)[expand]
+            misses = _misses_at(miss_prefix, row_misses, indptr, rows_flat, nnz_flat)[expand]
             # [W, maxP+1, K]
             return (jnp.diff(rows_at, axis=1), jnp.diff(nnz_at, axis=1),
                     jnp.asarray(active, jnp.int64), jnp.where(active, searches, 0), partial,
@@ -646,7 +691,10 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
 
         def nnz_split():
             cuts = flat_p * nnz // flat_P
-            rows = jnp.minimum(jnp.searchsorted(indptr[1:], cuts, side="right").astype(jnp.int64), n)
+            # rows whose end lies at or before the cut: searched in indptr itself (indptr[0] =
+            # 0 counts once too many), as a slice indptr[1:] would copy every row under vmap
+            ended = jnp.searchsorted(indptr, cuts, side="right").astype(jnp.int64) - 1
+            rows = jnp.minimum(ended, n)
             rows = jnp.where(cuts >= nnz, n, jnp.where(flat_p == 0, 0, rows))
             return contiguous(rows, cuts, searches, (cuts > indptr[rows]).astype(jnp.int64))
 
@@ -657,22 +705,24 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
             return contiguous(rows, cols, searches, (cols > indptr[rows]).astype(jnp.int64))
 
         def chunk_sizes(chunk):
-            start, stop = _chunk_bounds(n, padded, chunk)
-            misses = (jnp.zeros(stop.shape + (MISS_KINDS,)) if miss_prefix is None
-                      else miss_prefix[stop] - miss_prefix[start])
-            return stop - start, indptr[stop] - indptr[start], misses
+            rows, nnz_c, misses = _chunk_sizes(indptr, n, miss_prefix, chunk)
+            return rows, nnz_c, (jnp.zeros(rows.shape + (MISS_KINDS,)) if misses is None
+                                 else misses)
 
         def static_chunks(chunk):
             chunk_rows, chunk_nnz, chunk_misses = chunk_sizes(chunk)
 
-            def round_robin(counts):  # worker q owns chunks q, q+w, ...: a strided sum per w
-                per_count = []
-                for w in workers:
-                    width = -(-counts.shape[1] // w) * w
-                    sums = jnp.pad(counts, ((0, 0), (0, width - counts.shape[1]))).reshape(
-                        counts.shape[0], -1, w).sum(1)
-                    per_count.append(jnp.pad(sums, ((0, 0), (0, max_workers - w))))
-                return jnp.stack(per_count, axis=1)
+            def round_robin(counts):  # worker q of w owns chunks q, q+w, ...: strided sums
+                F, K = counts.shape
+                if lcm <= max(K, 4096):  # sums per residue mod lcm, folded for each w
+                    width = -(-K // lcm) * lcm
+                    residues = jnp.pad(counts, ((0, 0), (0, width - K))).reshape(F, -1, lcm).sum(1)
+                    by_count = [residues.reshape(F, lcm // w, w).sum(1) for w in workers]
+                else:
+                    by_count = [jnp.pad(counts, ((0, 0), (0, -(-K // w) * w - K))).reshape(
+                        F, -1, w).sum(1) for w in workers]
+                return jnp.stack([jnp.pad(sums, ((0, 0), (0, max_workers - w)))
+                                  for w, sums in zip(workers, by_count)], axis=1)
 
             rows, nnz_w, segments = round_robin(
                 jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)]))
@@ -681,15 +731,9 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
             return rows, nnz_w, segments, zero, zero, misses
 
         def dynamic_chunks(chunk):
-            chunk_rows, chunk_nnz, chunk_misses = chunk_sizes(chunk)
-            taken = jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)], axis=1)
-            owner = owners[dynamic_chunk_sizes.index(chunk)]  # [chunks, W], from greedy_owners
-            segment = (owner + jnp.arange(W)[None, :] * max_workers).ravel()
-            totals = jax.ops.segment_sum(jnp.repeat(taken, W, axis=0), segment,
-                                         num_segments=W * max_workers).reshape(W, max_workers, 3)
-            misses = jnp.zeros((W, max_workers, MISS_KINDS)) if miss_prefix is None else \
-                jax.ops.segment_sum(jnp.repeat(chunk_misses, W, axis=0), segment,
-                                    num_segments=W * max_workers).reshape(W, max_workers, -1)
+            totals, misses = dynamic_totals[dynamic_chunk_sizes.index(chunk)]  # greedy_totals
+            if misses is None:
+                misses = jnp.zeros((W, max_workers, MISS_KINDS))
             return totals[..., 0], totals[..., 1], totals[..., 2], zero, zero, misses
 
         predict_each = jax.vmap(predict, in_axes=(None, 0))  # over worker counts
@@ -717,7 +761,7 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
     per_matrix = jax.vmap(one_matrix, in_axes=(0, 0, 0, 0, 0, None, 0))  # None misses: no axis
 
     def program(indptr, ends, n_rows, miss_prefix, row_misses, cost, packs):
-        owners = greedy_owners(indptr, n_rows, packs)
-        return per_matrix(indptr, ends, n_rows, miss_prefix, row_misses, cost, owners)
+        totals = greedy_totals(indptr, n_rows, miss_prefix, packs)
+        return per_matrix(indptr, ends, n_rows, miss_prefix, row_misses, cost, totals)
 
     return jax.jit(program)
