@@ -50,7 +50,10 @@ class RandomSearch:
             return out
         while len(out) < n:  # too large to enumerate: repeats are possible but unlikely
             seed = int(self._rng.integers(0, 2**31 - 1))
-            out.extend(batch_to_configs(self.space, self.space.sample(n - len(out), seed=seed)))
+            for config in batch_to_configs(self.space, self.space.sample(
+                    n - len(out), seed=seed, use_prior=self.use_prior)):
+                self._seen.add(config_key(self.space, config))
+                out.append(config)
         return out
 
     def tell(self, configs: list[dict], results: list[dict]) -> None:
