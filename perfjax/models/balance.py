@@ -591,6 +591,27 @@ def _chunk_sizes(indptr: jax.Array, n_rows: jax.Array, miss_prefix: Any, chunk: 
     return jnp.diff(row_at, axis=-1), jnp.diff(nnz_at, axis=-1), misses
 
 
+def _greedy_heads(add: jax.Array, restart_next: jax.Array, keys0: jax.Array) -> jax.Array:
+    """The greedy chain of dynamic chunks: lanes of sorted keys [lanes, workers] (load *
+    workers + id, ascending; ``keys0`` at a matrix's start); step t pops each lane's first key
+    (its least loaded worker), adds ``add[t]`` (the chunk's work times the worker count) and
+    inserts it back in order, then resets the lanes flagged in ``restart_next[t]`` to
+    ``keys0``. Returns the popped keys [steps, lanes] (owner = key % workers)."""
+    top = jnp.asarray(jnp.iinfo(keys0.dtype).max, keys0.dtype)
+
+    def step(keys, inputs):
+        chunk_add, restart = inputs
+        head = keys[:, :1]
+        pushed = head + chunk_add[:, None]
+        rest = keys[:, 1:]
+        below = jnp.concatenate([rest, jnp.broadcast_to(top, head.shape)], axis=1)
+        above = jnp.concatenate([jnp.broadcast_to(-top, head.shape), rest], axis=1)
+        keys = jnp.maximum(above, jnp.minimum(below, pushed))  # the sorted insert
+        return jnp.where(restart[:, None], keys0, keys), head[:, 0]
+
+    return jax.lax.scan(step, keys0, (add, restart_next))[1]
+
+
 # One program per strategy tuple x worker tuple x chunk tuple x key width.
 @functools.lru_cache(maxsize=128)
 def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
@@ -631,7 +652,6 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
         ids = np.arange(max_workers)[None, :]
         keys0 = np.where(active, 0, idle) * max_workers + ids  # [W, maxP], sorted per row
         keys0 = jnp.asarray(np.repeat(keys0, lanes, axis=0), dtype=kd)  # lane w * lanes + b
-        top = jnp.asarray(np.iinfo(np.int32 if key_bits == 32 else np.int64).max, kd)
         totals = []
         for chunk, (matrix, index, used, reset, _, _) in zip(dynamic_chunk_sizes, packs):
             chunk_rows, chunk_nnz, chunk_misses = _chunk_sizes(indptr, n_rows, miss_prefix, chunk)
@@ -642,25 +662,19 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
             # (resetting at the start of the step, before the insert, made it 10x slower).
             fresh = jnp.tile(jnp.concatenate([reset[1:], jnp.zeros_like(reset[:1])]), (1, W))
 
-            def step(keys, inputs):
-                add, restart_next = inputs
-                head = keys[:, :1]
-                pushed = head + add[:, None]
-                rest = keys[:, 1:]
-                below = jnp.concatenate([rest, jnp.broadcast_to(top, head.shape)], axis=1)
-                above = jnp.concatenate([jnp.broadcast_to(-top, head.shape), rest], axis=1)
-                keys = jnp.maximum(above, jnp.minimum(below, pushed))
-                return jnp.where(restart_next[:, None], keys0, keys), head[:, 0]
-
-            _, heads = jax.lax.scan(step, keys0, (size, fresh))  # [steps, W * lanes]
-            owner = (heads % max_workers).astype(jnp.int64).reshape(-1, W, lanes)
+            heads = _greedy_heads(size, fresh, keys0)  # [steps, W * lanes]
+            # 32-bit segment ids and counts where the keys are (every total < 2^24) and the ids
+            # fit: the scatter below moves half the bytes
+            sd = kd if M * W * max_workers < 2 ** 31 else jnp.int64
+            owner = (heads % max_workers).reshape(-1, W, lanes)
             taken = used[:, None, :] & (rows[:, None, :] > 0)  # [steps, 1, lanes]
-            segment = jnp.where(taken, (matrix[:, None, :] * W + jnp.arange(W)[None, :, None])
-                                * max_workers + owner, M * W * max_workers).ravel()
-            quantities = jnp.stack([rows, nnz, (rows > 0).astype(rows.dtype)], axis=-1)
+            first = ((matrix.astype(sd) * W)[:, None, :] + jnp.arange(W, dtype=sd)[None, :, None])
+            segment = jnp.where(taken, first * max_workers + owner.astype(sd),
+                                M * W * max_workers).ravel()
+            quantities = jnp.stack([rows, nnz, (rows > 0).astype(rows.dtype)], axis=-1).astype(kd)
             quantities = jnp.broadcast_to(quantities[:, None], (rows.shape[0], W, lanes, 3))
             counters = jax.ops.segment_sum(quantities.reshape(-1, 3), segment,
-                                           num_segments=M * W * max_workers)
+                                           num_segments=M * W * max_workers).astype(jnp.int64)
             misses = None
             if miss_prefix is not None:
                 chunk_misses = chunk_misses[matrix, index]
