@@ -316,9 +316,9 @@ def test_grid_matches_partitioners_and_single_evaluations():
 
 
 def test_grid_static_and_dynamic_chunks_on_every_worker_count_up_to_20():
-    """Static chunks fold per-residue sums when the worker counts' lcm is small and sum each
-    count's strides otherwise (1..20: lcm 232792560); both, and the dynamic greedy scan, must
-    give every worker exactly the partitioner's work."""
+    """Static chunks sum per residue modulo each group's lcm and fold the sums for each count
+    of the group (1..20, lcm 232792560: three groups; [3, 5, 6]: one); both, and the dynamic
+    greedy scan, must give every worker exactly the partitioner's work."""
     matrix = MATRICES["rmat"]
     stacked = sparse.stack_stats([sparse.stats(matrix, pad_to=matrix.shape[0] + 5)])
     for workers in (list(range(1, 21)), [3, 5, 6]):

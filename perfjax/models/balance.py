@@ -591,6 +591,23 @@ def _chunk_sizes(indptr: jax.Array, n_rows: jax.Array, miss_prefix: Any, chunk: 
     return jnp.diff(row_at, axis=-1), jnp.diff(nnz_at, axis=-1), misses
 
 
+def _lcm_groups(workers: tuple, bound: int) -> list[tuple[int, list[int]]]:
+    """Worker counts grouped so that each group's lcm (its period) stays <= ``bound`` where it
+    can: greedily, largest count first, each joining the first group it keeps within the bound.
+    Static chunks' strided sums then take one pass over the chunks per group ((1, 2, 4, ..., 64):
+    one group; 1..64: a handful instead of 64)."""
+    groups: list[tuple[int, list[int]]] = []
+    for w in sorted(set(workers), reverse=True):
+        for g, (period, members) in enumerate(groups):
+            joined = math.lcm(period, w)
+            if joined <= bound:
+                groups[g] = (joined, members + [w])
+                break
+        else:
+            groups.append((w, [w]))
+    return groups
+
+
 def _greedy_heads(add: jax.Array, restart_next: jax.Array, keys0: jax.Array) -> jax.Array:
     """The greedy chain of dynamic chunks: lanes of sorted keys [lanes, workers] (load *
     workers + id, ascending; ``keys0`` at a matrix's start); step t pops each lane's first key
@@ -629,7 +646,6 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
     zero = jnp.zeros((W, max_workers), jnp.int64)
 
     dynamic_chunk_sizes = chunks if 2 in codes else ()
-    lcm = math.lcm(*workers)  # static chunks: one pass over the chunks when it is small
 
     def greedy_totals(indptr, n_rows, miss_prefix, packs):
         """Dynamic chunks' per-worker totals for every chunk size: ([matrices, W, max_workers,
@@ -729,15 +745,17 @@ def _grid_program(codes: tuple, workers: tuple, chunks: tuple, max_workers: int,
 
             def round_robin(counts):  # worker q of w owns chunks q, q+w, ...: strided sums
                 F, K = counts.shape
-                if lcm <= max(K, 4096):  # sums per residue mod lcm, folded for each w
-                    width = -(-K // lcm) * lcm
-                    residues = jnp.pad(counts, ((0, 0), (0, width - K))).reshape(F, -1, lcm).sum(1)
-                    by_count = [residues.reshape(F, lcm // w, w).sum(1) for w in workers]
-                else:
-                    by_count = [jnp.pad(counts, ((0, 0), (0, -(-K // w) * w - K))).reshape(
-                        F, -1, w).sum(1) for w in workers]
-                return jnp.stack([jnp.pad(sums, ((0, 0), (0, max_workers - w)))
-                                  for w, sums in zip(workers, by_count)], axis=1)
+                by_count = {}
+                # one pass over the chunks per group of worker counts (sums per residue mod the
+                # group's lcm), folded for each count of the group
+                for period, members in _lcm_groups(workers, max(K, 4096)):
+                    width = -(-K // period) * period
+                    residues = jnp.pad(counts, ((0, 0), (0, width - K))).reshape(
+                        F, -1, period).sum(1)
+                    for w in members:
+                        by_count[w] = residues.reshape(F, period // w, w).sum(1)
+                return jnp.stack([jnp.pad(by_count[w], ((0, 0), (0, max_workers - w)))
+                                  for w in workers], axis=1)
 
             rows, nnz_w, segments = round_robin(
                 jnp.stack([chunk_rows, chunk_nnz, (chunk_rows > 0).astype(jnp.int64)]))
