@@ -162,8 +162,7 @@ class Study:
         if complete_tail:
             if fd is not None:
                 try:
-                    os.write(fd, b"\n")
-                    os.fsync(fd)
+                    _mend_last_line(fd, len(data), tail, complete=True)
                 except OSError as exc:
                     raise StudyError(
                         f"{self._path}: cannot add the missing final newline: {exc.strerror}"
@@ -174,8 +173,7 @@ class Study:
                 self._warn(len(lines) + 1, f"{what}; skipped")
             else:
                 try:
-                    os.ftruncate(fd, len(data) - len(tail))
-                    os.fsync(fd)
+                    _mend_last_line(fd, len(data), tail, complete=False)
                 except OSError as exc:
                     raise StudyError(
                         f"{self._path}: cannot truncate incomplete last line: {exc.strerror}"
@@ -440,6 +438,16 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
+
+
+def _mend_last_line(fd: int, size: int, tail: bytes, complete: bool) -> None:
+    """Make a JSON-lines file of ``size`` bytes, whose last line ``tail`` has no newline, ready
+    for appends: a ``complete`` record gets its newline, a torn one is cut off; then fsync."""
+    if complete:
+        os.write(fd, b"\n")
+    else:
+        os.ftruncate(fd, size - len(tail))
+    os.fsync(fd)
 
 
 def _write_line(fd: int, obj: dict[str, Any]) -> None:

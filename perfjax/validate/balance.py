@@ -33,7 +33,7 @@ import scipy.stats
 from perfjax.errors import PerfjaxError, WorkloadError
 from perfjax.models import balance
 from perfjax.models.calibrate import fit_linear_cost, mape
-from perfjax.study import _write_line  # one JSON line, written whole and fsync'ed
+from perfjax.study import _mend_last_line, _write_line  # the study log's line writing
 from perfjax.workloads import sparse
 
 KERNELS = ("spmv", "spmm")
@@ -262,11 +262,14 @@ class MeasurementLog:
         if tail.strip():  # a last line without its newline: the next record must start on a
             try:          # line of its own
                 self._read(tail, len(lines) + 1)
+                complete = True  # a complete record whose newline was stripped: kept
             except PerfjaxError:  # torn by a kill: cut off
-                os.truncate(self.path, len(data) - len(tail))
-            else:  # a complete record whose newline was stripped: kept, the newline added
-                with open(self.path, "ab") as f:
-                    f.write(b"\n")
+                complete = False
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                _mend_last_line(fd, len(data), tail, complete)
+            finally:
+                os.close(fd)
 
     def _read(self, line: bytes, number: int) -> None:
         try:
