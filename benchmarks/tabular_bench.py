@@ -70,27 +70,30 @@ def main() -> int:
     except PerfjaxError as exc:
         print(f"tabular_bench: {exc}", file=sys.stderr)
         return 2
-    for path in paths:
-        started = time.perf_counter()
-        try:
-            report = tabular.benchmark(path, strategies, seeds=args.seeds, budget=args.budget,
-                                       first_seed=args.first_seed,
-                                       options={"bo": bo_options} if bo_options else None,
-                                       executor=pool)
-        except PerfjaxError as exc:
-            print(f"tabular_bench: {exc}", file=sys.stderr)
-            return 2
-        reports[path.stem] = report
-        if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / f"{path.stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\n{path.stem}  ({time.perf_counter() - started:.0f} s)")
-        for name, row in report["strategies"].items():
-            q = "  ".join(f"@{b}={v:.3f}" for b, v in row["quality"].items())
-            print(f"  {name:<7} {q}   {row['seconds_per_suggestion']:.3f} s/suggestion")
-        sys.stdout.flush()
-    if pool is not None:
-        pool.shutdown()
+    try:
+        for path in paths:
+            started = time.perf_counter()
+            try:
+                report = tabular.benchmark(path, strategies, seeds=args.seeds, budget=args.budget,
+                                           first_seed=args.first_seed,
+                                           options={"bo": bo_options} if bo_options else None,
+                                           executor=pool)
+            except PerfjaxError as exc:
+                print(f"tabular_bench: {exc}", file=sys.stderr)
+                return 2
+            reports[path.stem] = report
+            if args.out:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                (Path(args.out) / f"{path.stem}.json").write_text(
+                    json.dumps(report, indent=2) + "\n")
+            print(f"\n{path.stem}  ({time.perf_counter() - started:.0f} s)")
+            for name, row in report["strategies"].items():
+                q = "  ".join(f"@{b}={v:.3f}" for b, v in row["quality"].items())
+                print(f"  {name:<7} {q}   {row['seconds_per_suggestion']:.3f} s/suggestion")
+            sys.stdout.flush()
+    finally:  # an error: the seeds still queued are not run
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if "bo" not in strategies:
         return 0
     print(f"\ngeometric mean over {len(reports)} tables of BO quality / baseline quality "

@@ -248,8 +248,8 @@ def quality(values: Sequence[float], best: float, budget: int) -> float:
 
 def seed_pool(jobs: int):
     """A process pool of ``jobs`` workers for ``benchmark(executor=...)`` (the spawn start
-    method: JAX's threads make fork unsafe), or None for ``jobs == 1``. Use it as a context
-    manager."""
+    method: JAX's threads make fork unsafe), or None for ``jobs == 1``. Shut it down with
+    ``cancel_futures=True`` when done or on an error, so queued seeds do not keep running."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
