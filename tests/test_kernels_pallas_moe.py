@@ -67,6 +67,29 @@ def test_grouped_matmul_matches_numpy_float64(name):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("tokens, experts, dtype, expected", [
+    (23, 23, jnp.bfloat16, (16, 128, 128)),       # decode: one token per expert
+    (40 * 8, 8, jnp.bfloat16, (64, 128, 128)),    # 40 per expert -> the next power of two
+    (4096 * 5, 5, jnp.float16, (128, 64, 128)),   # prefill: capped at 128 rows
+    (3, 8, jnp.bfloat16, (16, 128, 128)),         # fewer tokens than experts
+    (4096, 4, jnp.float32, (moe.BLOCK_M, moe.BLOCK_K, moe.BLOCK_N)),
+    (4096, 4, jnp.float64, (moe.BLOCK_M, moe.BLOCK_K, moe.BLOCK_N)),
+])
+def test_default_blocks_follow_rows_per_expert(tokens, experts, dtype, expected):
+    assert moe.default_blocks(tokens, experts, dtype) == expected
+
+
+def test_grouped_matmul_default_blocks_bfloat16():
+    """No block sizes given: bfloat16 takes default_blocks' 16 x 128 x 128 tiles here (masked
+    edges on every side: hidden 150, ffn 130), the result still the per-expert product."""
+    sizes = [2, 0, 5, 1]
+    lhs, rhs = operands(sizes, 150, 130, jnp.bfloat16, seed=2)
+    result = moe.grouped_matmul(lhs, rhs, jnp.asarray(sizes))
+    expected = reference_grouped_matmul(lhs.astype(jnp.float64), rhs.astype(jnp.float64), sizes)
+    np.testing.assert_allclose(np.asarray(result, np.float64), expected,
+                               rtol=0, atol=1e-2 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)])
 def test_grouped_matmul_low_precision_accumulates_in_float32(dtype, tolerance):
     """The reference multiplies the same (rounded) inputs in float64; a float32 accumulator
