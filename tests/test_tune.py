@@ -90,6 +90,24 @@ def test_random_search_is_feasible_does_not_repeat_and_speaks_the_protocol():
     assert not keys & {(c["tile"], c["unroll"], c["order"]) for c in more}
 
 
+def test_random_search_last_resort_draws_follow_the_prior_and_are_remembered(monkeypatch):
+    """A space too large to enumerate whose draws keep repeating (here: enumeration switched
+    off on a two-value space with a prior all but certain of one value) still answers ask(n)
+    with n configurations, drawn with use_prior, each remembered as asked."""
+    import perfjax.schedulers.search as search
+
+    monkeypatch.setattr(search, "untried_configs", lambda space, tried: None)
+    space = Space({"k": Integer(0, 1, prior="gaussian", prior_parameters=[200.0, 1.0])})
+    strategy = make_strategy("random", space, seed=0, use_prior=True)
+    first = strategy.ask(1)
+    assert first == [{"k": 1}]  # the prior's value (density ratio ~1e-87 to the other)
+    again = strategy.ask(3)  # every draw repeats {k: 1}: the last resort
+    assert again == [{"k": 1}] * 3
+    assert strategy._seen == {search.config_key(space, {"k": 1})}
+    plain = make_strategy("random", space, seed=0)  # without the prior both values come up
+    assert {c["k"] for c in plain.ask(2) + plain.ask(30)} == {0, 1}
+
+
 def test_unknown_strategy_and_options_are_named():
     with pytest.raises(SpaceError, match="unknown strategy 'annealing'"):
         make_strategy("annealing", small_space())
