@@ -65,8 +65,10 @@ def default_blocks(tokens: int, experts: int, dtype) -> tuple[int, int, int]:
     Measured on an H100 (jax 0.11, bfloat16, Qwen3-30B-A3B and GPT-OSS-120B expert shapes, one
     expert layer against ``jax.lax.ragged_dot``, ``benchmarks/moe_gpu.py``): 128/64/128 took
     0.12-0.42x ragged_dot's time at 4096 tokens per expert where 64/64/64 took 0.22-0.70x (one
-    sweep, side by side). At one token per expert no tile beat ragged_dot: 1.3-1.8x its time
-    across runs for every tile tried (it is bandwidth-bound, and nothing splits K). Wider dtypes
+    sweep, side by side). At 1-8 tokens per expert no choice stood out: row tiles of 16 with K
+    steps of 64-512, column tiles of 64 or 128 and 3-5 pipeline stages all took 0.86-2.0x
+    ragged_dot's time (1.3-2.0x on the Qwen shape, 0.86-1.3x on GPT-OSS's), differences within
+    run-to-run noise: the regime is bandwidth-bound and nothing splits K. Wider dtypes
     keep 64/64/64 (three pipeline stages of wider tiles would not fit an SM's shared memory).
     """
     if jnp.dtype(dtype).itemsize > 2:

@@ -50,7 +50,9 @@ from perfjax.schedulers.partition import merge_path
 
 ITEMS_PER_WORKER = 128
 """Merge-path items per worker when ``workers`` is not given: short enough that a GPU gets
-thousands of programs on a large matrix (each program's walk is sequential)."""
+thousands of programs on a large matrix (each program's walk is sequential). On an H100 (1e6- and
+5e5-nonzero matrices, SpMV and 32-column SpMM) 32 to 256 items per worker were within 15% of each
+other and 512 was 20-70% slower."""
 
 BLOCK_K = 32
 """Default width of the column block of ``X`` one program computes (a power of two)."""
