@@ -51,8 +51,8 @@ from perfjax.schedulers.partition import merge_path
 ITEMS_PER_WORKER = 128
 """Merge-path items per worker when ``workers`` is not given: short enough that a GPU gets
 thousands of programs on a large matrix (each program's walk is sequential). On an H100 (1e6- and
-5e5-nonzero matrices, SpMV and 32-column SpMM) 32 to 256 items per worker were within 15% of each
-other and 512 was 20-70% slower."""
+5e5-nonzero matrices, SpMV and 32-column SpMM, one run) 128 was within 15% of the best of 32-512
+items per worker in all four cases, and 512 was 35-75% slower than the best."""
 
 BLOCK_K = 32
 """Default width of the column block of ``X`` one program computes (a power of two)."""
