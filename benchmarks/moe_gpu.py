@@ -189,9 +189,12 @@ def main() -> None:
     parser.add_argument("--block-k", type=int, default=None)
     parser.add_argument("--block-n", type=int, default=None)
     args = parser.parse_args()
-    try:  # unknown names fail before any timing
+    try:  # unknown names and bad block sizes fail before any timing
         for name in args.models:
             wmoe.model_config(name)
+        kmoe._check_blocks("moe_gpu.py", **{f"--block-{axis}": getattr(args, f"block_{axis}")
+                                            for axis in "mkn"
+                                            if getattr(args, f"block_{axis}") is not None})
     except PerfjaxError as error:
         parser.error(str(error))
     if args.max_tokens < 1 or args.max_tokens & (args.max_tokens - 1):
