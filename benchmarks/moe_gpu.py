@@ -197,6 +197,8 @@ def main() -> None:
                                             if getattr(args, f"block_{axis}") is not None})
     except PerfjaxError as error:
         parser.error(str(error))
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.max_tokens < 1 or args.max_tokens & (args.max_tokens - 1):
         parser.error(f"--max-tokens must be a power of two, got {args.max_tokens}")
     if jax.default_backend() != "gpu":

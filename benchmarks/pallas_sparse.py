@@ -142,6 +142,10 @@ def main() -> None:
     parser.add_argument("--dense-gib", type=float, default=4.0,
                         help="largest dense matrix (GiB) to time the dense matmul on")
     args = parser.parse_args()
+    if args.block < 1 or args.block & (args.block - 1):
+        parser.error(f"--block must be a power of two, got {args.block}")
+    if args.repeats < 1 or args.k < 1:
+        parser.error("--repeats and --k must be at least 1")
     if jax.default_backend() != "gpu":
         print(f"no GPU present (JAX backend: {jax.default_backend()}): skipping the timings, "
               "checking the kernels in interpret mode only")
