@@ -135,14 +135,19 @@ def section_balance(seed: int) -> None:
     top = fitted.bin_rows(matrix, "spmv")
     x = np.random.default_rng(seed).standard_normal(matrix.shape[1])
     plain = ckernels.spmv(matrix, x, repeats=50)
-    line = f"single-thread SpMV: plain rows {plain.best * 1e6:.0f} us"
+    predicted = fitted.single_thread_time(matrix, "spmv")
+    line = (f"single-thread SpMV, plain rows: predicted {predicted * 1e6:.0f} us, measured "
+            f"{plain.best * 1e6:.0f} us")
     if top is None:
         line += "; the model predicts no gain from row-length binning here"
     else:
         binned = ckernels.spmv(matrix, x, repeats=50, bin_rows=top)
-        line += (f"; rows of <= {top} nonzeros binned by length (the model's pick: their "
-                 f"mispredicted loop exits go away) {binned.best * 1e6:.0f} us, "
-                 f"{plain.best / binned.best:.2f}x")
+        predicted_binned = fitted.single_thread_time(matrix, "spmv", bin_rows=top)
+        line += (f"\n  rows of <= {top} nonzeros binned by length (the model's pick: no "
+                 f"mispredicted loop exits): predicted {predicted_binned * 1e6:.0f} us "
+                 f"({predicted / predicted_binned:.2f}x), measured {binned.best * 1e6:.0f} us "
+                 f"({plain.best / binned.best:.2f}x); the branch-miss term is the model's "
+                 "least certain (README)")
     print(line)
 
 

@@ -108,6 +108,31 @@ def test_bin_rows_choice_follows_predicted_branch_misses():
     assert learned.bin_rows(skewed, "spmv") is None
 
 
+def test_single_thread_time_prices_every_row_plain_and_binned():
+    """Brute force over the rows: each nonzero costs per_nnz, each row end per_row, each
+    predicted cache miss per_miss, each mispredicted end per_branch_miss; a binned row (length
+    <= B, empty rows included: the kernel bins lengths 0 .. B) drops its mispredict and pays
+    one nonzero more; plus one launch."""
+    import numpy as np
+
+    from perfjax.models.balance import BalanceCost
+
+    cost = BalanceCost(per_nnz=4e-10, per_row=1e-10, per_segment=0.0, per_search=0.0, fixup=0.0,
+                       launch=2e-6, per_miss=3e-10, per_branch_miss=1e-8)
+    fitted = balance.Calibration({"spmv": cost}, predictor_rows=500.0, residual=0.0)
+    matrix = sparse.powerlaw_rows(3000, 3000, 15000, alpha=1.0, seed=4)
+    lengths = np.diff(matrix.indptr)
+    misses = sparse.row_misses(matrix, predictor_rows=500.0)
+    for top in (0, 2, 8):
+        total = 2e-6
+        for length, (cache, branch) in zip(lengths, misses):
+            binned = top > 0 and length <= top
+            total += (4e-10 * (length + binned) + 1e-10 + 3e-10 * cache
+                      + 1e-8 * (0.0 if binned else branch))
+        assert np.isclose(fitted.single_thread_time(matrix, "spmv", bin_rows=top), total,
+                          rtol=1e-12)
+
+
 def test_an_interrupted_validation_resumes_from_its_measurement_log(tmp_path, monkeypatch):
     matrices = {"a_first": sparse.banded(1500, 2, seed=1),
                 "b_second": sparse.powerlaw_rows(1500, 1500, 12_000, alpha=1.2, seed=2)}
