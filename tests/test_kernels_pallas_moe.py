@@ -207,6 +207,51 @@ def test_grouped_matmul_lowers_for_triton():
             assert "triton" in text, (dtype, blocks)
 
 
+def test_grouped_matmul_k_loop_has_a_static_trip_count(monkeypatch, capsys):
+    """The Triton module's K loop runs a compile-time number of steps, its bound built from
+    constants. A bound computed in the kernel (jnp.where(live, steps, 0)) made the loop run no
+    step at all on an H100 with jax 0.11 - zeros out, every test here passing in interpret
+    mode - so this checks, without a GPU, that the lowering keeps a static bound."""
+    pytest.importorskip("jax._src.pallas.triton.pallas_call_registration")
+    from jax.experimental import pallas as pl
+
+    class DebugPallas:  # the kernel module's ``pl`` with pallas_call printing its Triton module
+        def __getattr__(self, name):
+            return getattr(pl, name)
+
+        @staticmethod
+        def pallas_call(*args, **kwargs):
+            return pl.pallas_call(*args, **kwargs, debug=True)
+
+    monkeypatch.setattr(moe, "pl", DebugPallas())
+    # shapes no other test uses, so that jit traces (and prints) the kernel afresh
+    lhs, rhs = jnp.ones((41, 48), jnp.bfloat16), jnp.ones((5, 48, 40), jnp.bfloat16)
+    sizes = jnp.asarray([9, 0, 20, 0, 12], jnp.int32)
+    jax.jit(lambda a, b, g: moe.grouped_matmul(a, b, g, interpret=False, block_m=16, block_k=16,
+                                               block_n=16)).trace(lhs, rhs, sizes).lower(
+        lowering_platforms=("cuda",))
+    text = capsys.readouterr().out
+    if "The Triton module" not in text:
+        pytest.skip("this JAX's pallas_call(debug=True) prints no Triton module")
+    lines = text[text.index("The Triton module"):].splitlines()
+    loops = [(i, re.search(r"scf\.for %\w+ = (%\w+) to (%\w+) step (%\w+)", line))
+             for i, line in enumerate(lines) if "scf.for" in line]
+    assert len(loops) == 1 and loops[0][1] and not any("scf.while" in line for line in lines)
+
+    def constant(name: str, before: int) -> bool:
+        """Whether ``name``'s last definition above line ``before`` (SSA names are reused
+        across regions) is a constant or a sum of constants."""
+        at = next(i for i in range(before - 1, -1, -1)
+                  if re.match(rf"\s*{name} = ", lines[i]))
+        op = lines[at].split("=", 1)[1].strip()
+        return op.startswith("arith.constant") or (
+            op.startswith("arith.addi") and all(constant(a, at) for a in
+                                                re.findall(r"%\w+", op.split(":")[0])))
+
+    at, loop = loops[0]
+    assert all(constant(bound, at) for bound in loop.groups()), lines[at]
+
+
 ONES_2x4, ONES_3x4x2 = np.ones((2, 4)), np.ones((3, 4, 2))
 
 
