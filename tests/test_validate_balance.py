@@ -131,6 +131,15 @@ def test_single_thread_time_prices_every_row_plain_and_binned():
                       + 1e-8 * (0.0 if binned else branch))
         assert np.isclose(fitted.single_thread_time(matrix, "spmv", bin_rows=top), total,
                           rtol=1e-12)
+    from perfjax.errors import WorkloadError
+
+    with pytest.raises(WorkloadError,
+                       match=r"no calibrated costs for kernel 'spmm' \(calibrated: spmv\)"):
+        fitted.single_thread_time(matrix, "spmm")
+    with pytest.raises(WorkloadError, match="bin_rows"):
+        fitted.single_thread_time(matrix, "spmv", bin_rows=-1)
+    with pytest.raises(WorkloadError, match="no calibrated costs"):
+        fitted.bin_rows(matrix, "sddmm")
 
 
 def test_an_interrupted_validation_resumes_from_its_measurement_log(tmp_path, monkeypatch):

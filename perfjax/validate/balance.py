@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse
 import scipy.stats
 
-from perfjax.errors import PerfjaxError, WorkloadError
+from perfjax.errors import PerfjaxError, WorkloadError, check_integer
 from perfjax.models import balance
 from perfjax.models.calibrate import fit_linear_cost, mape
 from perfjax.study import _mend_last_line, _write_line  # the study log's line writing
@@ -158,6 +158,12 @@ class Calibration:
     def __getitem__(self, kernel: str) -> balance.BalanceCost:
         return self.costs[kernel]
 
+    def _cost(self, kernel: str) -> balance.BalanceCost:
+        if kernel not in self.costs:
+            raise WorkloadError(f"no calibrated costs for kernel {kernel!r} (calibrated: "
+                                f"{', '.join(sorted(self.costs))})")
+        return self.costs[kernel]
+
     def predict(self, row: dict) -> np.ndarray:
         """Predicted seconds of each worker of a ``measure_matrix`` row."""
         return _features(row, self.predictor_rows) @ np.asarray(self.costs[row["kernel"]].vector())
@@ -172,13 +178,15 @@ class Calibration:
     def path_weights(self, matrix, kernel: str, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Predicted seconds of each nonzero and each row end of ``matrix`` under ``kernel``
         (its cache and branch misses included), for ``partition.weighted_merge_path``."""
-        return _path_weights(self.costs[kernel], *self._row_misses(matrix, width))
+        return _path_weights(self._cost(kernel), *self._row_misses(matrix, width))
 
     def single_thread_time(self, matrix, kernel: str, width: int = 1, bin_rows: int = 0
                            ) -> float:
         """Predicted seconds of one worker running all of ``matrix`` under ``kernel``, with the
-        rows of up to ``bin_rows`` nonzeros binned by length (0: plain rows; see ``bin_rows``)."""
-        cost = self.costs[kernel]
+        rows of up to ``bin_rows`` nonzeros binned by length (0: plain rows; see ``bin_rows``).
+        WorkloadError for a kernel this calibration has no costs for or a negative bin_rows."""
+        cost = self._cost(kernel)
+        bin_rows = check_integer(bin_rows, "bin_rows", 0, error=WorkloadError)
         lengths, misses = self._row_misses(matrix, width)
         per_nonzero, per_end = _path_weights(cost, lengths,
                                              binned_misses(misses, lengths, bin_rows, cost))
