@@ -16,7 +16,7 @@ after the last covers rows past ``sum(group_sizes)`` and stores zeros there. Unl
 per row tile looping over its groups, small token counts still give E x column-tiles programs -
 the decode regime where the weights' HBM bandwidth is everything.
 
-What this JAX version's Pallas imposes (jax 0.10), as for ``sparse``:
+What this JAX version's Pallas imposes (jax 0.10 and 0.11), as for ``sparse``:
 
 * The Triton backend (asked for explicitly) has no scalar prefetch, so group starts / ends and
   each work item's group and tile are ordinary inputs read with scalar loads inside the kernel.
@@ -25,6 +25,11 @@ What this JAX version's Pallas imposes (jax 0.10), as for ``sparse``:
   instead of Pallas blocks, which Triton would read past the array's end.
 * Triton's ``dot`` needs tiles of at least 16 (N >= 8 for float64); smaller tiles (interpret-mode
   tests) are multiplied by a broadcast multiply-and-sum.
+* The K loop has a static trip count and idle work items branch around it (``pl.when``): with a
+  trip count computed in the kernel the loop ran no step on an H100 (jax 0.11), a failure
+  interpret mode cannot show (``test_grouped_matmul_k_loop_has_a_static_trip_count`` checks
+  the lowered Triton module instead). All of ``tests/test_kernels_pallas*.py`` passed compiled
+  on an H100 on 2026-11-26.
 * Off GPU, ``pallas_call`` runs only with ``interpret=True``.
 """
 
@@ -234,7 +239,8 @@ def grouped_matmul(lhs, rhs, group_sizes, *, block_m: int | None = None,
     ``lhs`` holds tokens sorted by expert; ``rhs`` is [experts, hidden, ffn] of the same
     floating dtype (bfloat16, float16, float32, float64), accumulated in float32 (float64 for
     float64). Rows past ``sum(group_sizes)`` give zeros (room for static padding). Block sizes
-    are powers of two; those not given come from ``default_blocks`` (static shapes only); ``interpret=None`` interprets off GPU and compiles (Triton) on GPU.
+    are powers of two; those not given come from ``default_blocks`` (static shapes only).
+    ``interpret=None`` interprets off GPU and compiles (Triton) on GPU.
     Returns [tokens, ffn] in ``lhs``'s dtype - ``jax.lax.ragged_dot(lhs, rhs, group_sizes)``.
 
     Raises WorkloadError for mismatched shapes or dtypes, bad block sizes and (when known, i.e.
