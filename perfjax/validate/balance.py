@@ -187,10 +187,7 @@ class Calibration:
         WorkloadError for a kernel this calibration has no costs for or a negative bin_rows."""
         cost = self._cost(kernel)
         bin_rows = check_integer(bin_rows, "bin_rows", 0, error=WorkloadError)
-        lengths, misses = self._row_misses(matrix, width)
-        per_nonzero, per_end = _path_weights(cost, lengths,
-                                             binned_misses(misses, lengths, bin_rows, cost))
-        return float(cost.launch) + float(per_nonzero.sum() + per_end.sum())
+        return _single_thread_time(cost, *self._row_misses(matrix, width), bin_rows)
 
     def bin_rows(self, matrix, kernel: str, width: int = 1,
                  candidates: Sequence[int] = (2, 4, 8), min_saving: float = 0.05) -> int | None:
@@ -206,13 +203,24 @@ class Calibration:
         as the model predicts (8.3), but 1.2-3.8 ns where long rows are interleaved or the
         matrix streams from memory, where the model still predicts 8.5-9.1
         (``benchmarks/branch_binning.py``), so there the pick promises more than it gives."""
-        plain = self.single_thread_time(matrix, kernel, width)
+        cost = self._cost(kernel)
+        lengths, misses = self._row_misses(matrix, width)  # once: the cache model is the cost
+        plain = _single_thread_time(cost, lengths, misses, 0)
         best, chosen = min_saving * plain, None
         for top in candidates:
-            gain = plain - self.single_thread_time(matrix, kernel, width, top)
+            gain = plain - _single_thread_time(cost, lengths, misses, top)
             if gain > best:
                 best, chosen = gain, int(top)
         return chosen
+
+
+def _single_thread_time(cost: balance.BalanceCost, lengths: np.ndarray, misses: np.ndarray,
+                        bin_rows: int) -> float:
+    """One worker over every row: launch plus each nonzero's and row end's predicted seconds,
+    rows of up to ``bin_rows`` nonzeros binned (0: none)."""
+    per_nonzero, per_end = _path_weights(cost, lengths,
+                                         binned_misses(misses, lengths, bin_rows, cost))
+    return float(cost.launch) + float(per_nonzero.sum() + per_end.sum())
 
 
 def _path_weights(cost: balance.BalanceCost, lengths: np.ndarray, misses: np.ndarray
