@@ -40,11 +40,12 @@ import perfjax  # noqa: F401  (float64 on: the interpret check is exact to 1e-12
 from perfjax import hardware
 from perfjax.errors import PerfjaxError
 from perfjax.kernels.pallas import moe as kmoe
+from perfjax.kernels.pallas.sparse import _is_power_of_two
 from perfjax.models import pim
 from perfjax.workloads import moe as wmoe
 # The sibling script's timer (this folder is on sys.path when a script here runs): one timing
 # rule for every kernel benchmark.
-from pallas_sparse import best_seconds
+from pallas_sparse import best_seconds, describe, report_failures
 
 FITTED_LEAVES = ("flops_efficiency", "bandwidth_efficiency", "kernel_launch")
 
@@ -97,8 +98,7 @@ def time_model(cfg: wmoe.MoEConfig, args, failures: list[str]) -> dict[str, np.n
                 actual = np.asarray(kernels["pallas"](x, w_gate_up, w_down, group_sizes),
                                     np.float32)
             except Exception as failure:  # noqa: BLE001 - any compile or launch error
-                failures.append(f"{cfg.name} n={n} pallas: {type(failure).__name__}: "
-                                f"{str(failure).splitlines()[0][:300]}")
+                failures.append(f"{cfg.name} n={n} pallas: {describe(failure)}")
                 del kernels["pallas"], seconds["pallas"]
             else:
                 error = (np.abs(actual - reference).max() / max(np.abs(reference).max(), 1e-30))
@@ -150,10 +150,7 @@ def gpu_benchmark(args) -> None:
         cfg = wmoe.model_config(name)
         measured = time_model(cfg, args, failures)
         fit_model_curve(cfg, measured, spec_name)
-    for failure in failures:
-        print(f"FAILED {failure}")
-    if failures:
-        sys.exit(1)
+    report_failures(failures)
 
 
 def interpret_check() -> None:
@@ -199,7 +196,7 @@ def main() -> None:
         parser.error(str(error))
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
-    if args.max_tokens < 1 or args.max_tokens & (args.max_tokens - 1):
+    if not _is_power_of_two(args.max_tokens):
         parser.error(f"--max-tokens must be a power of two, got {args.max_tokens}")
     if jax.default_backend() != "gpu":
         print(f"no GPU present (JAX backend: {jax.default_backend()}): skipping the timings and "

@@ -28,6 +28,7 @@ from jax.experimental import sparse as jsparse
 
 import perfjax  # noqa: F401  (float64 on: the kernels are checked at 1e-10)
 from perfjax.kernels import pallas as kp
+from perfjax.kernels.pallas.sparse import _is_power_of_two
 from perfjax.workloads import sparse
 
 
@@ -40,6 +41,20 @@ def best_seconds(fn, *args, repeats: int) -> float:
         jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def describe(failure: Exception) -> str:
+    """A kernel's compile or launch error on one line: its type and first line, cut at 300."""
+    first = (str(failure).splitlines() or [""])[0]  # an exception may have no message
+    return f"{type(failure).__name__}: {first[:300]}"
+
+
+def report_failures(failures: list[str]) -> None:
+    """Print each failure on a FAILED line and exit with status 1 if there is any."""
+    for failure in failures:
+        print(f"FAILED {failure}")
+    if failures:
+        sys.exit(1)
 
 
 def relative_error(actual, expected: np.ndarray) -> float:
@@ -81,8 +96,7 @@ def time_matrix(name: str, matrix, args, failures: list[str]) -> list[str]:
             try:  # a kernel this GPU's compiler rejects is reported; the others are still timed
                 error = relative_error(fn(structure, x), expected)
             except Exception as failure:  # noqa: BLE001 - any compile or launch error
-                failures.append(f"{name} {op} {kernel}: {type(failure).__name__}: "
-                                f"{str(failure).splitlines()[0][:300]}")
+                failures.append(f"{name} {op} {kernel}: {describe(failure)}")
                 continue
             if error > 1e-10:
                 failures.append(f"{name} {op} {kernel}: relative error {error:.2e} against scipy")
@@ -108,10 +122,7 @@ def gpu_benchmark(args) -> None:
     for name, matrix in matrices.items():
         for row in time_matrix(name, matrix, args, failures):
             print(row, flush=True)
-    for failure in failures:
-        print(f"FAILED {failure}")
-    if failures:
-        sys.exit(1)
+    report_failures(failures)
 
 
 def interpret_check() -> None:
@@ -142,7 +153,7 @@ def main() -> None:
     parser.add_argument("--dense-gib", type=float, default=4.0,
                         help="largest dense matrix (GiB) to time the dense matmul on")
     args = parser.parse_args()
-    if args.block < 1 or args.block & (args.block - 1):
+    if not _is_power_of_two(args.block):
         parser.error(f"--block must be a power of two, got {args.block}")
     if args.repeats < 1 or args.k < 1:
         parser.error("--repeats and --k must be at least 1")
