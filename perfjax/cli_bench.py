@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"table {report['table']}: median quality (table best / best found) over "
           f"{args.seeds} seeds from seed {args.first_seed}"
           + (f"; bo options {json.dumps(args.bo_options)}" if args.bo_options else ""))
-    print(f"{'strategy':<10}" + "".join(f"{'@' + b:>8}" for b in budgets) + f"{'s/suggest':>11}")
+    print(f"{'strategy':<12}" + "".join(f"{'@' + b:>8}" for b in budgets) + f"{'s/suggest':>11}")
     for name, row in report["strategies"].items():
-        print(f"{name:<10}" + "".join(f"{row['quality'][b]:8.3f}" for b in budgets)
+        print(f"{name:<12}" + "".join(f"{row['quality'][b]:8.3f}" for b in budgets)
               + f"{row['seconds_per_suggestion']:11.3f}")
     if args.seeds > 1:  # how far the medians move with the seeds alone
         last = budgets[-1]
