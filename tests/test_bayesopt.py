@@ -92,6 +92,30 @@ def test_hidden_constraint_failures_are_avoided(space):
     assert runs["bo"] / 20 < 0.3 and runs["bo"] < runs["random"]
 
 
+def test_local_every_k_th_suggestion_draws_no_global_candidates(space):
+    from perfjax.schedulers.bayesopt import BayesOpt
+
+    assert BayesOpt(space).local_every == 0  # the default: every suggestion searches globally too
+    for every, expected in ((2, [True, False, True, False]), (0, [True] * 4),
+                            (1, [False] * 4), (3, [True, True, False, True])):
+        options = dict(SMALL, candidates=777)  # the global draw's size, told apart below
+        bo = BayesOpt(space, seed=3, initial=5, local_every=every, **options)
+        design = bo.ask(5)
+        bo.tell(design, [{"value": objective(c), "valid": True} for c in design])
+        drawn = []
+        sample = bo._sample
+        bo._sample = lambda count: (drawn.append(count), sample(count))[1]
+        global_draws = []
+        for _ in range(4):
+            drawn.clear()
+            config = bo.ask(1)
+            bo.tell(config, [{"value": objective(c), "valid": True} for c in config])
+            global_draws.append(777 in drawn)
+        assert global_draws == expected, every
+    with pytest.raises(SpaceError, match="local_every"):
+        BayesOpt(space, local_every=-1)
+
+
 def test_user_prior_steers_early_suggestions(space):
     def prior(batch):  # "x = 5 is good" (pi-BO: a user's belief, whatever the objective says)
         return np.where(np.asarray(batch["x"]) == 5, 1.0, 1e-3)
