@@ -3,7 +3,8 @@
 Protocol: perfjax.bench.tabular (nearest-row objective, quality = table best / best found, median
 over seeds). Prints per table the median quality at budgets 10/20/40/60 and the seconds per
 suggestion with ~60 observations, then the geometric means over tables of BO/TPE and BO/random
-quality at budgets 20 and 60 against the targets (1.25 and 1.35), each with a 90% bootstrap
+quality at budgets 20 and 60 against the targets (1.25 and 1.35; "tpe" is the issue's reference
+TPE) and of BO/tpe-ordinal (TPE with ordinals as ranks, no target), each with a 90% bootstrap
 interval over the seeds (how far the figure moves with the seeds alone), and the BO >= 0.9
 targets.
 
