@@ -76,7 +76,7 @@ def main() -> None:
                                        strategies=("row_blocks", "nnz_split", "merge_path"))
         fitted = validation.calibrate_on(settings=settings)
         print(f"model costs calibrated on generated matrices in {time.perf_counter() - started:.0f}"
-              f" s (branch predictor reach {fitted.predictor_rows:.0f} rows)")
+              f" s (branch predictor capacity {fitted.predictor_bytes:.0f} bytes of row lengths)")
     print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV bin':>9}"
           f"{'SpMM bin':>9}{'SpMV 2t-mp':>11}"
           f"{'SpMM 2t-mp':>11}" + (f"{'SpMV 2t-wmp':>12}{'SpMM 2t-wmp':>12}" if fitted else "") +

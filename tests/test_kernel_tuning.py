@@ -344,13 +344,13 @@ def test_model_prior_prices_each_configuration_like_the_model(small):
 
     cost = balance.BalanceCost(per_nnz=2e-9, per_row=1e-9, per_segment=5e-8, per_search=1e-9,
                                fixup=1e-8, launch=1e-6, per_miss=3e-9, per_branch_miss=7e-9)
-    calibration = Calibration({"spmm": cost}, predictor_rows=100.0, residual=0.0)
+    calibration = Calibration({"spmm": cost}, predictor_bytes=100.0, residual=0.0)
     objective = KernelObjective("spmm", small, width=8, repeats=1)
     prior = kernel_tuning.ModelPrior(objective, calibration, cores=2)
     batch = objective.space.sample(24, seed=2)
     predicted = prior(batch)
     stats = sparse.stats(objective.matrix)
-    misses = sparse.row_misses(objective.matrix, 8, predictor_rows=100.0)
+    misses = sparse.row_misses(objective.matrix, 8, predictor_bytes=100.0)
     for config, value in zip(objective.space.to_dicts(batch), predicted):
         strategy = config["partition"]
         if strategy == "omp":
@@ -415,7 +415,7 @@ def test_model_prior_prices_row_length_binning(small):
     base = {**objective.default_config(), "omp_num_threads": 1}
     configs = [{**base, "bin_rows": b} for b in (0, 2, 4, 8)]
     predicted = prior(objective.space.from_dicts(configs))
-    ends = sparse.row_misses(small, 1, predictor_rows=100.0)[:, 1]
+    ends = sparse.row_misses(small, 1, predictor_bytes=100.0)[:, 1]
     lengths = np.diff(small.indptr)
     for b, value in zip((2, 4, 8), predicted[1:]):
         short = lengths <= b

@@ -252,19 +252,51 @@ def test_length_changes_and_row_misses():
     changes = sparse.length_changes(matrix)
     assert changes[0] == 1.0
     assert all(changes[i] == float(lengths[i] != lengths[i - 1]) for i in range(1, len(lengths)))
-    both = sparse.row_misses(matrix, 4, cache_bytes=4096, predictor_rows=matrix.shape[0] / 4)
+    information = sparse.length_information(matrix)
+    both = sparse.row_misses(matrix, 4, cache_bytes=4096, predictor_bytes=information / 4)
     assert np.array_equal(both[:, 0], sparse.gather_misses(matrix, 4, cache_bytes=4096))
     assert np.allclose(both[:, 1], 0.75 * changes)
-    assert not sparse.row_misses(matrix, predictor_rows=10 * matrix.shape[0])[:, 1].any()
-    with pytest.raises(WorkloadError, match="predictor_rows"):
-        sparse.row_misses(matrix, predictor_rows=-1)
+    assert np.array_equal(sparse.row_misses(matrix)[:, 1], changes)  # no capacity: every change
+    assert not sparse.row_misses(matrix, predictor_bytes=10 * information)[:, 1].any()
+    for bad in (-1, float("nan")):
+        with pytest.raises(WorkloadError, match="predictor_bytes"):
+            sparse.row_misses(matrix, predictor_bytes=bad)
+
+
+def test_length_information_tells_patterns_from_random_lengths():
+    """The same multiset of row lengths (1..4, 20,000 rows) holds far less information in a
+    repeated pattern than shuffled; constant lengths hold least; so a predictor capacity that
+    learns the pattern leaves the shuffled lengths mispredicted. Checked against the entropy
+    bound: shuffled lengths need at least rows x log2(4) bits, whatever the compressor."""
+    pattern = np.tile([1, 3, 2, 4, 2, 2, 1, 3], 2_500)
+    shuffled = np.random.default_rng(0).permutation(pattern)
+
+    def matrix(lengths):
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        return sp.csr_array((np.ones(indptr[-1]), np.zeros(indptr[-1], np.int64), indptr),
+                            shape=(len(lengths), 1))
+
+    periodic, random = matrix(pattern), matrix(shuffled)
+    constant = matrix(np.full(20_000, 3))
+    info = {k: sparse.length_information(m) for k, m in
+            (("periodic", periodic), ("random", random), ("constant", constant))}
+    entropy_bytes = 20_000 * (-(np.bincount(pattern)[1:] / 20_000 * np.log2(
+        np.bincount(pattern)[1:] / 20_000)).sum()) / 8
+    assert info["random"] >= entropy_bytes > 20 * info["periodic"]
+    assert info["constant"] <= info["periodic"]
+    capacity = 2 * info["periodic"]
+    assert not sparse.row_misses(periodic, predictor_bytes=capacity)[:, 1].any()
+    share = 1 - capacity / info["random"]
+    assert np.allclose(sparse.row_misses(random, predictor_bytes=capacity)[:, 1],
+                       share * sparse.length_changes(random))
+    assert sparse.unlearned_share(100, 400) == 0.0 and sparse.unlearned_share(400, 100) == 0.75
 
 
 def test_miss_counters_follow_the_partition():
     cost = balance.BalanceCost(per_nnz=1.0, per_row=0.5, per_miss=4.0, per_branch_miss=3.0)
     for name in ("rmat", "skewed+empty"):
         matrix = MATRICES[name]
-        both = sparse.row_misses(matrix, 1, cache_bytes=2048, predictor_rows=10)
+        both = sparse.row_misses(matrix, 1, cache_bytes=2048, predictor_bytes=10)
         misses = both.sum(axis=1)  # the reference sees one kind; the model both, summed below
         stats = sparse.stats(matrix, pad_to=matrix.shape[0] + 7)
         padded = np.pad(both, ((0, 7), (0, 0)))

@@ -61,9 +61,9 @@ def test_validate_bad_input_is_one_line(tmp_path, capsys):
     assert info.value.code == 2
 
 
-def test_calibration_recovers_known_costs_and_predictor_reach():
-    """Synthetic workers timed by known costs and a known branch-predictor reach: the fit must
-    find that reach among the candidates and the costs that produced the times."""
+def test_calibration_recovers_known_costs_and_predictor_capacity():
+    """Synthetic workers timed by known costs and a known branch-predictor capacity: the fit must
+    find that capacity among the candidates and the costs that produced the times."""
     import numpy as np
 
     from perfjax.models import balance as model
@@ -71,15 +71,15 @@ def test_calibration_recovers_known_costs_and_predictor_reach():
     rng = np.random.default_rng(0)
     truth = np.array([0.4, 0.3, 6.0, 0.2, 1.0, 12.0, 0.8, 7.0]) * 1e-9
     rows = []
-    for n_rows in (2_000, 8_000, 30_000, 60_000):
+    for information in (2_000, 8_000, 30_000, 60_000):  # bytes of compressed row lengths
         for kernel in ("spmv", "spmm"):
             raw = rng.uniform(0, 1, (40, len(model.COST_TERMS))) * [1e4, 3e3, 2, 20, 1, 1, 2e3, 2e3]
             scaled = raw.copy()
-            scaled[:, -1] *= max(0.0, 1.0 - 4_000 / n_rows)
-            rows.append(dict(kernel=kernel, features=raw, n_rows=n_rows,
+            scaled[:, -1] *= max(0.0, 1.0 - 4_000 / information)
+            rows.append(dict(kernel=kernel, features=raw, length_bytes=information,
                              worker_seconds=scaled @ truth))
     fitted = balance.calibrate(rows)
-    assert fitted.predictor_rows == 4_000
+    assert fitted.predictor_bytes == 4_000
     assert fitted.residual < 1e-12
     for kernel in ("spmv", "spmm"):
         assert np.allclose(np.asarray(fitted[kernel].vector()), truth, rtol=1e-6)
@@ -96,15 +96,15 @@ def test_bin_rows_choice_follows_predicted_branch_misses():
 
     cost = BalanceCost(per_nnz=4e-10, per_row=1e-10, per_segment=0.0, per_search=0.0, fixup=0.0,
                        launch=0.0, per_miss=1e-10, per_branch_miss=1e-8)
-    fitted = balance.Calibration({"spmv": cost}, predictor_rows=1000.0, residual=0.0)
+    fitted = balance.Calibration({"spmv": cost}, predictor_bytes=1000.0, residual=0.0)
     skewed = sparse.powerlaw_rows(20000, 20000, 120000, alpha=1.0, seed=3)
     lengths = np.diff(skewed.indptr)
-    ends = sparse.row_misses(skewed, predictor_rows=1000.0)[:, 1]
+    ends = sparse.row_misses(skewed, predictor_bytes=1000.0)[:, 1]
     gains = {b: 1e-8 * ends[lengths <= b].sum() - 4e-10 * np.count_nonzero(lengths <= b)
              for b in (2, 4, 8)}
     assert fitted.bin_rows(skewed, "spmv") == max(gains, key=gains.get)
     assert fitted.bin_rows(sparse.banded(20000, 2, seed=1), "spmv") is None
-    learned = balance.Calibration({"spmv": cost}, predictor_rows=1e6, residual=0.0)
+    learned = balance.Calibration({"spmv": cost}, predictor_bytes=1e6, residual=0.0)
     assert learned.bin_rows(skewed, "spmv") is None
 
 
@@ -119,10 +119,10 @@ def test_single_thread_time_prices_every_row_plain_and_binned():
 
     cost = BalanceCost(per_nnz=4e-10, per_row=1e-10, per_segment=0.0, per_search=0.0, fixup=0.0,
                        launch=2e-6, per_miss=3e-10, per_branch_miss=1e-8)
-    fitted = balance.Calibration({"spmv": cost}, predictor_rows=500.0, residual=0.0)
+    fitted = balance.Calibration({"spmv": cost}, predictor_bytes=500.0, residual=0.0)
     matrix = sparse.powerlaw_rows(3000, 3000, 15000, alpha=1.0, seed=4)
     lengths = np.diff(matrix.indptr)
-    misses = sparse.row_misses(matrix, predictor_rows=500.0)
+    misses = sparse.row_misses(matrix, predictor_bytes=500.0)
     for top in (0, 2, 8):
         total = 2e-6
         for length, (cache, branch) in zip(lengths, misses):

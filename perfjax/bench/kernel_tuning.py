@@ -277,7 +277,7 @@ class ModelPrior:
         matrix = objective.matrix
         stats = sparse.stats(matrix)
         width = 1 if objective.kernel == "spmv" else objective.width
-        misses = sparse.row_misses(matrix, width, predictor_rows=calibration.predictor_rows)
+        misses = sparse.row_misses(matrix, width, predictor_bytes=calibration.predictor_bytes)
         # every (strategy, threads, chunk) at once: one compiled, vmapped model evaluation per
         # binning (``binned_misses``: a binned row costs one nonzero, not a mispredicted exit)
         combos = np.array([(code, t, c) for code in balance.STRATEGY_CODES.values()

@@ -12,8 +12,9 @@ the matrices being scored. Besides the work counters, two predicted miss counts 
 the model as cost terms (``perfjax.workloads.row_misses``): gathers of the dense operand that miss
 this CPU's L1 (irregular column access into an operand larger than L1 costs several times more
 per nonzero than a band's), and row ends whose loop exit the branch predictor gets wrong (rows of
-varied lengths, in matrices with more rows than the predictor can learn: the calibration picks
-that reach from ``PREDICTOR_ROWS``).
+varied lengths, in matrices whose sequence of row lengths holds more information than the
+predictor learns over repeated runs: ``sparse.length_information``, the compressed size of
+that sequence, against a capacity the calibration picks from ``PREDICTOR_BYTES``).
 """
 
 from __future__ import annotations
@@ -52,13 +53,19 @@ class Settings:
     timeout: float = 60.0
 
 
-PREDICTOR_ROWS = (0, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000)
-"""Candidate reaches of the branch predictor (``sparse.row_misses``) the calibration picks from."""
+PREDICTOR_BYTES = (0, 250, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 8_000, 16_000)
+"""Candidate capacities of the branch predictor, in bytes of compressed row lengths
+(``sparse.length_information``, ``sparse.row_misses``), the calibration picks from. Measured on
+this project's 2-core Xeon: matrices of up to ~1 kB of length information (a few thousand rows
+of random lengths, or many more in a repeated pattern) mispredict almost no row end after the
+first run; ~10 kB and more, nearly every change."""
 
 
 def calibration_matrices(seed: int = 0) -> dict:
     """Generated matrices the costs are fitted on: skewed, graph-like, regular and random, each
-    small (cache-resident, where fixed per-worker costs dominate) and large; plus rows of varied
+    small (cache-resident, where fixed per-worker costs dominate) and large; a wide band (41
+    nonzeros in every row: the others average 3-10, so long rows' per-nonzero cost was an
+    extrapolation, 25% too high on the 32-nonzero rows of a sparse DNN); plus rows of varied
     lengths reading the dense operand in order, at three sizes, and equal-length rows with random
     columns, so that cache misses and mispredicted row ends are told apart and the branch
     predictor's reach can be located."""
@@ -69,6 +76,7 @@ def calibration_matrices(seed: int = 0) -> dict:
         "gen-rmat-l": sparse.rmat(14, 8, seed=seed),
         "gen-banded-s": sparse.banded(1_500, 2, seed=seed),
         "gen-banded-l": sparse.banded(30_000, 3, seed=seed),
+        "gen-banded-wide": sparse.banded(5_000, 20, seed=seed),
         "gen-uniform-s": sparse.uniform_random(3_000, 3_000, 1e-3, seed=seed),
         "gen-uniform-l": sparse.uniform_random(10_000, 10_000, 8e-4, seed=seed),
         **{f"gen-varlen-local-{size}": sparse.powerlaw_rows(n, n, 10 * n, alpha=1.1, seed=seed,
@@ -98,11 +106,13 @@ def measure_matrix(name: str, matrix, settings: Settings,
     from perfjax.schedulers import partition as partitioner
 
     stats = sparse.stats(matrix)
+    length_bytes = sparse.length_information(matrix)
     rows = []
     cores = os.cpu_count() or 1
     for kernel in settings.kernels:
         # the dense operand's gathers that miss this CPU's L1 (SpMV: x, SpMM: rows of X), and
-        # every row-length change (scaled by the branch predictor's reach at calibration)
+        # every row-length change (scaled by the share the branch predictor does not learn, at
+        # calibration: length_bytes)
         row_misses = sparse.row_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
         for strategy in settings.strategies:
             for workers in settings.workers:
@@ -130,6 +140,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
                     parallel = wall.best if wall.ok else None
                 rows.append(dict(matrix=name, kernel=kernel, strategy=strategy, workers=workers,
                                  features=features, n_rows=int(matrix.shape[0]),
+                                 length_bytes=length_bytes,
                                  worker_seconds=np.asarray(result.worker_seconds, dtype=float),
                                  work_exact=exact, imbalance=float(
                                      (result.worker_rows + result.worker_nnz).max()
@@ -140,19 +151,21 @@ def measure_matrix(name: str, matrix, settings: Settings,
     return rows
 
 
-def _features(row: dict, predictor_rows: float) -> np.ndarray:
+def _features(row: dict, predictor_bytes: float) -> np.ndarray:
     """A measured row's per-worker features with its length changes scaled to branch misses."""
     features = np.array(row["features"], dtype=float)
-    features[:, -1] *= max(0.0, 1.0 - predictor_rows / max(row["n_rows"], 1))
+    if predictor_bytes:
+        features[:, -1] *= sparse.unlearned_share(row["length_bytes"], predictor_bytes)
     return features
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Fitted costs per kernel (``calibration["spmv"]``) and the branch predictor's reach."""
+    """Fitted costs per kernel (``calibration["spmv"]``) and the branch predictor's capacity
+    (bytes of compressed row lengths it learns, ``sparse.row_misses``)."""
 
     costs: dict
-    predictor_rows: float
+    predictor_bytes: float
     residual: float  # the fit's mean squared relative error over every calibration worker
 
     def __getitem__(self, kernel: str) -> balance.BalanceCost:
@@ -166,14 +179,14 @@ class Calibration:
 
     def predict(self, row: dict) -> np.ndarray:
         """Predicted seconds of each worker of a ``measure_matrix`` row."""
-        return _features(row, self.predictor_rows) @ np.asarray(self.costs[row["kernel"]].vector())
+        return _features(row, self.predictor_bytes) @ np.asarray(self.costs[row["kernel"]].vector())
 
     def _row_misses(self, matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(row lengths, predicted misses per row [rows, 2]) of ``matrix`` at this predictor
-        reach."""
+        capacity."""
         matrix = scipy.sparse.csr_array(matrix)
         return np.diff(matrix.indptr), sparse.row_misses(matrix, width,
-                                                         predictor_rows=self.predictor_rows)
+                                                         predictor_bytes=self.predictor_bytes)
 
     def path_weights(self, matrix, kernel: str, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Predicted seconds of each nonzero and each row end of ``matrix`` under ``kernel``
@@ -246,14 +259,14 @@ def binned_misses(misses: np.ndarray, lengths: np.ndarray, top: int,
     return out
 
 
-def calibrate(rows: Iterable[dict], predictor_rows: Sequence[float] = PREDICTOR_ROWS
+def calibrate(rows: Iterable[dict], predictor_bytes: Sequence[float] = PREDICTOR_BYTES
               ) -> Calibration:
     """One BalanceCost per kernel, fitted on every worker of every calibration run (relative
-    least squares, ``fit_linear_cost``), with the branch predictor's reach chosen from
-    ``predictor_rows`` by the smallest residual of those fits."""
+    least squares, ``fit_linear_cost``), with the branch predictor's capacity chosen from
+    ``predictor_bytes`` by the smallest residual of those fits."""
     rows = list(rows)
     best = None
-    for reach in predictor_rows:
+    for reach in predictor_bytes:
         costs, squared, count = {}, 0.0, 0
         for kernel in sorted({r["kernel"] for r in rows}):
             mine = [r for r in rows if r["kernel"] == kernel]
@@ -268,6 +281,9 @@ def calibrate(rows: Iterable[dict], predictor_rows: Sequence[float] = PREDICTOR_
         if best is None or candidate.residual < best.residual:
             best = candidate
     return best
+
+
+RECORD_FORMAT = 2  # 2: rows carry length_bytes (sparse.length_information)
 
 
 class MeasurementLog:
@@ -314,9 +330,10 @@ class MeasurementLog:
 
     @staticmethod
     def key(role: str, name: str, matrix, settings: Settings) -> str:
-        """What a matrix's measurements depend on: role, name, settings and the matrix itself."""
+        """What a matrix's measurements depend on: role, name, settings and the matrix itself
+        (and the record's format: rows measured before ``length_bytes`` are measured again)."""
         m = scipy.sparse.csr_array(matrix)
-        digest = hashlib.sha256(repr((role, name, settings, m.shape)).encode())
+        digest = hashlib.sha256(repr((RECORD_FORMAT, role, name, settings, m.shape)).encode())
         for array in (m.indptr, m.indices, m.data):
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
@@ -425,7 +442,7 @@ def validate(matrices: dict, settings: Settings = Settings(),
                         "costs": {k: [float(x) for x in np.asarray(c.vector())]
                                   for k, c in fitted.costs.items()},
                         "cost_terms": list(balance.COST_TERMS),
-                        "predictor_rows": fitted.predictor_rows,
+                        "predictor_bytes": fitted.predictor_bytes,
                         "residual": fitted.residual},
         "parallel": parallel,
     }

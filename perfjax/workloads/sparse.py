@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,16 +304,35 @@ def length_changes(matrix) -> np.ndarray:
     return np.concatenate([[1.0], (lengths[1:] != lengths[:-1]).astype(float)])[:len(lengths)]
 
 
+def length_information(matrix) -> int:
+    """Bytes of the zlib-compressed (level 6) sequence of row lengths (little-endian uint16,
+    lengths above 65535 clipped): the information a branch predictor must hold to learn where
+    every row's inner loop exits. A pattern (alternating, periodic, a few lengths in a repeated
+    structure) compresses to little and is learned over repeated runs; lengths drawn at random
+    compress to about their entropy and are not (measured per CPU by the calibration)."""
+    lengths = np.diff(sp.csr_array(matrix).indptr)
+    return len(zlib.compress(np.minimum(lengths, 65535).astype("<u2").tobytes(), 6))
+
+
+def unlearned_share(information: float, predictor_bytes: float) -> float:
+    """The share of row-length changes a predictor of ``predictor_bytes`` capacity mispredicts on
+    a matrix whose row lengths hold ``information`` bytes (``length_information``): max(0, 1 -
+    capacity / information)."""
+    return max(0.0, 1.0 - float(predictor_bytes) / max(float(information), 1.0))
+
+
 def row_misses(matrix, width: int = 1, cache_bytes: int | None = None,
-               predictor_rows: float = 0.0) -> np.ndarray:
+               predictor_bytes: float = 0.0) -> np.ndarray:
     """[n_rows, 2] per-row predicted misses for the load-balance model: column 0 the dense
     operand's gathers that miss the cache (``gather_misses``), column 1 the mispredicted row ends:
-    ``length_changes`` scaled by max(0, 1 - predictor_rows / n_rows), a predictor that learns a
-    repeated pattern of up to ``predictor_rows`` loop exits (a calibrated, per-CPU constant)."""
+    ``length_changes`` scaled by ``unlearned_share(length_information(matrix),
+    predictor_bytes)``, a predictor that learns a sequence of loop exits holding up to
+    ``predictor_bytes`` of information (a calibrated, per-CPU constant)."""
     matrix = sp.csr_array(matrix)
-    if predictor_rows < 0:
-        raise WorkloadError(f"row_misses: predictor_rows must be >= 0, got {predictor_rows}")
-    unlearned = max(0.0, 1.0 - float(predictor_rows) / max(matrix.shape[0], 1))
+    if not predictor_bytes >= 0:
+        raise WorkloadError(f"row_misses: predictor_bytes must be >= 0, got {predictor_bytes}")
+    unlearned = (unlearned_share(length_information(matrix), predictor_bytes)
+                 if predictor_bytes else 1.0)
     return np.stack([gather_misses(matrix, width, cache_bytes),
                      length_changes(matrix) * unlearned], axis=1)
 
