@@ -220,6 +220,7 @@ def test_bench_tabular_refuses_garbled_tables(tmp_path, capsys):
         "a,compute_time\n1,abc\n2,1.0\n": "compute_time of data row 1 is not a number: 'abc'",
         'permutation,compute_time\n"(0, 1",2.0\n"(1, 0)",1.0\n': "is not a loop order",
         "a,compute_time\n1,1.0,9,9\n2,1.0\n": "cannot read table",
+        "a,b,compute_time\n1,2,1.0\n2,,1.0\n": "column 'b': data row 2 has no value",
     }
     for i, (text, message) in enumerate(cases.items()):
         path = tmp_path / f"t{i}.csv"

@@ -96,7 +96,11 @@ _PERMUTATION_TEXT = re.compile(r"\(\s*\d+(\s*,\s*\d+)*\s*,?\s*\)|\[\s*\d+(\s*,\s
 
 
 def load_table(path: str | Path) -> TabularProblem:
-    """Read a bacobench CSV table into a :class:`TabularProblem` (errors name the file)."""
+    """Read a bacobench CSV table into a :class:`TabularProblem` (errors name the file). Every
+    column but the measurements is a parameter: ``permutation`` a Permutation, a numeric column an
+    Ordinal over its sorted distinct values, a text column (e.g. a schedule kind) an Ordinal over
+    the ranks 0..k-1 of its sorted distinct strings, a True/False column one over 0 and 1; an
+    empty parameter cell is an error naming its row."""
     import pandas as pd
 
     from perfjax.space import Ordinal, Permutation, Space
@@ -139,11 +143,25 @@ def load_table(path: str | Path) -> TabularProblem:
                                        f"permutation of 0..{n - 1}")
                 params[column] = Permutation(n)
                 continue
-            values = pd.to_numeric(frame[column], errors="raise").to_numpy()
-            distinct = np.unique(values)
-            params[column] = Ordinal(distinct.tolist())
+            cells = frame[column]
+            empty = np.nonzero(cells.isna().to_numpy())[0]
+            if len(empty):
+                raise PerfjaxError(f"{path}: column {column!r}: data row {int(empty[0]) + 1} has "
+                                   "no value")
+            if pd.api.types.is_bool_dtype(cells):
+                cells = cells.astype(np.int64)  # False < True: 0 and 1
+            numbers = pd.to_numeric(cells, errors="coerce")
+            if numbers.notna().all():
+                values = numbers.to_numpy()
+                distinct = np.unique(values)
+                params[column] = Ordinal(distinct.tolist())
+                ranks.append(np.searchsorted(distinct, values))
+            else:  # text (e.g. a schedule kind): an Ordinal over the ranks of its sorted values
+                labels = cells.astype(str).str.strip().to_numpy()
+                distinct, rank = np.unique(labels, return_inverse=True)
+                params[column] = Ordinal(list(range(len(distinct))))
+                ranks.append(rank)
             ordinals.append(column)
-            ranks.append(np.searchsorted(distinct, values))
             scales.append(1.0 / (len(distinct) - 1) if len(distinct) > 1 else 0.0)
     except (ValueError, TypeError) as exc:
         raise PerfjaxError(f"{path}: column {column!r}: {exc}") from None
