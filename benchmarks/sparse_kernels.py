@@ -74,7 +74,7 @@ def main() -> None:
         started = time.perf_counter()
         settings = validation.Settings(workers=(1, 2, 8, 32), spmm_width=args.k,
                                        strategies=("row_blocks", "nnz_split", "merge_path"))
-        fitted = validation.calibrate_on(settings=settings)
+        fitted = validation.calibrate_on(settings=settings, binning=True)
         print(f"model costs calibrated on generated matrices in {time.perf_counter() - started:.0f}"
               f" s (branch predictor capacity {fitted.predictor_bytes:.0f} bytes of row lengths)")
     print(f"{'matrix':<24}{'nnz':>9}{'skew':>7}  {'SpMV 1t':>8}{'SpMM 1t':>9}{'SpMV bin':>9}"

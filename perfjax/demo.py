@@ -118,7 +118,7 @@ def section_balance(seed: int) -> None:
 
     settings = validation.Settings(kernels=("spmv",), workers=(1, 4, 16), repeats=5)
     calibration = validation.calibration_matrices(seed + 1)  # other seeds than this matrix
-    fitted = validation.calibrate_on(calibration, settings)
+    fitted = validation.calibrate_on(calibration, settings, binning=True)
     print(f"generated C SpMV, each of 8 workers timed alone on one core; model costs calibrated on "
           f"{', '.join(calibration)} (not this matrix):")
     for strategy in ("row_blocks", "merge_path"):

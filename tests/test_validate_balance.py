@@ -112,25 +112,35 @@ def test_single_thread_time_prices_every_row_plain_and_binned():
     """Brute force over the rows: each nonzero costs per_nnz, each row end per_row, each
     predicted cache miss per_miss, each mispredicted end per_branch_miss; a binned row (length
     <= B, empty rows included: the kernel bins lengths 0 .. B) drops its mispredict and pays
-    one nonzero more; plus one launch."""
+    one nonzero more; plus one launch. With measured BinningCost instead: a binned row keeps
+    its nonzeros, end and misses, saves per_change per predicted mispredict and pays
+    per_binned_row, and every row pays per_row when any is binned."""
     import numpy as np
 
     from perfjax.models.balance import BalanceCost
 
     cost = BalanceCost(per_nnz=4e-10, per_row=1e-10, per_segment=0.0, per_search=0.0, fixup=0.0,
                        launch=2e-6, per_miss=3e-10, per_branch_miss=1e-8)
-    fitted = balance.Calibration({"spmv": cost}, predictor_bytes=500.0, residual=0.0)
+    measured = balance.BinningCost(per_change=6e-9, per_binned_row=5e-10, per_row=3e-10)
     matrix = sparse.powerlaw_rows(3000, 3000, 15000, alpha=1.0, seed=4)
     lengths = np.diff(matrix.indptr)
     misses = sparse.row_misses(matrix, predictor_bytes=500.0)
-    for top in (0, 2, 8):
-        total = 2e-6
-        for length, (cache, branch) in zip(lengths, misses):
-            binned = top > 0 and length <= top
-            total += (4e-10 * (length + binned) + 1e-10 + 3e-10 * cache
-                      + 1e-8 * (0.0 if binned else branch))
-        assert np.isclose(fitted.single_thread_time(matrix, "spmv", bin_rows=top), total,
-                          rtol=1e-12)
+    for binning in (None, measured):
+        fitted = balance.Calibration({"spmv": cost}, predictor_bytes=500.0, residual=0.0,
+                                     binning=binning)
+        for top in (0, 2, 8):
+            total = 2e-6
+            for length, (cache, branch) in zip(lengths, misses):
+                binned = top > 0 and length <= top
+                if binning is None:
+                    total += (4e-10 * (length + binned) + 1e-10 + 3e-10 * cache
+                              + 1e-8 * (0.0 if binned else branch))
+                else:
+                    total += 4e-10 * length + 1e-10 + 3e-10 * cache + 1e-8 * branch
+                    total += (3e-10 if top else 0.0) + ((5e-10 - 6e-9 * branch) if binned
+                                                        else 0.0)
+            assert np.isclose(fitted.single_thread_time(matrix, "spmv", bin_rows=top), total,
+                              rtol=1e-12)
     from perfjax.errors import WorkloadError
 
     with pytest.raises(WorkloadError,
@@ -140,6 +150,43 @@ def test_single_thread_time_prices_every_row_plain_and_binned():
         fitted.single_thread_time(matrix, "spmv", bin_rows=-1)
     with pytest.raises(WorkloadError, match="no calibrated costs"):
         fitted.bin_rows(matrix, "sddmm")
+
+
+def test_binning_costs_are_recovered_by_the_fit_and_steer_the_pick():
+    """fit_binning recovers the BinningCost that produced synthetic plain/binned times
+    (exactly, with the predictor's unlearned share applied); bin_rows follows the costs: plain
+    rows where the overhead outweighs the saving; SpMM keeps the a-priori rule."""
+    import numpy as np
+
+    from perfjax.models.balance import BalanceCost
+
+    cost = BalanceCost(per_nnz=4e-10, per_row=1e-10, per_segment=0.0, per_search=0.0, fixup=0.0,
+                       launch=2e-6, per_miss=3e-10, per_branch_miss=1e-8)
+    # the fit: times built from known costs on matrices of different learnability
+    truth = balance.BinningCost(per_change=7e-9, per_binned_row=4e-10, per_row=2e-10)
+    rows = []
+    for seed, (n, nnz) in enumerate(((2000, 8000), (20000, 120000), (6000, 60000))):
+        m = sparse.powerlaw_rows(n, n, nnz, alpha=1.1, seed=seed)
+        info, changes = sparse.length_information(m), sparse.length_changes(m)
+        for top in (2, 4, 8):
+            short = np.diff(m.indptr) <= top
+            saved = changes[short].sum() * sparse.unlearned_share(info, 1500.0)
+            plain = 1e-9 * m.nnz + 5e-10 * n
+            binned = (plain - truth.per_change * saved + truth.per_binned_row * short.sum()
+                      + truth.per_row * n)
+            rows.append(dict(matrix=str(seed), bin_rows=top, plain=plain, binned=binned,
+                             lengths=np.diff(m.indptr), changes=changes, length_bytes=info))
+    got = balance.fit_binning(rows, 1500.0)
+    assert np.allclose([got.per_change, got.per_binned_row, got.per_row],
+                       [truth.per_change, truth.per_binned_row, truth.per_row], rtol=1e-6)
+    skewed = sparse.powerlaw_rows(20000, 20000, 120000, alpha=1.0, seed=3)
+    cheap = balance.Calibration({"spmv": cost}, 500.0, 0.0,
+                                binning=balance.BinningCost(8e-9, 1e-10, 1e-11))
+    assert cheap.bin_rows(skewed, "spmv") is not None
+    dear = balance.Calibration({"spmv": cost}, 500.0, 0.0,
+                               binning=balance.BinningCost(1e-10, 5e-9, 1e-9))
+    assert dear.bin_rows(skewed, "spmv") is None
+    assert dear.binning_for("spmm") is None and dear.binning_for("spmv") is dear.binning
 
 
 def test_an_interrupted_validation_resumes_from_its_measurement_log(tmp_path, monkeypatch):

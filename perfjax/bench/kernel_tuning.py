@@ -241,9 +241,9 @@ class ModelPrior:
     worker count, each worker's rows, nonzeros, segments, cache and branch misses, priced by a
     ``perfjax.validate.balance.Calibration`` (fitted on generated matrices, never this one); more
     threads than ``cores`` share the cores (time >= total work / cores). Row-length binning
-    (``bin_rows`` B) removes the mispredicted row ends of the rows of up to B nonzeros and costs
-    each such row one more index load, priced as one nonzero (as ``Calibration.bin_rows``); the
-    binned rows' new order is not modelled (chunks are dealt in row order). Unroll and loop order
+    (``bin_rows`` B) is priced as ``Calibration.bin_rows`` prices it (``binned_misses``: with the
+    calibration's measured binning costs when it has them, else the a-priori rule); the binned
+    rows' new order is not modelled (chunks are dealt in row order). Unroll and loop order
     are not modelled: the GP learns them from the measurements.
     """
 
@@ -257,6 +257,7 @@ class ModelPrior:
                                f"(has {', '.join(calibration.costs)})")
         self.objective = objective
         self.cost = calibration.costs[objective.kernel]
+        self.binning = calibration.binning_for(objective.kernel)
         self.cores = cores or scenarios._cores()
         space = objective.space
         full = objective.full_config
@@ -279,14 +280,14 @@ class ModelPrior:
         width = 1 if objective.kernel == "spmv" else objective.width
         misses = sparse.row_misses(matrix, width, predictor_bytes=calibration.predictor_bytes)
         # every (strategy, threads, chunk) at once: one compiled, vmapped model evaluation per
-        # binning (``binned_misses``: a binned row costs one nonzero, not a mispredicted exit)
+        # binning (``binned_misses``)
         combos = np.array([(code, t, c) for code in balance.STRATEGY_CODES.values()
                            for t in threads for c in chunks])
         lengths = np.diff(matrix.indptr)
         bins = sorted(set(self._values.get("bin_rows", [0])))
         tables = []
         for top in bins:
-            binned = binned_misses(misses, lengths, top, self.cost)
+            binned = binned_misses(misses, lengths, top, self.cost, self.binning)
             times = np.asarray(_price_all(stats.row_lengths, stats.n_rows, combos[:, 0],
                                           combos[:, 1], combos[:, 2], self.cost, max(threads),
                                           binned))
@@ -334,7 +335,8 @@ def calibrate_model(kernel: str, width: int = DEFAULT_WIDTH):
     check_model_kernel(kernel)
     return validation.calibrate_on(settings=validation.Settings(
         kernels=(kernel,), workers=(1, 2, 8, 32), spmm_width=width,
-        strategies=("row_blocks", "static_chunks", "nnz_split", "merge_path")))
+        strategies=("row_blocks", "static_chunks", "nnz_split", "merge_path")),
+        binning=kernel == "spmv")
 
 
 def check_model_kernel(kernel: str) -> None:

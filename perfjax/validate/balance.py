@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -159,14 +159,34 @@ def _features(row: dict, predictor_bytes: float) -> np.ndarray:
     return features
 
 
+BINNING_CANDIDATES = (2, 4, 8)
+"""The bin sizes whose runs calibrate ``BinningCost`` (and ``Calibration.bin_rows`` picks from)."""
+
+
+@dataclass(frozen=True)
+class BinningCost:
+    """What row-length binning (``perfjax.kernels.c`` ``bin_rows``) changes in a single-thread
+    SpMV, in seconds, fitted on binned runs of the generated calibration matrices
+    (``calibrate_on(..., binning=True)``): each predicted mispredicted row end among the binned
+    rows saves ``per_change``; each binned row costs ``per_binned_row`` (its bin's extra index
+    load) and every row ``per_row`` (the kernel walks the rows through the bins' permutation)."""
+
+    per_change: float
+    per_binned_row: float
+    per_row: float
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """Fitted costs per kernel (``calibration["spmv"]``) and the branch predictor's capacity
-    (bytes of compressed row lengths it learns, ``sparse.row_misses``)."""
+    """Fitted costs per kernel (``calibration["spmv"]``), the branch predictor's capacity
+    (bytes of compressed row lengths it learns, ``sparse.row_misses``) and, when measured, what
+    row-length binning saves and costs (``binning``; None: the a-priori rule of
+    ``binned_misses``)."""
 
     costs: dict
     predictor_bytes: float
     residual: float  # the fit's mean squared relative error over every calibration worker
+    binning: BinningCost | None = None
 
     def __getitem__(self, kernel: str) -> balance.BalanceCost:
         return self.costs[kernel]
@@ -200,39 +220,49 @@ class Calibration:
         WorkloadError for a kernel this calibration has no costs for or a negative bin_rows."""
         cost = self._cost(kernel)
         bin_rows = check_integer(bin_rows, "bin_rows", 0, error=WorkloadError)
-        return _single_thread_time(cost, *self._row_misses(matrix, width), bin_rows)
+        return _single_thread_time(cost, *self._row_misses(matrix, width), bin_rows,
+                                   self.binning_for(kernel))
+
+    def binning_for(self, kernel: str) -> BinningCost | None:
+        """The measured binning costs where they apply (SpMV, whose binned runs they were fitted
+        on), else None (the a-priori rule)."""
+        return self.binning if kernel == "spmv" else None
 
     def bin_rows(self, matrix, kernel: str, width: int = 1,
-                 candidates: Sequence[int] = (2, 4, 8), min_saving: float = 0.05) -> int | None:
+                 candidates: Sequence[int] = BINNING_CANDIDATES, min_saving: float = 0.10
+                 ) -> int | None:
         """The row-length binning (``perfjax.kernels.c`` ``bin_rows``) the model predicts pays
-        most for ``matrix`` under ``kernel``, or None (plain rows). Binning rows of up to B
-        nonzeros saves their predicted mispredicted row ends (``per_branch_miss`` each) and costs
-        each binned row one more index load, priced as one nonzero (``per_nnz``: about the 0.3 ns
-        a binned row of a miss-free matrix measured); a saving under ``min_saving`` of the
-        predicted single-thread time is not worth the reordering (None).
+        most for ``matrix`` under ``kernel``, or None (plain rows), priced by ``binned_misses``:
+        with measured ``binning`` costs (``calibrate_on(..., binning=True)``) a saving per
+        predicted mispredicted end among the binned rows against an overhead per binned row and
+        per row (measured on SpMV: SpMM, and a calibration without them, use the a-priori
+        rule: each binned row's mispredict saved in full, one nonzero's cost added). A saving
+        under ``min_saving`` of the predicted single-thread time, about the model's own error on
+        real matrices (the validation's MAPE, 10-13%), is not worth the reordering (None).
 
-        The saving is only as good as ``per_branch_miss``: on generated power-law matrices
-        binning saved 7.8-8.2 ns per short-row length change with rows of 5 nonzeros on average,
-        as the model predicts (8.3), but 1.2-3.8 ns where long rows are interleaved or the
-        matrix streams from memory, where the model still predicts 8.5-9.1
-        (``benchmarks/branch_binning.py``), so there the pick promises more than it gives."""
+        The a-priori rule promises too much: binning saves 7.8-8.2 ns per short-row length change
+        on generated power-law matrices with rows of 5 nonzeros on average, but 1.2-3.8 ns where
+        long rows are interleaved or the matrix streams from memory
+        (``benchmarks/branch_binning.py``), and on small real matrices whose row lengths the
+        predictor learns it made SpMV 10-20% slower; the measured costs pick plain rows there."""
         cost = self._cost(kernel)
         lengths, misses = self._row_misses(matrix, width)  # once: the cache model is the cost
         plain = _single_thread_time(cost, lengths, misses, 0)
         best, chosen = min_saving * plain, None
         for top in candidates:
-            gain = plain - _single_thread_time(cost, lengths, misses, top)
+            gain = plain - _single_thread_time(cost, lengths, misses, top,
+                                               self.binning_for(kernel))
             if gain > best:
                 best, chosen = gain, int(top)
         return chosen
 
 
 def _single_thread_time(cost: balance.BalanceCost, lengths: np.ndarray, misses: np.ndarray,
-                        bin_rows: int) -> float:
+                        bin_rows: int, binning: BinningCost | None = None) -> float:
     """One worker over every row: launch plus each nonzero's and row end's predicted seconds,
     rows of up to ``bin_rows`` nonzeros binned (0: none)."""
     per_nonzero, per_end = _path_weights(cost, lengths,
-                                         binned_misses(misses, lengths, bin_rows, cost))
+                                         binned_misses(misses, lengths, bin_rows, cost, binning))
     return float(cost.launch) + float(per_nonzero.sum() + per_end.sum())
 
 
@@ -246,17 +276,76 @@ def _path_weights(cost: balance.BalanceCost, lengths: np.ndarray, misses: np.nda
 
 
 def binned_misses(misses: np.ndarray, lengths: np.ndarray, top: int,
-                  cost: balance.BalanceCost) -> np.ndarray:
+                  cost: balance.BalanceCost, binning: BinningCost | None = None) -> np.ndarray:
     """Per-row misses ([rows, 2], ``sparse.row_misses``) of the kernel with the rows of up to
-    ``top`` nonzeros binned by length (``top`` 0: not binned): a binned row's mispredicted exit
-    is gone and its extra index load costs one nonzero, written as per_nnz / per_branch_miss
-    branch misses so that every model user prices it with the usual terms (0 when mispredicts
-    cost nothing)."""
+    ``top`` nonzeros binned by length (``top`` 0: not binned), written in branch misses (seconds
+    / per_branch_miss) so that every model user prices binning with the usual terms (unchanged
+    when mispredicts cost nothing). With measured ``binning`` costs: a binned row keeps its
+    predicted misses m as m (1 - per_change / per_branch_miss) plus per_binned_row /
+    per_branch_miss, and every row gains per_row / per_branch_miss. Without (the a-priori rule):
+    a binned row's mispredicted exit is gone and its extra index load costs one nonzero."""
     out = np.array(misses, dtype=float, copy=True)
-    if top:
-        per_miss = float(cost.per_branch_miss)
-        out[lengths <= top, 1] = float(cost.per_nnz) / per_miss if per_miss > 0 else 0.0
+    per_miss = float(cost.per_branch_miss)
+    if not top or per_miss <= 0:
+        return out
+    short = lengths <= top
+    if binning is None:
+        out[short, 1] = float(cost.per_nnz) / per_miss
+        return out
+    out[short, 1] = (out[short, 1] * (1.0 - binning.per_change / per_miss)
+                     + binning.per_binned_row / per_miss)
+    out[:, 1] += binning.per_row / per_miss
     return out
+
+
+def measure_binning(matrices: dict, settings: Settings = Settings(),
+                    candidates: Sequence[int] = BINNING_CANDIDATES, repeats: int = 50
+                    ) -> list[dict]:
+    """Single-thread SpMV of every matrix plain and with rows of up to B nonzeros binned, for
+    each candidate B (best of ``repeats`` runs each: the differences are a few microseconds on
+    small matrices): one row per (matrix, B) with the plain and binned seconds and what
+    ``fit_binning`` needs (row lengths, length information)."""
+    out = []
+    for name, matrix in matrices.items():
+        matrix = scipy.sparse.csr_array(matrix)
+        x = np.random.default_rng(0).standard_normal(matrix.shape[1])
+
+        def best(**mode) -> float:
+            from perfjax.kernels import c as ckernels  # the top floor, as in _run_kernel
+            result = ckernels.spmv(matrix, x, repeats=repeats, timeout=settings.timeout,
+                                   **mode)
+            if not result.ok:
+                raise PerfjaxError(f"matrix {name}: spmv binning run failed: {result.reason}")
+            return result.best
+
+        plain = best()
+        for top in candidates:
+            out.append(dict(matrix=name, bin_rows=int(top), plain=plain,
+                            binned=best(bin_rows=int(top)),
+                            lengths=np.diff(matrix.indptr),
+                            changes=sparse.length_changes(matrix),
+                            length_bytes=sparse.length_information(matrix)))
+    return out
+
+
+def fit_binning(rows: Sequence[dict], predictor_bytes: float) -> BinningCost:
+    """BinningCost by non-negative relative least squares: binned - plain = - per_change x
+    (predicted mispredicted ends among the binned rows, at ``predictor_bytes``) +
+    per_binned_row x (binned rows) + per_row x (rows), each (matrix, B) weighted by 1 / plain."""
+    import scipy.optimize
+
+    columns, target = [], []
+    for r in rows:
+        short = r["lengths"] <= r["bin_rows"]
+        unlearned = sparse.unlearned_share(r["length_bytes"], predictor_bytes) \
+            if predictor_bytes else 1.0
+        columns.append([-float(r["changes"][short].sum()) * unlearned, float(short.sum()),
+                        float(len(r["lengths"]))])
+        target.append(r["binned"] / r["plain"] - 1.0)
+    a = np.asarray(columns) / np.asarray([r["plain"] for r in rows])[:, None]
+    scale = np.maximum(np.abs(a).max(axis=0), 1e-300)
+    solution, _ = scipy.optimize.nnls(a / scale, np.asarray(target))
+    return BinningCost(*(float(v) for v in solution / scale))
 
 
 def calibrate(rows: Iterable[dict], predictor_bytes: Sequence[float] = PREDICTOR_BYTES
@@ -381,13 +470,19 @@ def _measure(role: str, name: str, matrix, settings: Settings,
 
 def calibrate_on(matrices: dict | None = None, settings: Settings = Settings(),
                  progress: Callable[[str], None] | None = None,
-                 log: MeasurementLog | None = None) -> Calibration:
+                 log: MeasurementLog | None = None, binning: bool = False) -> Calibration:
     """Measure ``matrices`` (default ``calibration_matrices()``) with ``settings`` and calibrate
     on them: the fit every model user of generated matrices shares. ``log``: a
-    ``MeasurementLog`` that keeps (and supplies) each matrix's measurements."""
+    ``MeasurementLog`` that keeps (and supplies) each matrix's measurements. ``binning``: also
+    run single-thread SpMV plain and row-length binned on them and fit ``BinningCost`` (what
+    ``Calibration.bin_rows`` and binned pricing then use; a few seconds more)."""
     matrices = calibration_matrices() if matrices is None else matrices
-    return calibrate(r for name, m in matrices.items()
-                     for r in _measure("calibration", name, m, settings, progress, log))
+    fitted = calibrate(r for name, m in matrices.items()
+                       for r in _measure("calibration", name, m, settings, progress, log))
+    if binning:
+        fitted = replace(fitted, binning=fit_binning(measure_binning(matrices, settings),
+                                                     fitted.predictor_bytes))
+    return fitted
 
 
 def score(rows: Sequence[dict], calibration: Calibration) -> dict:
