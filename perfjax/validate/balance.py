@@ -68,7 +68,7 @@ def calibration_matrices(seed: int = 0) -> dict:
     extrapolation, 25% too high on the 32-nonzero rows of a sparse DNN); plus rows of varied
     lengths reading the dense operand in order, at three sizes, and equal-length rows with random
     columns, so that cache misses and mispredicted row ends are told apart and the branch
-    predictor's reach can be located."""
+    predictor's capacity can be located."""
     return {
         "gen-powerlaw-s": sparse.powerlaw_rows(2_000, 2_000, 12_000, alpha=1.1, seed=seed),
         "gen-powerlaw-l": sparse.powerlaw_rows(20_000, 20_000, 200_000, alpha=1.1, seed=seed),
@@ -355,18 +355,18 @@ def calibrate(rows: Iterable[dict], predictor_bytes: Sequence[float] = PREDICTOR
     ``predictor_bytes`` by the smallest residual of those fits."""
     rows = list(rows)
     best = None
-    for reach in predictor_bytes:
+    for capacity in predictor_bytes:
         costs, squared, count = {}, 0.0, 0
         for kernel in sorted({r["kernel"] for r in rows}):
             mine = [r for r in rows if r["kernel"] == kernel]
-            features = np.concatenate([_features(r, reach) for r in mine])
+            features = np.concatenate([_features(r, capacity) for r in mine])
             seconds = np.concatenate([r["worker_seconds"] for r in mine])
             vector = fit_linear_cost(features, seconds)
             costs[kernel] = balance.BalanceCost.from_vector(vector)
             keep = seconds > 0
             squared += float(np.sum(((features[keep] @ vector) / seconds[keep] - 1.0) ** 2))
             count += int(keep.sum())
-        candidate = Calibration(costs, float(reach), squared / max(count, 1))
+        candidate = Calibration(costs, float(capacity), squared / max(count, 1))
         if best is None or candidate.residual < best.residual:
             best = candidate
     return best
