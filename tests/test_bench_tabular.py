@@ -164,7 +164,6 @@ needs_optuna = pytest.mark.skipif(not importlib.util.find_spec("optuna"),
                                   reason="optuna (the 'bench' extra) is not installed")
 
 
-@needs_optuna
 def test_text_and_boolean_columns_are_ordinals_over_their_sorted_values(tmp_path):
     """A schedule kind written as text and a flag written True/False are parameters like any
     other: Ordinals whose ranks follow the sorted distinct values (text sorted as strings, False
@@ -193,6 +192,7 @@ def test_text_and_boolean_columns_are_ordinals_over_their_sorted_values(tmp_path
         assert problem.nearest_row(config) == int(np.argmin(distances))
 
 
+@needs_optuna
 def test_tpe_encodings_and_the_tables_loop_orders(tmp_path):
     import optuna
 

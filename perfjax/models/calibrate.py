@@ -24,9 +24,14 @@ def fit_linear_cost(features: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     if keep.sum() < features.shape[1]:
         raise PerfjaxError(f"calibration: {int(keep.sum())} usable measurements for "
                            f"{features.shape[1]} cost terms")
-    a = features[keep] / seconds[keep, None]
-    scale = np.maximum(np.abs(a).max(axis=0), 1e-300)  # condition the columns
-    solution, _ = scipy.optimize.nnls(a / scale, np.ones(keep.sum()))
+    return scaled_nnls(features[keep] / seconds[keep, None], np.ones(keep.sum()))
+
+
+def scaled_nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x >= 0 minimizing |a x - b|, with a's columns scaled to unit maximum before the solve
+    (cost terms differ by orders of magnitude: nonzeros against launches)."""
+    scale = np.maximum(np.abs(a).max(axis=0), 1e-300)
+    solution, _ = scipy.optimize.nnls(a / scale, b)
     return solution / scale
 
 

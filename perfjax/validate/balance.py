@@ -33,7 +33,7 @@ import scipy.stats
 
 from perfjax.errors import PerfjaxError, WorkloadError, check_integer
 from perfjax.models import balance
-from perfjax.models.calibrate import fit_linear_cost, mape
+from perfjax.models.calibrate import fit_linear_cost, mape, scaled_nnls
 from perfjax.study import _mend_last_line, _write_line  # the study log's line writing
 from perfjax.workloads import sparse
 
@@ -154,8 +154,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
 def _features(row: dict, predictor_bytes: float) -> np.ndarray:
     """A measured row's per-worker features with its length changes scaled to branch misses."""
     features = np.array(row["features"], dtype=float)
-    if predictor_bytes:
-        features[:, -1] *= sparse.unlearned_share(row["length_bytes"], predictor_bytes)
+    features[:, -1] *= sparse.unlearned_share(row["length_bytes"], predictor_bytes)
     return features
 
 
@@ -319,12 +318,11 @@ def measure_binning(matrices: dict, settings: Settings = Settings(),
             return result.best
 
         plain = best()
+        shared = dict(matrix=name, plain=plain, lengths=np.diff(matrix.indptr),
+                      changes=sparse.length_changes(matrix),
+                      length_bytes=sparse.length_information(matrix))
         for top in candidates:
-            out.append(dict(matrix=name, bin_rows=int(top), plain=plain,
-                            binned=best(bin_rows=int(top)),
-                            lengths=np.diff(matrix.indptr),
-                            changes=sparse.length_changes(matrix),
-                            length_bytes=sparse.length_information(matrix)))
+            out.append(dict(shared, bin_rows=int(top), binned=best(bin_rows=int(top))))
     return out
 
 
@@ -332,20 +330,15 @@ def fit_binning(rows: Sequence[dict], predictor_bytes: float) -> BinningCost:
     """BinningCost by non-negative relative least squares: binned - plain = - per_change x
     (predicted mispredicted ends among the binned rows, at ``predictor_bytes``) +
     per_binned_row x (binned rows) + per_row x (rows), each (matrix, B) weighted by 1 / plain."""
-    import scipy.optimize
-
     columns, target = [], []
     for r in rows:
         short = r["lengths"] <= r["bin_rows"]
-        unlearned = sparse.unlearned_share(r["length_bytes"], predictor_bytes) \
-            if predictor_bytes else 1.0
+        unlearned = sparse.unlearned_share(r["length_bytes"], predictor_bytes)
         columns.append([-float(r["changes"][short].sum()) * unlearned, float(short.sum()),
                         float(len(r["lengths"]))])
         target.append(r["binned"] / r["plain"] - 1.0)
     a = np.asarray(columns) / np.asarray([r["plain"] for r in rows])[:, None]
-    scale = np.maximum(np.abs(a).max(axis=0), 1e-300)
-    solution, _ = scipy.optimize.nnls(a / scale, np.asarray(target))
-    return BinningCost(*(float(v) for v in solution / scale))
+    return BinningCost(*(float(v) for v in scaled_nnls(a, np.asarray(target))))
 
 
 def calibrate(rows: Iterable[dict], predictor_bytes: Sequence[float] = PREDICTOR_BYTES
