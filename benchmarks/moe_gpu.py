@@ -5,8 +5,8 @@ On a GPU: for each model's expert shape (Qwen3-30B-A3B: hidden 2048, expert FFN 
 2880 and 2880) and each token count per expert n = 1, 2, 4, ..., --max-tokens, runs the expert
 part of a grouped-GEMM MoE layer - a fused gate+up grouped GEMM, SwiGLU, a down grouped GEMM, as
 the model counts it (``pim.GROUPED_GEMM_LAUNCHES`` launches) - over E experts of n tokens each,
-with E chosen so that the weights (--weight-mib, default 4x an H100's 50 MiB L2) stream from
-HBM rather than from L2. Both variants are compiled, checked against each other, and timed best
+with E chosen so that the weights (--weight-mib, by default 200 and 800 MiB, 4x and 16x an
+H100's 50 MiB L2) stream from HBM rather than from L2; each size is a table of its own. Both variants are compiled, checked against each other, and timed best
 of --repeats after a warm-up, each call ended by block_until_ready. Prints milliseconds per layer
 and the Pallas / ragged_dot ratio (below 1: Pallas faster). If the Pallas kernel fails to compile,
 that is listed at the end (exit status 1) and ragged_dot is still timed and fitted.
@@ -14,15 +14,17 @@ that is listed at the end (exit status 1) and ragged_dot is still timed and fitt
 Then it fits ``flops_efficiency``, ``bandwidth_efficiency`` and ``kernel_launch`` of the GPU's
 spec (``perfjax.hardware``, picked from the device name) so that
 ``launches * kernel_launch + E * gpu_expert_time(gpu, cfg, n)`` matches each kernel's measured
-layer times (least squares on log time, ``fit_expert_time``), and prints the fitted leaves with
-the curve's error before and after. The model config is the published one with bfloat16 weights,
+layer times over all weight sizes together (least squares on log time, ``fit_expert_time``),
+and prints the fitted leaves with the curve's error before and after. Two weight sizes are what
+separate a layer's fixed cost (launches, the XLA glue around them) from its streaming rate: at
+one size and few tokens both are constant and the fit cannot tell them apart. The model config is the published one with bfloat16 weights,
 since that is what the kernel streams (GPT-OSS ships MXFP4).
 
 Without a GPU it says so on one line, runs the kernel once in interpret mode on a tiny case
 against a per-expert numpy loop (exit status 1 on a wrong result) and exits 0.
 
 Usage: python benchmarks/moe_gpu.py [--models qwen3-30b-a3b gpt-oss-120b] [--max-tokens 4096]
-       [--repeats 10] [--weight-mib 200] [--block-m M --block-k K --block-n N]
+       [--repeats 10] [--weight-mib 200 800] [--block-m M --block-k K --block-n N]
 """
 
 from __future__ import annotations
@@ -67,12 +69,14 @@ def gpu_spec_name() -> str:
     return next((name for name in hardware.GPUS if name in kind), "h100")
 
 
-def time_model(cfg: wmoe.MoEConfig, args, failures: list[str]) -> dict[str, np.ndarray]:
-    """Layer seconds of each kernel per token count; prints one row per count. If the Pallas
-    kernel fails (compile or launch error) it is dropped with a line in ``failures``."""
+def time_model(cfg: wmoe.MoEConfig, args, weight_mib: float,
+               failures: list[str]) -> dict[str, np.ndarray]:
+    """Layer seconds of each kernel per token count for ``weight_mib`` of expert weights; prints
+    one row per count. If the Pallas kernel fails (compile or launch error) it is dropped with
+    a line in ``failures``."""
     hidden, ffn = cfg.hidden, cfg.expert_ffn
     expert_bytes = cfg.matrices * hidden * ffn * 2  # bfloat16 weights
-    experts = max(1, math.ceil(args.weight_mib * 2**20 / expert_bytes))
+    experts = max(1, math.ceil(weight_mib * 2**20 / expert_bytes))
     key_gate_up, key_down, key_x = jax.random.split(jax.random.key(0), 3)
     w_gate_up = (jax.random.normal(key_gate_up, (experts, hidden, 2 * ffn), jnp.float32)
                  * hidden ** -0.5).astype(jnp.bfloat16)
@@ -91,8 +95,15 @@ def time_model(cfg: wmoe.MoEConfig, args, failures: list[str]) -> dict[str, np.n
     for n in counts:
         x = jax.random.normal(key_x, (int(n) * experts, hidden), jnp.float32).astype(jnp.bfloat16)
         group_sizes = jnp.full((experts,), n, jnp.int32)
-        reference = np.asarray(kernels["ragged_dot"](x, w_gate_up, w_down, group_sizes),
-                               np.float32)
+        try:
+            reference = np.asarray(kernels["ragged_dot"](x, w_gate_up, w_down, group_sizes),
+                                   np.float32)
+        except Exception as failure:  # noqa: BLE001 - e.g. out of memory: XLA's GPU ragged_dot
+            # is a masked dense product over [tokens, experts, hidden]; nothing left to compare
+            print(f"  ragged_dot failed at {n} tokens per expert ({describe(failure)}); "
+                  "this table stops here", flush=True)
+            counts = counts[:len(seconds["ragged_dot"])]
+            break
         if "pallas" in kernels:
             try:  # a kernel this GPU's compiler rejects is reported; ragged_dot is still fitted
                 actual = np.asarray(kernels["pallas"](x, w_gate_up, w_down, group_sizes),
@@ -112,32 +123,38 @@ def time_model(cfg: wmoe.MoEConfig, args, failures: list[str]) -> dict[str, np.n
         ragged = seconds["ragged_dot"][-1]
         print(f"{n:>13} {pallas * 1e3:12.3f} {ragged * 1e3:16.3f} {pallas / ragged:7.2f}",
               flush=True)
-    return {"tokens": counts.astype(float), "experts": experts,
+    return {"tokens": counts.astype(float), "experts": np.full(len(counts), float(experts)),
             **{name: np.asarray(s) for name, s in seconds.items()}}
 
 
-def fit_model_curve(cfg: wmoe.MoEConfig, measured: dict, spec_name: str) -> None:
-    """Fit the GPU spec's achievable fractions and launch cost to each kernel's layer times."""
+def fit_model_curve(cfg: wmoe.MoEConfig, tables: list[dict], spec_name: str) -> None:
+    """Fit the GPU spec's achievable fractions and launch cost to each kernel's layer times,
+    the points of every weight size (``time_model`` table) together."""
     start = hardware.gpu(spec_name)
-    experts = measured["experts"]
     bf16_cfg = dataclasses.replace(cfg, weight_bytes=2.0, act_bytes=2.0)
+    tokens = np.concatenate([table["tokens"] for table in tables])
+    experts = jnp.asarray(np.concatenate([table["experts"] for table in tables]))
 
-    def layer_time(gpu, tokens):
+    def layer_time(gpu, token_counts):  # point i: experts[i] experts of token_counts[i] tokens
         return (pim.GROUPED_GEMM_LAUNCHES * gpu.kernel_launch
-                + experts * pim.gpu_expert_time(gpu, bf16_cfg, tokens))
+                + experts * pim.gpu_expert_time(gpu, bf16_cfg, token_counts))
 
     for kernel in ("pallas", "ragged_dot"):
-        if kernel not in measured:
+        if not all(kernel in table for table in tables):
             continue
-        result = kmoe.fit_expert_time(layer_time, start, measured["tokens"], measured[kernel],
-                                      fit=FITTED_LEAVES)
+        seconds = np.concatenate([table[kernel] for table in tables])
+        try:
+            result = kmoe.fit_expert_time(layer_time, start, tokens, seconds, fit=FITTED_LEAVES)
+        except PerfjaxError as error:  # a diverged fit is a finding, not a crash
+            print(f"  fit {spec_name} to {kernel}: failed ({error})")
+            continue
         fitted = ", ".join(f"{leaf} {float(getattr(start, leaf)):.3g} -> "
                            f"{float(getattr(result.params, leaf)):.3g}" for leaf in FITTED_LEAVES)
-        predicted = np.asarray(layer_time(result.params, jnp.asarray(measured["tokens"])))
-        worst = float(np.abs(predicted / measured[kernel] - 1).max())
-        print(f"  fit {spec_name} to {kernel}: {fitted}; rms log error "
-              f"{result.rms_log_error_before:.3f} -> {result.rms_log_error:.3f}, "
-              f"worst point {100 * worst:.1f}% off")
+        predicted = np.asarray(layer_time(result.params, jnp.asarray(tokens)))
+        worst = float(np.abs(predicted / seconds - 1).max())
+        print(f"  fit {spec_name} to {kernel} ({len(tables)} weight sizes): {fitted}; rms log "
+              f"error {result.rms_log_error_before:.3f} -> {result.rms_log_error:.3f}, worst "
+              f"point {100 * worst:.1f}% off")
 
 
 def gpu_benchmark(args) -> None:
@@ -148,8 +165,8 @@ def gpu_benchmark(args) -> None:
     failures: list[str] = []
     for name in args.models:
         cfg = wmoe.model_config(name)
-        measured = time_model(cfg, args, failures)
-        fit_model_curve(cfg, measured, spec_name)
+        tables = [time_model(cfg, args, mib, failures) for mib in args.weight_mib]
+        fit_model_curve(cfg, tables, spec_name)
     report_failures(failures)
 
 
@@ -180,8 +197,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=4096,
                         help="largest token count per expert (a power of two)")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--weight-mib", type=float, default=200.0,
-                        help="expert weights per layer to stream (MiB); larger than L2")
+    parser.add_argument("--weight-mib", type=float, nargs="+", default=[200.0, 800.0],
+                        help="expert weights per layer to stream (MiB), one table each; larger "
+                             "than L2, two or more sizes to separate fixed cost from bandwidth")
     parser.add_argument("--block-m", type=int, default=None)
     parser.add_argument("--block-k", type=int, default=None)
     parser.add_argument("--block-n", type=int, default=None)
@@ -194,6 +212,8 @@ def main() -> None:
                                             if getattr(args, f"block_{axis}") is not None})
     except PerfjaxError as error:
         parser.error(str(error))
+    if any(not mib > 0 for mib in args.weight_mib):
+        parser.error(f"--weight-mib must be positive, got {args.weight_mib}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if not _is_power_of_two(args.max_tokens):

@@ -73,8 +73,14 @@ def default_blocks(tokens: int, experts: int, dtype) -> tuple[int, int, int]:
     sweep, side by side). At 1-8 tokens per expert no choice stood out: row tiles of 16 with K
     steps of 64-512, column tiles of 64 or 128 and 3-5 pipeline stages all took 0.86-2.0x
     ragged_dot's time (1.3-2.0x on the Qwen shape, 0.86-1.3x on GPT-OSS's), differences within
-    run-to-run noise: the regime is bandwidth-bound and nothing splits K. Wider dtypes
-    keep 64/64/64 (three pipeline stages of wider tiles would not fit an SM's shared memory).
+    run-to-run noise. Nor did splitting each program's K loop over 2-16 programs (float32
+    partial sums added afterwards; 0.28-0.43 ms per layer at 1-16 tokens for every split on
+    2026-11-27, so that variant was not kept): decode is not short of programs. A sweep of the weights
+    streamed (54-1614 MiB, one token per expert) put the layer at a fixed ~0.29 ms plus
+    2.1-2.7 TB/s, against ragged_dot's 0.11-0.25 ms plus 1.5-2.0 TB/s: what the kernel loses at
+    decode is per-layer fixed cost (two launches and the work-item arithmetic around each), not
+    streaming (``benchmarks/results/h100_moe_decode.txt``). Wider dtypes keep 64/64/64 (three
+    pipeline stages of wider tiles would not fit an SM's shared memory).
     """
     if jnp.dtype(dtype).itemsize > 2:
         return BLOCK_M, BLOCK_K, BLOCK_N
