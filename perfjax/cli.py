@@ -258,8 +258,7 @@ def _naming(scenario: str) -> Iterator[None]:
 
 
 def _validate_balance(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from perfjax.progress import ProgressLine
     from perfjax.validate import balance
 
     matrices = balance.load_matrices(args.matrices)
@@ -271,10 +270,10 @@ def _validate_balance(args: argparse.Namespace) -> int:
     if len(log):
         print(f"resuming: {len(log)} matrices measured before are read from {log.path}",
               file=sys.stderr)
-    with tqdm(desc="validate balance", unit="config", file=sys.stderr, leave=False) as bar:
+    # a live bar on a terminal; in a log, a line every 30 s
+    with ProgressLine("validate balance", "config", leave=False) as bar:
         def progress(label: str) -> None:
-            bar.set_postfix_str(label, refresh=False)
-            bar.update()
+            bar.update(postfix=label)
         report = balance.validate(matrices, settings, progress=progress, log=log)
     _write_json(args.json, report)
     log.path.unlink(missing_ok=True)  # the report holds everything now

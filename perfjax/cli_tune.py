@@ -65,11 +65,10 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``perfjax tune``; bad input raises a PerfjaxError (the CLI prints one line, exit 2)."""
-    from tqdm import tqdm
-
     from perfjax import scenarios, tune
     from perfjax.bench.kernel_tuning import KernelObjective
     from perfjax.errors import PerfjaxError
+    from perfjax.progress import ProgressLine
     from perfjax.study import Study
 
     from perfjax.errors import SpaceError
@@ -105,14 +104,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_resume(study, space, measurement)
         label = f"tune {args.kernel} {Path(args.matrix).stem}"
-        with tqdm(total=args.budget, initial=min(len(study), args.budget), desc=label,
-                  unit="eval", file=sys.stderr, dynamic_ncols=True) as bar:
+        # a live bar on a terminal; in a log, one line per evaluation
+        with ProgressLine(label, "eval", total=args.budget,
+                          initial=min(len(study), args.budget), interval=0) as bar:
             def progress(step) -> None:
                 best = "none valid yet" if step.best_config is None else \
                     f"best {step.best_value * 1e3:.4g} ms"
-                bar.n = step.evaluation
-                bar.set_postfix_str(f"{best}, last {step.seconds:.2f} s/eval", refresh=False)
-                bar.refresh()
+                bar.update(n=step.evaluation, postfix=f"{best}, last {step.seconds:.2f} s/eval")
             result = tune(space, objective, strategy=args.strategy, budget=args.budget,
                           study=study, seed=args.seed, callback=progress, **options)
     finally:

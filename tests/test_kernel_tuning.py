@@ -262,8 +262,16 @@ def test_cli_tune_writes_study_plot_summary_and_resumes(tmp_path, capsys):
     assert summary["evaluations"] == 4 and summary["valid_evaluations"] == len(valid)
     assert summary["best_seconds"] == min(valid)
     assert summary["speedup"] == pytest.approx(summary["default_seconds"] / min(valid))
-    assert "speedup" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "speedup" in captured.out
+    # stderr is no terminal here: one plain progress line per evaluation, no bar redraws
+    progress = [line for line in captured.err.splitlines() if line.startswith("tune spmm m: ")]
+    assert "\r" not in captured.err and [line.split()[3] for line in progress] == [
+        "1/4", "2/4", "3/4", "4/4"], captured.err
+    assert all("s/eval" in line for line in progress)
     assert main(args[:7] + ["6"] + args[8:]) == 0  # budget 6: resumes, 2 more evaluations
+    assert [line.split()[3] for line in capsys.readouterr().err.splitlines()
+            if line.startswith("tune spmm m: ")] == ["5/6", "6/6"]
     second = _study_values(out / "study.jsonl")
     assert len(second) == 6 and second[:4] == first
     assert json.loads((out / "summary.json").read_text())["evaluations"] == 6

@@ -37,7 +37,11 @@ def test_validate_reports_exact_work_and_ranks_strategies(tmp_path, capsys):
                  "--workers", "1,2", "--repeats", "1", "--json", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert {"matrices", "median_spearman", "median_mape"} <= set(saved)
-    assert "median spearman" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "median spearman" in captured.out
+    # stderr is no terminal here: plain progress lines (the first and the last), no redraws
+    assert "\r" not in captured.err and captured.err.splitlines()[0].startswith(
+        "validate balance: 1 configs, ")
 
 
 def test_validate_bad_input_is_one_line(tmp_path, capsys):
