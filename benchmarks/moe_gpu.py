@@ -6,8 +6,9 @@ On a GPU: for each model's expert shape (Qwen3-30B-A3B: hidden 2048, expert FFN 
 part of a grouped-GEMM MoE layer - a fused gate+up grouped GEMM, SwiGLU, a down grouped GEMM, as
 the model counts it (``pim.GROUPED_GEMM_LAUNCHES`` launches) - over E experts of n tokens each,
 with E chosen so that the weights (--weight-mib, by default 200 and 800 MiB, 4x and 16x an
-H100's 50 MiB L2) stream from HBM rather than from L2; each size is a table of its own. Both variants are compiled, checked against each other, and timed best
-of --repeats after a warm-up, each call ended by block_until_ready. Prints milliseconds per layer
+H100's 50 MiB L2) stream from HBM rather than from L2; each size is a table of its own. Both
+variants are compiled, checked against each other, and timed best of --repeats after a warm-up,
+each call ended by block_until_ready. Prints milliseconds per layer
 and the Pallas / ragged_dot ratio (below 1: Pallas faster). If the Pallas kernel fails to compile,
 that is listed at the end (exit status 1) and ragged_dot is still timed and fitted.
 
@@ -17,8 +18,9 @@ spec (``perfjax.hardware``, picked from the device name) so that
 layer times over all weight sizes together (least squares on log time, ``fit_expert_time``),
 and prints the fitted leaves with the curve's error before and after. Two weight sizes are what
 separate a layer's fixed cost (launches, the XLA glue around them) from its streaming rate: at
-one size and few tokens both are constant and the fit cannot tell them apart. The model config is the published one with bfloat16 weights,
-since that is what the kernel streams (GPT-OSS ships MXFP4).
+one size and few tokens both are constant and the fit cannot tell them apart. The model config
+is the published one with bfloat16 weights, since that is what the kernel streams (GPT-OSS ships
+MXFP4).
 
 Without a GPU it says so on one line, runs the kernel once in interpret mode on a tiny case
 against a per-expert numpy loop (exit status 1 on a wrong result) and exits 0.

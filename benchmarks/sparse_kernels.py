@@ -3,12 +3,13 @@
 For each matrix: the generated kernel's best time over repetitions (timed inside the program,
 around the kernel only) and scipy's best time for ``A @ x`` (timed in Python around the call,
 which adds about a microsecond of call overhead to scipy), both under one rule: at least
---repeats runs and at least --budget seconds of them (scipy: calls in a loop; the kernel: a
-second process with as many repetitions as fill the budget, when --repeats did not). A run of a
-few milliseconds is at the mercy of a brief burst of other work on this shared machine, which
-then spoils every one of its repetitions; spread over the budget, the best run escapes it. Printed ratio = scipy / perfjax:
-above 1 means the generated kernel is faster. Then, on the skewed matrices (max/mean row length
->= 20), two threads with a merge-path partition vs scipy's single thread: the plain merge path
+--repeats runs and at least BUDGET_S (0.3) seconds of them (scipy: calls in a loop; the kernel:
+a second process with as many repetitions as fill the budget, when --repeats did not). A run of
+a few milliseconds is at the mercy of a brief burst of other work on this shared machine, which
+then spoils every one of its repetitions; spread over the budget, the best run escapes it.
+Printed ratio = scipy / perfjax: above 1 means the generated kernel is faster. Then, on the
+skewed matrices (max/mean row length >= 20), two threads with a merge-path partition vs scipy's
+single thread: the plain merge path
 (equal items per thread) and the model-weighted one (``partition.weighted_merge_path`` with every
 nonzero and row end weighted by the load-balance model's predicted cost, cache and branch misses
 included; costs calibrated first on generated matrices only, never on these).
@@ -96,8 +97,9 @@ def main() -> None:
                         "and their calibration")
     args = parser.parse_args()
     for flag in ("repeats", "trial_repeats", "k"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+        value = getattr(args, flag)
+        if value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     directory = Path(args.matrices) if args.matrices else (data_dir() or Path("missing")) / "matrices"
     if not directory.is_dir():
         raise SystemExit(f"no matrix directory at {directory}; pass --matrices DIR")

@@ -75,8 +75,8 @@ def default_blocks(tokens: int, experts: int, dtype) -> tuple[int, int, int]:
     ragged_dot's time (1.3-2.0x on the Qwen shape, 0.86-1.3x on GPT-OSS's), differences within
     run-to-run noise. Nor did splitting each program's K loop over 2-16 programs (float32
     partial sums added afterwards; 0.28-0.43 ms per layer at 1-16 tokens for every split on
-    2026-11-27, so that variant was not kept): decode is not short of programs. A sweep of the weights
-    streamed (54-1614 MiB, one token per expert) put the layer at a fixed ~0.29 ms plus
+    2026-11-27, so that variant was not kept): decode is not short of programs. A sweep of the
+    weights streamed (54-1614 MiB, one token per expert) put the layer at a fixed ~0.29 ms plus
     2.1-2.7 TB/s, against ragged_dot's 0.11-0.25 ms plus 1.5-2.0 TB/s: what the kernel loses at
     decode is per-layer fixed cost (two launches and the work-item arithmetic around each), not
     streaming (``benchmarks/results/h100_moe_decode.txt``). Wider dtypes keep 64/64/64 (three
