@@ -9,10 +9,10 @@ a few milliseconds is at the mercy of a brief burst of other work on this shared
 then spoils every one of its repetitions; spread over the budget, the best run escapes it.
 Printed ratio = scipy / perfjax: above 1 means the generated kernel is faster. Then, on the
 skewed matrices (max/mean row length >= 20), two threads with a merge-path partition vs scipy's
-single thread: the plain merge path
-(equal items per thread) and the model-weighted one (``partition.weighted_merge_path`` with every
-nonzero and row end weighted by the load-balance model's predicted cost, cache and branch misses
-included; costs calibrated first on generated matrices only, never on these).
+single thread: the plain merge path (equal items per thread) and the model-weighted one
+(``partition.weighted_merge_path`` with every nonzero and row end weighted by the load-balance
+model's predicted cost, cache and branch misses included; costs calibrated first on generated
+matrices only, never on these).
 
 Single thread, two schedules: the plain row loop (TACO's, scipy's), and the row-length binning
 the calibrated model picks (``Calibration.bin_rows``: rows of up to B nonzeros run in per-length
