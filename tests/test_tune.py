@@ -221,10 +221,19 @@ def test_executor_runs_a_batch_at_once_and_records_each_as_it_completes(tmp_path
     space = small_space()
     arrived = threading.Barrier(4, timeout=20)  # passes only if 4 evaluations run at once
     finished = []
+    batch = make_strategy("random", space, seed=3).ask(4)
+    first = batch[0]
+
+    def key(config):
+        return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                            for k, v in config.items()))
+
+    # the first batch completes in a known order, 0.15 s apart (the batch's first: last)
+    delay = {key(c): d for c, d in zip(batch, (0.45, 0.0, 0.15, 0.3))}
 
     def objective(config):
         arrived.wait()
-        time.sleep(0.3 if config["tile"] == first["tile"] else 0.0)  # the batch's first: last
+        time.sleep(delay.get(key(config), 0.0))
         finished.append(dict(config))
         return tune_kill_worker.objective(config)
 
@@ -241,7 +250,6 @@ def test_executor_runs_a_batch_at_once_and_records_each_as_it_completes(tmp_path
             told.append((list(configs), list(results)))
             self.inner.tell(configs, results)
 
-    first = make_strategy("random", space, seed=3).ask(4)[0]
     with ThreadPoolExecutor(4) as pool:
         result = perfjax.tune(space, objective, strategy=Recorder(), budget=8, batch=4,
                               study=tmp_path / "s.jsonl", executor=pool)
@@ -250,7 +258,7 @@ def test_executor_runs_a_batch_at_once_and_records_each_as_it_completes(tmp_path
     stored = [dict(r.config) for r in Study(tmp_path / "s.jsonl").records]
     assert stored[:4] == [{k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()}
                           for c in finished[:4]]
-    assert Study(tmp_path / "s.jsonl").records[3].config["tile"] == first["tile"]
+    assert key(Study(tmp_path / "s.jsonl").records[3].config) == key(first)
     # ... and the strategy hears each batch in the order it asked, values matching the configs
     configs, results = told[0]
     assert configs[0]["tile"] == first["tile"]
