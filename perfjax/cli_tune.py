@@ -66,7 +66,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``perfjax tune``; bad input raises a PerfjaxError (the CLI prints one line, exit 2)."""
     from perfjax import scenarios, tune
-    from perfjax.bench.kernel_tuning import KernelObjective
+    from perfjax.bench.kernel_tuning import KernelObjective, default_result
     from perfjax.errors import PerfjaxError
     from perfjax.progress import ProgressLine
     from perfjax.study import Study
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                           study=study, seed=args.seed, callback=progress, **options)
     finally:
         study.close()
-    default = _default_result(space, objective, result.records)
+    default = default_result(space, objective, result.records)
     summary = _summary(args, result, objective.default_config(), default)
     plot_convergence(result.records, default["value"] if default["valid"] else None,
                      out / PLOT_FILE, title=f"{args.kernel} on {Path(args.matrix).name} "
@@ -169,18 +169,6 @@ def _check_resume(study, space, measurement: dict) -> None:
                            f"({what}); use another --out to start a new study")
     records = study.records
     check_replay(space, study, records, [r.config for r in records])  # tune's own check, early
-
-
-def _default_result(space, objective, records: list) -> dict:
-    """The default schedule's result: its evaluation in the study when there is one (so best and
-    default come from the same kind of measurement), else a measurement now."""
-    # one normalization for all (plain values: lists vs tuples, numpy vs Python numbers)
-    default, *configs = space.to_dicts(space.from_dicts(
-        [objective.default_config()] + [record.config for record in records]))
-    for record, config in zip(records, configs):
-        if record.valid and config == default:
-            return {"value": record.values.get("value"), "valid": True}
-    return objective(objective.default_config())
 
 
 def _ms(seconds: float | None) -> str:

@@ -219,6 +219,19 @@ class KernelObjective:
         return {"value": float(value), "valid": True, "best_seconds": min(timed)}
 
 
+def default_result(space: Space, objective: KernelObjective, records: list) -> dict:
+    """The default schedule's result: its evaluation among ``records`` (a tuning run's, where BO
+    evaluates it first) when there is a valid one, so that best and default come from the same
+    kind of measurement, else a measurement now. A dict with ``value`` and ``valid``."""
+    # one normalization for all (plain values: lists vs tuples, numpy vs Python numbers)
+    default, *configs = space.to_dicts(space.from_dicts(
+        [objective.default_config()] + [record.config for record in records]))
+    for record, config in zip(records, configs):
+        if record.valid and config == default:
+            return {"value": record.values.get("value"), "valid": True}
+    return objective(objective.default_config())
+
+
 @functools.partial(jax.jit, static_argnums=(6,))
 def _price_all(row_lengths, n_rows, strategies, threads, chunks, cost, max_workers, row_misses):
     """Per-worker predicted seconds [configs, max_workers] of many (strategy, P, chunk) rows."""
