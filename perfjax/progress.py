@@ -18,7 +18,8 @@ class ProgressLine:
     """Progress of ``desc`` in ``unit`` s (``total`` of them when known), written to ``file``
     (default stderr): ``update()`` counts one more, ``update(n=N)`` sets the count, and
     ``postfix`` (the best value so far, the item just done) is shown after the count. Use as a
-    context manager; closing writes the last state where a plain line has not shown it yet."""
+    context manager; closing writes the last state where a plain line has not shown it yet.
+    Without a stream to write to (stderr closed: ``sys.stderr`` is None) it writes nothing."""
 
     def __init__(self, desc: str, unit: str, *, total: int | None = None, initial: int = 0,
                  file: TextIO | None = None, interval: float = 30.0, leave: bool = True):
@@ -38,6 +39,8 @@ class ProgressLine:
         self.count = self.count + 1 if n is None else int(n)
         if postfix is not None:
             self.postfix = postfix
+        if self.file is None:
+            return
         if self._bar is not None:
             self._bar.n = self.count
             self._bar.set_postfix_str(self.postfix, refresh=False)
@@ -52,7 +55,7 @@ class ProgressLine:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif not self._shown:
+        elif not self._shown and self.file is not None:
             self._write(time.monotonic())
 
     def _write(self, now: float) -> None:
@@ -71,6 +74,8 @@ class ProgressLine:
 
 
 def _is_terminal(file) -> bool:
+    if file is None:
+        return False
     try:
         return bool(file.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed file

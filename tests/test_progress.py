@@ -54,3 +54,12 @@ def test_a_terminal_gets_the_live_bar():
         bar.update(n=2, postfix="best 1 ms")
     text = out.getvalue()
     assert "\r" in text and "2/4" in text and "best 1 ms" in text
+
+
+def test_no_stream_no_output(monkeypatch, capsys):
+    """With stderr closed (sys.stderr is None) nothing is written, and never to stdout."""
+    monkeypatch.setattr(progress_module.sys, "stderr", None)
+    with ProgressLine("tune spmv m", "eval", total=2, interval=0) as bar:
+        bar.update(n=1, postfix="best 1 ms")
+        bar.update(n=2)
+    assert capsys.readouterr().out == ""
