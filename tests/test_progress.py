@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from perfjax import progress as progress_module
 from perfjax.progress import ProgressLine
@@ -23,7 +24,7 @@ def test_plain_lines_one_per_update_without_carriage_returns():
     assert [line.split(" [")[0] for line in lines] == [
         "tune spmv m: 1/3 evals, best 2 ms", "tune spmv m: 2/3 evals, best 1.5 ms",
         "tune spmv m: 3/3 evals, best 1.5 ms"]
-    assert all(line.endswith("[0:00]") for line in lines)
+    assert all(re.search(r" \[\d+:\d\d\]$", line) for line in lines)  # elapsed m:ss
 
 
 def test_plain_lines_are_throttled_and_the_last_state_is_written_on_close(monkeypatch):
@@ -45,7 +46,7 @@ def test_nothing_new_nothing_written_on_close():
     bar = ProgressLine("x", "eval", total=2, file=out, interval=0)
     bar.update()
     bar.close()
-    assert out.getvalue().splitlines() == ["x: 1/2 evals [0:00]"]
+    assert [line.split(" [")[0] for line in out.getvalue().splitlines()] == ["x: 1/2 evals"]
 
 
 def test_a_terminal_gets_the_live_bar():
