@@ -163,7 +163,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "balance", help="load-balance model vs instrumented C kernels on a directory of matrices",
         description="For every matrix x kernel x strategy x worker count, run the instrumented "
                     "generated kernel (each worker timed alone on one core) and compare with the "
-                    "load-balance model, whose costs are calibrated on generated matrices.")
+                    "load-balance model, whose costs are calibrated on generated matrices (and, "
+                    "when a matrix's data overflow the L2 cache by far, on larger generated "
+                    "matrices too: about two minutes more).")
     vbalance.add_argument("--matrices", required=True, metavar="DIR",
                           help="directory of MatrixMarket (.mtx) files to score")
     vbalance.add_argument("--kernels", type=_choices_list("kernel", ("spmv", "spmm")),
@@ -172,6 +174,10 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="comma-separated worker counts (default 1,2,4,8,16,32,64)")
     vbalance.add_argument("--repeats", type=_positive_int, default=5,
                           help="kernel repetitions per configuration (default 5)")
+    vbalance.add_argument("--processes", type=_positive_int, default=2,
+                          help="processes per configuration, each worker's time the fastest "
+                               "(default 2: a burst of other work on a shared machine slows a "
+                               "whole process)")
     vbalance.add_argument("--json", required=True, metavar="OUT", type=_output_path,
                           help="write the report here")
 
@@ -263,7 +269,7 @@ def _validate_balance(args: argparse.Namespace) -> int:
 
     matrices = balance.load_matrices(args.matrices)
     settings = balance.Settings(kernels=tuple(args.kernels), workers=tuple(sorted(args.workers)),
-                                repeats=args.repeats)
+                                repeats=args.repeats, processes=args.processes)
     balance.check_workers(matrices, settings)  # before the progress bar: one line if not
     # every matrix's measurements are kept as they complete: a rerun after a kill resumes
     log = balance.MeasurementLog(Path(args.json).with_name(Path(args.json).name + ".partial.jsonl"))
@@ -280,11 +286,18 @@ def _validate_balance(args: argparse.Namespace) -> int:
     print(f"{'matrix':<26}{'spearman':>9}{'MAPE %':>9}  work exact  imbalance at P={max(args.workers)}")
     for name, row in report["matrices"].items():
         imbalance = " ".join(f"{k}={v:.2f}" for k, v in row["imbalance"].items())
+        memory = sorted(k for k, v in row["regime"].items() if v == "memory")
+        notes = (f"  [memory regime: {','.join(memory)}]" if memory else "") + (
+            "  [over twice the size of every calibration matrix: extrapolated]"
+            if row["extrapolated"] else "")
         print(f"{name:<26}{row['spearman']:9.3f}{row['mape']:9.1f}  {str(row['work_exact']):<10}  "
-              f"{imbalance}")
+              f"{imbalance}{notes}")
+    calibrated = report["calibration"]
     print(f"median spearman {report['median_spearman']:.3f}, median MAPE "
           f"{report['median_mape']:.1f}% (costs calibrated on "
-          f"{', '.join(report['calibration']['matrices'])})")
+          f"{', '.join(calibrated['matrices'])}"
+          + (f"; matrices beyond the L2 cache on {', '.join(calibrated['memory']['matrices'])}"
+             if calibrated["memory"] else "") + ")")
     return 0
 
 

@@ -144,11 +144,14 @@ def test_balance_cost_refuses_values_that_are_never_costs(term, value):
 
 
 def test_balance_cost_still_works_as_a_pytree_under_grad_and_vmap_axes():
-    grads = jax.grad(lambda c: jnp.sum(c.vector() * jnp.arange(8.0)))(balance.BalanceCost())
+    terms = len(balance.COST_TERMS)
+    grads = jax.grad(lambda c: jnp.sum(c.vector() * jnp.arange(float(terms))))(
+        balance.BalanceCost())
     assert float(grads.per_row) == 1.0  # COST_TERMS order: per_row is the second term
-    axes = balance.BalanceCost(0, *([None] * 7))  # an in_axes prefix holds None leaves
+    assert float(grads.per_l2_miss) == terms - 1.0  # and per_l2_miss the last
+    axes = balance.BalanceCost(0, *([None] * (terms - 1)))  # an in_axes prefix holds None leaves
     out = jax.vmap(lambda c: c.vector(), in_axes=(axes,))(balance.BalanceCost(per_nnz=jnp.ones(3)))
-    assert out.shape == (3, 8)
+    assert out.shape == (3, terms)
 
 
 def test_predict_names_what_it_needs(small):
@@ -208,7 +211,7 @@ def test_evaluate_grid_refuses_bad_arguments(small, change, match):
 def test_price_grid_refuses_costs_of_the_wrong_width(small):
     matrix, st = small
     features = balance.grid_features(sparse.stack_stats([st]), ["merge_path"], [2], [1], 8)
-    with pytest.raises(WorkloadError, match=r"\[K, 8\]"):
+    with pytest.raises(WorkloadError, match=rf"\[K, {len(balance.COST_TERMS)}\]"):
         balance.price_grid(features, jnp.ones((3, 5)))
     # the right width: the slowest worker's priced items (numpy partition as the expectation)
     work = partition.merge_path(matrix, 2).work()  # [P, (rows, nnz)]

@@ -197,7 +197,7 @@ def test_model_time_is_linear_in_costs_and_differentiable():
         cost.vector())
     slowest = int(np.argmax(expected))
     assert np.allclose(grad, [part.work()[slowest, 1], part.work()[slowest, 0], 1.0, search_steps,
-                              starts_mid_row[slowest], 1.0, 0.0, 0.0])
+                              starts_mid_row[slowest], 1.0, 0.0, 0.0, 0.0])
 
 
 def _gather_misses_reference(matrix, width, cache_bytes):
@@ -293,10 +293,11 @@ def test_length_information_tells_patterns_from_random_lengths():
 
 
 def test_miss_counters_follow_the_partition():
-    cost = balance.BalanceCost(per_nnz=1.0, per_row=0.5, per_miss=4.0, per_branch_miss=3.0)
+    cost = balance.BalanceCost(per_nnz=1.0, per_row=0.5, per_miss=4.0, per_branch_miss=3.0,
+                               per_l2_miss=6.0)
     for name in ("rmat", "skewed+empty"):
         matrix = MATRICES[name]
-        both = sparse.row_misses(matrix, 1, cache_bytes=2048, predictor_bytes=10)
+        both = sparse.row_misses(matrix, 1, cache_bytes=2048, predictor_bytes=10, l2_bytes=8192)
         misses = both.sum(axis=1)  # the reference sees one kind; the model both, summed below
         stats = sparse.stats(matrix, pad_to=matrix.shape[0] + 7)
         padded = np.pad(both, ((0, 7), (0, 0)))
@@ -312,7 +313,7 @@ def test_miss_counters_follow_the_partition():
                                                    jnp.asarray(code), workers, chunk,
                                                    max_workers=8, row_misses=padded)
                     per_worker = np.asarray(work.misses)[:workers]
-                    assert per_worker.shape == (workers, 2)
+                    assert per_worker.shape == (workers, balance.MISS_KINDS)
                     assert np.allclose(per_worker.sum(axis=1), expected), strategy
                     assert np.allclose(per_worker.sum(axis=0), both.sum(axis=0))
                     times = (np.asarray(work.features())[:workers]

@@ -73,13 +73,15 @@ def test_calibration_recovers_known_costs_and_predictor_capacity():
     from perfjax.models import balance as model
 
     rng = np.random.default_rng(0)
-    truth = np.array([0.4, 0.3, 6.0, 0.2, 1.0, 12.0, 0.8, 7.0]) * 1e-9
+    truth = np.array([0.4, 0.3, 6.0, 0.2, 1.0, 12.0, 0.8, 7.0, 5.0]) * 1e-9
+    branch = model.COST_TERMS.index("per_branch_miss")
     rows = []
     for information in (2_000, 8_000, 30_000, 60_000):  # bytes of compressed row lengths
         for kernel in ("spmv", "spmm"):
-            raw = rng.uniform(0, 1, (40, len(model.COST_TERMS))) * [1e4, 3e3, 2, 20, 1, 1, 2e3, 2e3]
+            raw = rng.uniform(0, 1, (40, len(model.COST_TERMS))) * [1e4, 3e3, 2, 20, 1, 1, 2e3,
+                                                                    2e3, 1e3]
             scaled = raw.copy()
-            scaled[:, -1] *= max(0.0, 1.0 - 4_000 / information)
+            scaled[:, branch] *= max(0.0, 1.0 - 4_000 / information)
             rows.append(dict(kernel=kernel, features=raw, length_bytes=information,
                              worker_seconds=scaled @ truth))
     fitted = balance.calibrate(rows)
@@ -112,7 +114,7 @@ def test_bin_rows_choice_follows_predicted_branch_misses():
     assert learned.bin_rows(skewed, "spmv") is None
 
 
-def test_single_thread_time_prices_every_row_plain_and_binned():
+def test_single_thread_time_prices_every_row_plain_and_binned(monkeypatch):
     """Brute force over the rows: each nonzero costs per_nnz, each row end per_row, each
     predicted cache miss per_miss, each mispredicted end per_branch_miss; a binned row (length
     <= B, empty rows included: the kernel bins lengths 0 .. B) drops its mispredict and pays
@@ -124,23 +126,27 @@ def test_single_thread_time_prices_every_row_plain_and_binned():
     from perfjax.models.balance import BalanceCost
 
     cost = BalanceCost(per_nnz=4e-10, per_row=1e-10, per_segment=0.0, per_search=0.0, fixup=0.0,
-                       launch=2e-6, per_miss=3e-10, per_branch_miss=1e-8)
+                       launch=2e-6, per_miss=3e-10, per_branch_miss=1e-8, per_l2_miss=2e-9)
     measured = balance.BinningCost(per_change=6e-9, per_binned_row=5e-10, per_row=3e-10)
     matrix = sparse.powerlaw_rows(3000, 3000, 15000, alpha=1.0, seed=4)
     lengths = np.diff(matrix.indptr)
+    # an L2 of 8 KiB: the 24 KB vector overflows it, so the L2 term is priced too
+    monkeypatch.setattr(sparse, "l2_cache_bytes", lambda default=0: 8192)
     misses = sparse.row_misses(matrix, predictor_bytes=500.0)
+    assert misses[:, 2].sum() > 0.1 * matrix.nnz
     for binning in (None, measured):
         fitted = balance.Calibration({"spmv": cost}, predictor_bytes=500.0, residual=0.0,
                                      binning=binning)
         for top in (0, 2, 8):
             total = 2e-6
-            for length, (cache, branch) in zip(lengths, misses):
+            for length, (cache, branch, l2) in zip(lengths, misses):
                 binned = top > 0 and length <= top
                 if binning is None:
-                    total += (4e-10 * (length + binned) + 1e-10 + 3e-10 * cache
+                    total += (4e-10 * (length + binned) + 1e-10 + 3e-10 * cache + 2e-9 * l2
                               + 1e-8 * (0.0 if binned else branch))
                 else:
-                    total += 4e-10 * length + 1e-10 + 3e-10 * cache + 1e-8 * branch
+                    total += (4e-10 * length + 1e-10 + 3e-10 * cache + 2e-9 * l2
+                              + 1e-8 * branch)
                     total += (3e-10 if top else 0.0) + ((5e-10 - 6e-9 * branch) if binned
                                                         else 0.0)
             assert np.isclose(fitted.single_thread_time(matrix, "spmv", bin_rows=top), total,
@@ -197,7 +203,7 @@ def test_an_interrupted_validation_resumes_from_its_measurement_log(tmp_path, mo
     matrices = {"a_first": sparse.banded(1500, 2, seed=1),
                 "b_second": sparse.powerlaw_rows(1500, 1500, 12_000, alpha=1.2, seed=2)}
     calibration = {k: v for k, v in balance.calibration_matrices().items() if k.endswith("-s")}
-    settings = balance.Settings(kernels=("spmv",), workers=(1, 2), repeats=1)
+    settings = balance.Settings(kernels=("spmv",), workers=(1, 2), repeats=1, processes=1)
     path = tmp_path / "log.jsonl"
 
     def stop_at_second(label):  # a kill once the first scored matrix is on disk
@@ -262,3 +268,89 @@ def test_a_corrupt_measurement_log_is_an_error_naming_it(tmp_path, capsys):
     assert main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmv",
                  "--workers", "1,2", "--repeats", "1", "--json", str(out)]) == 0
     assert out.exists() and not (tmp_path / "r.json.partial.jsonl").exists()
+
+
+def plain_extrapolates(calibration) -> bool:
+    return calibration.extrapolated("spmv", 8.1e6) and not calibration.extrapolated("spmv", 7.9e6)
+
+
+def test_memory_regime_prices_matrices_beyond_the_boundary():
+    """A calibration with a memory regime prices each run by its footprint: the cache costs up
+    to the boundary (the geometric mean of the two calibration sets' nearest footprints), the
+    memory costs beyond it, flagged as extrapolated past the largest memory calibration run."""
+    from perfjax.models.balance import BalanceCost
+
+    small, large = BalanceCost(per_nnz=1e-9), BalanceCost(per_nnz=5e-9)
+    memory = balance.Calibration({"spmv": large}, 0.0, 0.0, largest={"spmv": 1e8})
+    fitted = balance.Calibration({"spmv": small}, 0.0, 0.0, memory=memory,
+                                 boundary={"spmv": 1e7}, largest={"spmv": 4e6})
+    features = np.zeros((2, len(balance.balance.COST_TERMS)))
+    features[:, 0] = [100.0, 300.0]  # nonzeros per worker
+    row = dict(kernel="spmv", features=features, length_bytes=0)
+    for size, cost, name in ((5e6, 1e-9, "cache"), (2e7, 5e-9, "memory")):
+        assert np.allclose(fitted.predict(dict(row, footprint=size)), cost * features[:, 0])
+        assert fitted.regime_name("spmv", size) == name
+    assert not fitted.extrapolated("spmv", 5e6) and not fitted.extrapolated("spmv", 1.9e8)
+    assert fitted.extrapolated("spmv", 2.1e8)  # over twice the largest memory calibration run
+    assert plain_extrapolates(balance.Calibration({"spmv": small}, 0.0, 0.0,
+                                                  largest={"spmv": 4e6}))
+    plain = balance.Calibration({"spmv": small}, 0.0, 0.0)  # no memory regime: always itself
+    assert plain.regime("spmv", 1e12) is plain
+    # the boundary between two sets of generated matrices, and a matrix's footprint
+    settings = balance.Settings(kernels=("spmv",))
+    a, b = sparse.banded(100, 1, seed=0), sparse.banded(10_000, 1, seed=0)
+    bound = balance.regime_boundary({"a": a}, {"b": b}, settings)["spmv"]
+    assert np.isclose(bound, np.sqrt(balance.footprint(a, "spmv") * balance.footprint(b, "spmv")))
+    assert balance.footprint(a, "spmv") == a.nnz * 12 + 101 * 8 + 200 * 8
+    assert balance.footprint(a, "spmm", 4) == a.nnz * 12 + 101 * 8 + 200 * 8 * 4
+
+
+def test_validate_calibrates_a_memory_regime_when_asked(tmp_path):
+    """memory=True measures the memory calibration set too (here two small stand-ins): the
+    report names both sets and the boundary, and each scored matrix its regime."""
+    calibration = {k: v for k, v in balance.calibration_matrices().items() if k.endswith("-s")}
+    stand_ins = {"big-band": sparse.banded(20_000, 3, seed=1),
+                 "big-random": sparse.uniform_random(20_000, 20_000, 3e-4, seed=1)}
+    scored = {"tiny": sparse.banded(1000, 2, seed=3),
+              "large": sparse.uniform_random(30_000, 30_000, 3e-4, seed=3)}
+    settings = balance.Settings(kernels=("spmv",), workers=(1, 2), repeats=1, processes=1)
+    report = balance.validate(scored, settings, calibration, memory_calibration=stand_ins,
+                              memory=True)
+    memory = report["calibration"]["memory"]
+    assert memory["matrices"] == sorted(stand_ins) and memory["boundary_bytes"]["spmv"] > 0
+    assert len(memory["costs"]["spmv"]) == len(balance.balance.COST_TERMS)
+    assert report["matrices"]["tiny"]["regime"] == {"spmv": "cache"}
+    assert report["matrices"]["large"]["regime"] == {"spmv": "memory"}
+    # 30k rows against stand-ins of 20k: within twice their size
+    assert report["matrices"]["large"]["extrapolated"] is False
+    # without a matrix beyond the boundary, the default (memory=None) measures no memory set
+    small_only = balance.validate({"tiny": scored["tiny"]}, settings, calibration,
+                                  memory_calibration=stand_ins)
+    assert small_only["calibration"]["memory"] is None
+    with pytest.raises(PerfjaxError, match="overlap"):
+        balance.validate({"big-band": scored["tiny"]}, settings, calibration,
+                         memory_calibration=stand_ins)
+
+
+def test_each_worker_time_is_the_fastest_of_the_processes(monkeypatch):
+    """settings.processes instrumented runs per configuration: each worker's time is its
+    fastest over them (a burst that slows one whole process does not enter the fit)."""
+    import dataclasses
+
+    real = balance._run_kernel
+    calls = []
+
+    def slowed(kernel, matrix, part, settings, **mode):
+        result = real(kernel, matrix, part, settings, **mode)
+        if not mode.get("sequential"):
+            return result
+        calls.append(1)
+        slow = np.arange(part.workers) % 2 == len(calls) % 2  # other workers slowed each time
+        return dataclasses.replace(result, worker_seconds=np.where(slow, 1.0, 1e-3))
+    monkeypatch.setattr(balance, "_run_kernel", slowed)
+    settings = balance.Settings(kernels=("spmv",), workers=(4,), strategies=("merge_path",),
+                                repeats=1, processes=3)
+    rows = balance.measure_matrix("m", sparse.banded(500, 2, seed=0), settings)
+    assert len(calls) == 3 and np.allclose(rows[0]["worker_seconds"], 1e-3)
+    with pytest.raises(PerfjaxError, match="processes must be a positive integer"):
+        balance.check_workers({}, dataclasses.replace(settings, processes=0))

@@ -262,9 +262,13 @@ class ModelPrior:
 
     def __init__(self, objective: "KernelObjective", calibration: Any, cores: int | None = None):
         from perfjax.models import balance
-        from perfjax.validate.balance import binned_misses
+        from perfjax.validate.balance import binned_misses, footprint
         from perfjax.workloads import sparse
 
+        width = 1 if objective.kernel == "spmv" else objective.width
+        # a calibration with a memory regime prices a matrix beyond the L2 with that one
+        calibration = calibration.regime(objective.kernel,
+                                         footprint(objective.matrix, objective.kernel, width))
         if objective.kernel not in calibration.costs:
             raise PerfjaxError(f"model prior: the calibration has no {objective.kernel} costs "
                                f"(has {', '.join(calibration.costs)})")
@@ -290,7 +294,6 @@ class ModelPrior:
                          for o in self._values["omp_chunk_size"]})
         matrix = objective.matrix
         stats = sparse.stats(matrix)
-        width = 1 if objective.kernel == "spmv" else objective.width
         misses = sparse.row_misses(matrix, width, predictor_bytes=calibration.predictor_bytes)
         # every (strategy, threads, chunk) at once: one compiled, vmapped model evaluation per
         # binning (``binned_misses``)

@@ -6,8 +6,9 @@ row ends, and nonzeros), how many segments it starts, how many binary-search ste
 finding its split and whether it must fix up a row cut by its split. These are the same counters
 the partitioners in ``perfjax.schedulers.partition`` produce and the instrumented kernels count.
 Given per-row predicted misses (``perfjax.workloads.row_misses``: the dense operand's gathers
-that miss the cache, and row ends whose loop exit the branch predictor gets wrong), it also sums
-each worker's misses of both kinds (prorated inside a row cut by a split). ``predict`` turns them
+that miss the L1 cache, row ends whose loop exit the branch predictor gets wrong, and gathers
+that miss the L2 cache too), it also sums each worker's misses of every kind (prorated inside a
+row cut by a split). ``predict`` turns them
 into per-worker times with a ``BalanceCost`` pytree whose every term can be calibrated (and
 differentiated). Everything is jit- and vmap-friendly: strategies, worker counts and matrices
 batch together (row lengths padded with zeros; ``max_workers`` static).
@@ -44,8 +45,9 @@ class BalanceCost:
     per_search: Any = 0.0
     fixup: Any = 0.0
     launch: Any = 0.0
-    per_miss: Any = 0.0  # per gather of the dense operand that misses the cache
+    per_miss: Any = 0.0  # per gather of the dense operand that misses the L1 cache
     per_branch_miss: Any = 0.0  # per row end whose loop exit is mispredicted
+    per_l2_miss: Any = 0.0  # per gather that misses the L2 cache too (on top of per_miss)
 
     def __post_init__(self) -> None:
         # Leaves may be tracers, arrays or (as vmap axis specs) None / ints: only values that can
@@ -66,9 +68,10 @@ class BalanceCost:
 
 
 COST_TERMS = ("per_nnz", "per_row", "per_segment", "per_search", "fixup", "launch", "per_miss",
-              "per_branch_miss")
+              "per_branch_miss", "per_l2_miss")
 """BalanceCost's fields in ``vector`` order, the columns of ``WorkerWork.features``."""
-MISS_KINDS = 2  # columns of row misses: cache-missing gathers, mispredicted row ends
+MISS_KINDS = 3  # columns of row misses: L1-missing gathers, mispredicted row ends, L2-missing
+# gathers (``row_misses`` of two columns, without the last, are taken with it zero)
 
 
 @jax.tree_util.register_dataclass
@@ -85,7 +88,7 @@ class WorkerWork:
     active: Any  # bool: p < P
 
     def features(self) -> jax.Array:
-        """[max_workers, 8] counters in BalanceCost's order (launch counts 1 per active worker)."""
+        """[max_workers, len(COST_TERMS)] counters in BalanceCost's order (launch counts 1 per active worker)."""
         counters = jnp.stack([self.nnz, self.rows, self.segments, self.searches, self.partial,
                               self.active], axis=-1).astype(float)
         return jnp.concatenate([counters, jnp.asarray(self.misses, dtype=float)], axis=-1)
@@ -97,13 +100,17 @@ def _log2_ceil(x: jax.Array) -> jax.Array:
 
 def _miss_tables(row_misses: Any, padded: int, batched: bool = False) -> tuple[Any, Any]:
     """(prefix sums [..., padded+1, K], per-row misses with a zero row appended [..., padded+1,
-    K]) from row misses [..., rows] (cache misses only) or [..., rows, K]; (None, None) without
-    them: the miss counters are then zeros and cost nothing."""
+    K]) from row misses [..., rows] (L1 cache misses only), [..., rows, 2] (no L2 misses) or
+    [..., rows, K]; (None, None) without them: the miss counters are then zeros and cost
+    nothing."""
     if row_misses is None:
         return None, None
     row_misses = jnp.asarray(row_misses, dtype=float)
     if row_misses.ndim == 1 + batched:
-        row_misses = jnp.stack([row_misses, jnp.zeros_like(row_misses)], axis=-1)
+        row_misses = row_misses[..., None]
+    if row_misses.ndim == 2 + batched and row_misses.shape[-1] < MISS_KINDS:
+        row_misses = jnp.concatenate([row_misses, jnp.zeros(
+            row_misses.shape[:-1] + (MISS_KINDS - row_misses.shape[-1],))], axis=-1)
     if row_misses.shape[-1] != MISS_KINDS:
         raise WorkloadError(f"row misses need {MISS_KINDS} columns, got shape "
                             f"{row_misses.shape}")
@@ -133,9 +140,9 @@ def _misses_at(prefix: Any, row_misses: Any, indptr: jax.Array, rows: jax.Array,
 def worker_work(row_lengths: jax.Array, n_rows: jax.Array, strategy: jax.Array, workers: jax.Array,
                 chunk: jax.Array, max_workers: int, row_misses: Any = None) -> WorkerWork:
     """Exact per-worker counters for one (matrix, strategy, P, chunk); see module docstring.
-    ``row_misses`` ([rows] cache misses, or [rows, 2] with branch misses too, from
-    ``perfjax.workloads.row_misses``; rows padded like ``row_lengths``) adds each worker's
-    predicted misses; without it they are 0.
+    ``row_misses`` ([rows] L1 cache misses, [rows, 2] with branch misses too, or [rows, 3] with
+    L2 cache misses as well, from ``perfjax.workloads.row_misses``; rows padded like
+    ``row_lengths``) adds each worker's predicted misses; without it they are 0.
 
     Preconditions (this function is traced under jit and vmap, so it cannot check values; the
     eager ``evaluate`` and ``evaluate_grid`` do): 1 <= ``workers`` <= ``max_workers``,
@@ -238,12 +245,13 @@ def predict(cost: BalanceCost, work: WorkerWork) -> dict:
     if not isinstance(cost, BalanceCost) or not isinstance(work, WorkerWork):
         raise WorkloadError(f"predict takes a BalanceCost and a WorkerWork (from worker_work), got "
                             f"{type(cost).__name__} and {type(work).__name__}")
-    # term by term: one fused elementwise loop (a [workers, 8] @ [8] product is a slow small
+    # term by term: one fused elementwise loop (a [workers, 9] @ [9] product is a slow small
     # reduction on the CPU)
     counters = (work.nnz, work.rows, work.segments, work.searches, work.partial, work.active)
     misses = jnp.asarray(work.misses, dtype=float)
     times = sum(jnp.asarray(x, dtype=float) * jnp.asarray(getattr(cost, term), dtype=float)
-                for x, term in zip(counters + (misses[..., 0], misses[..., 1]), COST_TERMS))
+                for x, term in zip(counters + tuple(misses[..., k] for k in range(MISS_KINDS)),
+                                   COST_TERMS))
     times = jnp.where(work.active, times, 0.0)
     items = (work.rows + work.nnz).astype(float)
     count = jnp.maximum(work.active.sum(), 1)
@@ -362,8 +370,8 @@ class GridInput(NamedTuple):
 
 def prepare(stats, row_misses: Any = None) -> GridInput:
     """Prefix sums of a (batched or single) SparseStats' row lengths, for ``evaluate_grid``;
-    ``row_misses`` ([matrices, rows] or [matrices, rows, 2], rows padded with zeros, from
-    ``perfjax.workloads.row_misses``) enables the miss terms."""
+    ``row_misses`` ([matrices, rows] or [matrices, rows, MISS_KINDS], rows padded with zeros,
+    from ``perfjax.workloads.row_misses``) enables the miss terms."""
     if isinstance(stats, (list, tuple)) or not (hasattr(stats, "row_lengths")
                                                 and hasattr(stats, "n_rows")):
         raise WorkloadError(f"expected SparseStats (perfjax.workloads.sparse.stats, several "

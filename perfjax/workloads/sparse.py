@@ -13,7 +13,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -255,11 +255,12 @@ def stats(matrix: sp.csr_array | sp.csr_matrix, name: str = "", pad_to: int | No
                        np.quantile(lengths, QUANTILES), name)
 
 
-def l1_data_cache_bytes(default: int = 32 * 1024) -> int:
-    """This CPU's level-1 data cache per core, from Linux sysfs (``default`` where unreadable)."""
+def cache_bytes(level: int, default: int) -> int:
+    """This CPU's data (or unified) cache of ``level`` per core, from Linux sysfs (``default``
+    where unreadable)."""
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
-            if ((index / "level").read_text().strip() == "1"
+            if ((index / "level").read_text().strip() == str(level)
                     and (index / "type").read_text().strip() in ("Data", "Unified")):
                 text = (index / "size").read_text().strip().upper()
                 scale = {"K": 1024, "M": 1024 ** 2}.get(text[-1:], 1)
@@ -269,7 +270,18 @@ def l1_data_cache_bytes(default: int = 32 * 1024) -> int:
     return default
 
 
-def gather_misses(matrix, width: int = 1, cache_bytes: int | None = None) -> np.ndarray:
+def l1_data_cache_bytes(default: int = 32 * 1024) -> int:
+    """This CPU's level-1 data cache per core, from Linux sysfs (``default`` where unreadable)."""
+    return cache_bytes(1, default)
+
+
+def l2_cache_bytes(default: int = 1024 * 1024) -> int:
+    """This CPU's level-2 cache per core, from Linux sysfs (``default`` where unreadable)."""
+    return cache_bytes(2, default)
+
+
+def gather_misses(matrix, width: int = 1, cache_bytes: int | Sequence[int] | None = None
+                  ) -> np.ndarray:
     """Per row, how many of its gathers of the dense operand are predicted to miss the cache.
 
     The kernels read ``x[col]`` (SpMV, ``width`` 1) or ``X[col, 0:width]`` (SpMM) for every
@@ -277,11 +289,15 @@ def gather_misses(matrix, width: int = 1, cache_bytes: int | None = None) -> np.
     than ``cache_bytes`` worth of lines ago in that stream (a reuse-distance estimate of an LRU
     cache, by access count; first touches miss). Default cache: the L1 data cache. Returns float64
     [n_rows]; its sum over a worker's nonzeros is the load-balance model's ``misses`` counter.
+    A sequence of cache sizes gives [n_rows, len(cache_bytes)], one column per cache (the reuse
+    distances computed once).
     """
     matrix = sp.csr_array(matrix)
     if width < 1:
         raise WorkloadError(f"gather_misses: width must be >= 1, got {width}")
-    cache_bytes = l1_data_cache_bytes() if cache_bytes is None else int(cache_bytes)
+    single = cache_bytes is None or np.ndim(cache_bytes) == 0
+    sizes = [l1_data_cache_bytes() if cache_bytes is None else int(cache_bytes)] if single else \
+        [int(c) for c in cache_bytes]
     row_bytes = 8 * width
     lines_per_gather = -(-row_bytes // 64)
     cols = matrix.indices.astype(np.int64)
@@ -292,9 +308,11 @@ def gather_misses(matrix, width: int = 1, cache_bytes: int | None = None) -> np.
     same = line[order[1:]] == line[order[:-1]]
     previous[order[1:][same]] = order[:-1][same]
     distance = np.arange(count) - previous
-    missed = (distance * lines_per_gather > cache_bytes // 64).astype(np.float64)
     rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    return np.bincount(rows, weights=missed, minlength=matrix.shape[0])
+    out = np.stack([np.bincount(rows, weights=(distance * lines_per_gather > size // 64)
+                                .astype(np.float64), minlength=matrix.shape[0])
+                    for size in sizes], axis=1)
+    return out[:, 0] if single else out
 
 
 def length_changes(matrix) -> np.ndarray:
@@ -322,19 +340,23 @@ def unlearned_share(information: float, predictor_bytes: float) -> float:
 
 
 def row_misses(matrix, width: int = 1, cache_bytes: int | None = None,
-               predictor_bytes: float = 0.0) -> np.ndarray:
-    """[n_rows, 2] per-row predicted misses for the load-balance model: column 0 the dense
-    operand's gathers that miss the cache (``gather_misses``), column 1 the mispredicted row ends:
-    ``length_changes`` scaled by ``unlearned_share(length_information(matrix),
-    predictor_bytes)``, a predictor that learns a sequence of loop exits holding up to
-    ``predictor_bytes`` of information (a calibrated, per-CPU constant)."""
+               predictor_bytes: float = 0.0, l2_bytes: int | None = None) -> np.ndarray:
+    """[n_rows, 3] per-row predicted misses for the load-balance model: column 0 the dense
+    operand's gathers that miss the L1 cache (``gather_misses``; ``cache_bytes``, default this
+    CPU's L1 data cache), column 1 the mispredicted row ends: ``length_changes`` scaled by
+    ``unlearned_share(length_information(matrix), predictor_bytes)``, a predictor that learns a
+    sequence of loop exits holding up to ``predictor_bytes`` of information (a calibrated,
+    per-CPU constant), column 2 the gathers that miss the L2 cache too (``l2_bytes``, default
+    this CPU's L2: operands larger than it cost several times more per gather, measured)."""
     matrix = sp.csr_array(matrix)
     if not predictor_bytes >= 0:
         raise WorkloadError(f"row_misses: predictor_bytes must be >= 0, got {predictor_bytes}")
     unlearned = (unlearned_share(length_information(matrix), predictor_bytes)
                  if predictor_bytes else 1.0)
-    return np.stack([gather_misses(matrix, width, cache_bytes),
-                     length_changes(matrix) * unlearned], axis=1)
+    l1 = l1_data_cache_bytes() if cache_bytes is None else int(cache_bytes)
+    l2 = l2_cache_bytes() if l2_bytes is None else int(l2_bytes)
+    gathers = gather_misses(matrix, width, [l1, l2])
+    return np.stack([gathers[:, 0], length_changes(matrix) * unlearned, gathers[:, 1]], axis=1)
 
 
 def stack_stats(items: list[SparseStats]) -> SparseStats:
