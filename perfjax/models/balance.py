@@ -8,10 +8,10 @@ the partitioners in ``perfjax.schedulers.partition`` produce and the instrumente
 Given per-row predicted misses (``perfjax.workloads.row_misses``: the dense operand's gathers
 that miss the L1 cache, row ends whose loop exit the branch predictor gets wrong, and gathers
 that miss the L2 cache too), it also sums each worker's misses of every kind (prorated inside a
-row cut by a split). ``predict`` turns them
-into per-worker times with a ``BalanceCost`` pytree whose every term can be calibrated (and
-differentiated). Everything is jit- and vmap-friendly: strategies, worker counts and matrices
-batch together (row lengths padded with zeros; ``max_workers`` static).
+row cut by a split). ``predict`` turns them into per-worker times with a ``BalanceCost`` pytree
+whose every term can be calibrated (and differentiated). Everything is jit- and vmap-friendly:
+strategies, worker counts and matrices batch together (row lengths padded with zeros;
+``max_workers`` static).
 
 ``relaxed_work`` is the differentiable variant: continuous split diagonals in, piecewise-linear
 work out, for gradient search over split points.
@@ -88,7 +88,8 @@ class WorkerWork:
     active: Any  # bool: p < P
 
     def features(self) -> jax.Array:
-        """[max_workers, len(COST_TERMS)] counters in BalanceCost's order (launch counts 1 per active worker)."""
+        """[max_workers, len(COST_TERMS)] counters in BalanceCost's order (launch counts 1 per
+        active worker)."""
         counters = jnp.stack([self.nnz, self.rows, self.segments, self.searches, self.partial,
                               self.active], axis=-1).astype(float)
         return jnp.concatenate([counters, jnp.asarray(self.misses, dtype=float)], axis=-1)

@@ -276,7 +276,8 @@ class Calibration:
     def regime(self, kernel: str, footprint_bytes: float) -> "Calibration":
         """The calibration that prices a run of ``kernel`` touching ``footprint_bytes``
         (``footprint``): ``memory`` beyond ``boundary[kernel]``, else this one."""
-        if self.memory is not None and footprint_bytes > (self.boundary or {}).get(kernel, math.inf):
+        boundary = (self.boundary or {}).get(kernel, math.inf)
+        if self.memory is not None and footprint_bytes > boundary:
             return self.memory
         return self
 
