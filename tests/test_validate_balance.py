@@ -354,3 +354,18 @@ def test_each_worker_time_is_the_fastest_of_the_processes(monkeypatch):
     assert len(calls) == 3 and np.allclose(rows[0]["worker_seconds"], 1e-3)
     with pytest.raises(PerfjaxError, match="processes must be a positive integer"):
         balance.check_workers({}, dataclasses.replace(settings, processes=0))
+
+
+def test_rows_without_a_footprint_flag_no_extrapolation():
+    """Rows built without ``footprint`` (hand-made, as in a notebook) calibrate as before and
+    flag nothing: the calibrated size is unknown, not zero."""
+    from perfjax.models import balance as model
+
+    rng = np.random.default_rng(1)
+    rows = [dict(kernel="spmv", features=rng.uniform(1, 2, (8, len(model.COST_TERMS))),
+                 length_bytes=100, worker_seconds=rng.uniform(1, 2, 8)) for _ in range(4)]
+    fitted = balance.calibrate(rows)
+    assert fitted.largest is None and not fitted.extrapolated("spmv", 1e12)
+    assert balance.score([dict(r, matrix="m", workers=8, work_exact=True, imbalance=1.0,
+                               strategy="merge_path") for r in rows],
+                         fitted)["m"]["extrapolated"] is False

@@ -464,7 +464,8 @@ def calibrate(rows: Iterable[dict], predictor_bytes: Sequence[float] = PREDICTOR
             squared += float(np.sum(((features[keep] @ vector) / seconds[keep] - 1.0) ** 2))
             count += int(keep.sum())
         largest = {kernel: max(r.get("footprint", 0) for r in rows if r["kernel"] == kernel)
-                   for kernel in costs}
+                   for kernel in costs}  # rows without a footprint: unknown, never flagged
+        largest = {kernel: size for kernel, size in largest.items() if size > 0} or None
         candidate = Calibration(costs, float(capacity), squared / max(count, 1), largest=largest)
         if best is None or candidate.residual < best.residual:
             best = candidate
