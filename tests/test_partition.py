@@ -298,7 +298,7 @@ def test_miss_counters_follow_the_partition():
     for name in ("rmat", "skewed+empty"):
         matrix = MATRICES[name]
         both = sparse.row_misses(matrix, 1, cache_bytes=2048, predictor_bytes=10, l2_bytes=8192)
-        misses = both.sum(axis=1)  # the reference sees one kind; the model both, summed below
+        misses = both.sum(axis=1)  # the reference sees one kind; the model every kind, summed
         stats = sparse.stats(matrix, pad_to=matrix.shape[0] + 7)
         padded = np.pad(both, ((0, 7), (0, 0)))
         prepared = balance.prepare(sparse.stack_stats([stats]), padded[None])

@@ -116,7 +116,7 @@ def test_bin_rows_choice_follows_predicted_branch_misses():
 
 def test_single_thread_time_prices_every_row_plain_and_binned(monkeypatch):
     """Brute force over the rows: each nonzero costs per_nnz, each row end per_row, each
-    predicted cache miss per_miss, each mispredicted end per_branch_miss; a binned row (length
+    predicted L1 miss per_miss and L2 miss per_l2_miss, each mispredicted end per_branch_miss; a binned row (length
     <= B, empty rows included: the kernel bins lengths 0 .. B) drops its mispredict and pays
     one nonzero more; plus one launch. With measured BinningCost instead: a binned row keeps
     its nonzeros, end and misses, saves per_change per predicted mispredict and pays
@@ -277,7 +277,8 @@ def plain_extrapolates(calibration) -> bool:
 def test_memory_regime_prices_matrices_beyond_the_boundary():
     """A calibration with a memory regime prices each run by its footprint: the cache costs up
     to the boundary (the geometric mean of the two calibration sets' nearest footprints), the
-    memory costs beyond it, flagged as extrapolated past the largest memory calibration run."""
+    memory costs beyond it, flagged as extrapolated past twice the largest run it was fitted
+    on."""
     from perfjax.models.balance import BalanceCost
 
     small, large = BalanceCost(per_nnz=1e-9), BalanceCost(per_nnz=5e-9)
