@@ -372,8 +372,7 @@ def _path_weights(cost: balance.BalanceCost, lengths: np.ndarray, misses: np.nda
     """Predicted seconds of each nonzero and each row end, from the row lengths and per-row
     misses: a row's cache misses (both levels) spread over its nonzeros, its branch misses on its
     end."""
-    gathers = float(cost.per_miss) * misses[:, 0] + float(cost.per_l2_miss) * (
-        misses[:, 2] if misses.shape[1] > 2 else 0.0)
+    gathers = float(cost.per_miss) * misses[:, 0] + float(cost.per_l2_miss) * misses[:, 2]
     per_nonzero = float(cost.per_nnz) + np.repeat(gathers / np.maximum(lengths, 1), lengths)
     return per_nonzero, float(cost.per_row) + float(cost.per_branch_miss) * misses[:, 1]
 
@@ -451,6 +450,9 @@ def calibrate(rows: Iterable[dict], predictor_bytes: Sequence[float] = PREDICTOR
     least squares, ``fit_linear_cost``), with the branch predictor's capacity chosen from
     ``predictor_bytes`` by the smallest residual of those fits."""
     rows = list(rows)
+    largest = {kernel: max(r.get("footprint", 0) for r in rows if r["kernel"] == kernel)
+               for kernel in {r["kernel"] for r in rows}}  # rows without one: unknown, no flag
+    largest = {kernel: size for kernel, size in largest.items() if size > 0} or None
     best = None
     for capacity in predictor_bytes:
         costs, squared, count = {}, 0.0, 0
@@ -463,9 +465,6 @@ def calibrate(rows: Iterable[dict], predictor_bytes: Sequence[float] = PREDICTOR
             keep = seconds > 0
             squared += float(np.sum(((features[keep] @ vector) / seconds[keep] - 1.0) ** 2))
             count += int(keep.sum())
-        largest = {kernel: max(r.get("footprint", 0) for r in rows if r["kernel"] == kernel)
-                   for kernel in costs}  # rows without a footprint: unknown, never flagged
-        largest = {kernel: size for kernel, size in largest.items() if size > 0} or None
         candidate = Calibration(costs, float(capacity), squared / max(count, 1), largest=largest)
         if best is None or candidate.residual < best.residual:
             best = candidate
