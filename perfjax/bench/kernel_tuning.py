@@ -262,13 +262,12 @@ class ModelPrior:
 
     def __init__(self, objective: "KernelObjective", calibration: Any, cores: int | None = None):
         from perfjax.models import balance
-        from perfjax.validate.balance import binned_misses, footprint
+        from perfjax.validate.balance import binned_misses
         from perfjax.workloads import sparse
 
         width = 1 if objective.kernel == "spmv" else objective.width
         # a calibration with a memory regime prices a matrix beyond the L2 with that one
-        calibration = calibration.regime(objective.kernel,
-                                         footprint(objective.matrix, objective.kernel, width))
+        calibration = calibration.for_matrix(objective.matrix, objective.kernel, width)
         if objective.kernel not in calibration.costs:
             raise PerfjaxError(f"model prior: the calibration has no {objective.kernel} costs "
                                f"(has {', '.join(calibration.costs)})")

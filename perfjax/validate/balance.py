@@ -290,7 +290,9 @@ class Calibration:
         largest = (self.regime(kernel, footprint_bytes).largest or {}).get(kernel)
         return largest is not None and footprint_bytes > 2 * largest
 
-    def _for(self, matrix, kernel: str, width: int) -> "Calibration":
+    def for_matrix(self, matrix, kernel: str, width: int = 1) -> "Calibration":
+        """The calibration that prices ``kernel`` on ``matrix`` (``width`` dense columns for
+        SpMM): ``regime`` at the matrix's ``footprint``."""
         return self.regime(kernel, footprint(matrix, kernel, width))
 
     def predict(self, row: dict) -> np.ndarray:
@@ -309,7 +311,7 @@ class Calibration:
     def path_weights(self, matrix, kernel: str, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Predicted seconds of each nonzero and each row end of ``matrix`` under ``kernel``
         (its cache and branch misses included), for ``partition.weighted_merge_path``."""
-        chosen = self._for(matrix, kernel, width)
+        chosen = self.for_matrix(matrix, kernel, width)
         return _path_weights(chosen._cost(kernel), *chosen._row_misses(matrix, width))
 
     def single_thread_time(self, matrix, kernel: str, width: int = 1, bin_rows: int = 0
@@ -317,7 +319,7 @@ class Calibration:
         """Predicted seconds of one worker running all of ``matrix`` under ``kernel``, with the
         rows of up to ``bin_rows`` nonzeros binned by length (0: plain rows; see ``bin_rows``).
         WorkloadError for a kernel this calibration has no costs for or a negative bin_rows."""
-        chosen = self._for(matrix, kernel, width)
+        chosen = self.for_matrix(matrix, kernel, width)
         cost = chosen._cost(kernel)
         bin_rows = check_integer(bin_rows, "bin_rows", 0, error=WorkloadError)
         return _single_thread_time(cost, *chosen._row_misses(matrix, width), bin_rows,
@@ -345,7 +347,7 @@ class Calibration:
         long rows are interleaved or the matrix streams from memory
         (``benchmarks/branch_binning.py``), and on small real matrices whose row lengths the
         predictor learns it made SpMV 10-20% slower; the measured costs pick plain rows there."""
-        regime = self._for(matrix, kernel, width)
+        regime = self.for_matrix(matrix, kernel, width)
         cost = regime._cost(kernel)
         lengths, misses = regime._row_misses(matrix, width)  # once: the cache model is the cost
         plain = _single_thread_time(cost, lengths, misses, 0)
