@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -171,7 +172,8 @@ def _build_parser() -> argparse.ArgumentParser:
     vbalance.add_argument("--kernels", type=_choices_list("kernel", ("spmv", "spmm")),
                           default=("spmv", "spmm"), help="comma-separated (default spmv,spmm)")
     vbalance.add_argument("--workers", type=_int_list, default=(1, 2, 4, 8, 16, 32, 64),
-                          help="comma-separated worker counts (default 1,2,4,8,16,32,64)")
+                          help="comma-separated worker counts (default 1,2,4,8,16,32,64); a "
+                               "matrix too small for some is validated at the others")
     vbalance.add_argument("--repeats", type=_positive_int, default=5,
                           help="kernel repetitions per configuration (default 5)")
     vbalance.add_argument("--processes", type=_positive_int, default=2,
@@ -270,7 +272,9 @@ def _validate_balance(args: argparse.Namespace) -> int:
     matrices = balance.load_matrices(args.matrices)
     settings = balance.Settings(kernels=tuple(args.kernels), workers=tuple(sorted(args.workers)),
                                 repeats=args.repeats, processes=args.processes)
-    balance.check_workers(matrices, settings)  # before the progress bar: one line if not
+    # before the progress bar: one line if a matrix is too small for the worker counts, a
+    # one-line warning if it is validated at fewer of them
+    balance.check_workers(matrices, settings)
     # every matrix's measurements are kept as they complete: a rerun after a kill resumes
     log = balance.MeasurementLog(Path(args.json).with_name(Path(args.json).name + ".partial.jsonl"))
     if len(log):
@@ -280,14 +284,18 @@ def _validate_balance(args: argparse.Namespace) -> int:
     with ProgressLine("validate balance", "config", leave=False) as bar:
         def progress(label: str) -> None:
             bar.update(postfix=label)
-        report = balance.validate(matrices, settings, progress=progress, log=log)
+        with warnings.catch_warnings():  # check_workers warned already
+            warnings.simplefilter("ignore", balance.FewerWorkersWarning)
+            report = balance.validate(matrices, settings, progress=progress, log=log)
     _write_json(args.json, report)
     log.path.unlink(missing_ok=True)  # the report holds everything now
     print(f"{'matrix':<26}{'spearman':>9}{'MAPE %':>9}  work exact  imbalance at P={max(args.workers)}")
     for name, row in report["matrices"].items():
         imbalance = " ".join(f"{k}={v:.2f}" for k, v in row["imbalance"].items())
         memory = sorted(k for k, v in row["regime"].items() if v == "memory")
-        notes = (f"  [memory regime: {','.join(memory)}]" if memory else "") + (
+        notes = (f"  [P<={max(row['workers'])}: too small for more]"
+                 if max(row["workers"]) < max(args.workers) else "") + (
+            f"  [memory regime: {','.join(memory)}]" if memory else "") + (
             "  [over twice the size of every calibration matrix: extrapolated]"
             if row["extrapolated"] else "")
         print(f"{name:<26}{row['spearman']:9.3f}{row['mape']:9.1f}  {str(row['work_exact']):<10}  "
@@ -366,7 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status. One-line warnings and SIGTERM handling
     are installed for the command's duration only (``main`` may run inside a notebook or test)."""
     import signal
-    import warnings
 
     shown, terminate = warnings.showwarning, None
     warnings.showwarning = _one_line_warning

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import scipy.io
+import scipy.sparse
 
 from perfjax.cli import main
 from perfjax.errors import PerfjaxError
@@ -22,26 +24,45 @@ def test_validate_reports_exact_work_and_ranks_strategies(tmp_path, capsys):
     for name, matrix in {"skewed": sparse.powerlaw_rows(3000, 3000, 30_000, alpha=1.2, seed=5),
                          "regular": sparse.banded(3000, 3, seed=6)}.items():
         scipy.io.mmwrite(tmp_path / f"{name}.mtx", matrix)
+    # a matrix of 10 rows (a directory of real matrices can hold one): validated at the worker
+    # counts every strategy can split it among, with a warning naming it
+    scipy.io.mmwrite(tmp_path / "ten.mtx", sparse.banded(10, 1, seed=7))
     calibration = {k: v for k, v in balance.calibration_matrices().items() if k.endswith("-s")}
     settings = balance.Settings(kernels=("spmv",), workers=(1, 4, 16), repeats=3)
-    report = balance.validate(balance.load_matrices(tmp_path), settings, calibration)
-    assert set(report["matrices"]) == {"skewed", "regular"}
-    for row in report["matrices"].values():
+    with pytest.warns(balance.FewerWorkersWarning, match=r"matrix ten \(10 rows, 28 nonzeros\) "
+                      r"is too small for P=16: validated at P=1,4"):
+        report = balance.validate(balance.load_matrices(tmp_path), settings, calibration)
+    assert set(report["matrices"]) == {"skewed", "regular", "ten"}
+    for name, row in report["matrices"].items():
         assert row["work_exact"] is True
-        assert row["imbalance"]["merge_path"] <= 1.01
+        assert row["workers"] == ([1, 4] if name == "ten" else [1, 4, 16])
+        assert row["configs"] == 5 * len(row["workers"])
+        assert set(row["imbalance"]) == set(balance.STRATEGIES)  # all of them, at the largest P
+        assert row["imbalance"]["merge_path"] <= 1.01 + (name == "ten") * 0.2
         assert -1.0 <= row["spearman"] <= 1.0 and row["mape"] >= 0
     # On the skewed matrix row blocks leave some worker far more work than merge path does.
     assert report["matrices"]["skewed"]["imbalance"]["row_blocks"] > 1.5
+    (tmp_path / "ten.mtx").unlink()
+    scipy.io.mmwrite(tmp_path / "three.mtx", sparse.banded(3, 1, seed=7))
     out = tmp_path / "report.json"
-    assert main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmv",
-                 "--workers", "1,2", "--repeats", "1", "--json", str(out)]) == 0
+    with warnings.catch_warnings():  # shown (the suite turns warnings into errors)
+        warnings.simplefilter("always", balance.FewerWorkersWarning)
+        assert main(["validate", "balance", "--matrices", str(tmp_path), "--kernels", "spmv",
+                     "--workers", "1,2,4", "--repeats", "1", "--json", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert {"matrices", "median_spearman", "median_mape"} <= set(saved)
+    assert saved["matrices"]["three"]["workers"] == [1, 2]
     captured = capsys.readouterr()
     assert "median spearman" in captured.out
-    # stderr is no terminal here: plain progress lines (the first and the last), no redraws
-    assert "\r" not in captured.err and captured.err.splitlines()[0].startswith(
-        "validate balance: 1 configs, ")
+    assert "[P<=2: too small for more]" in [line for line in captured.out.splitlines()
+                                            if line.startswith("three ")][0]
+    # one warning line before the progress; stderr is no terminal here: plain progress lines
+    # (the first and the last), no redraws
+    lines = captured.err.splitlines()
+    assert lines[0] == ("perfjax: warning: matrix three (3 rows, 7 nonzeros) is too small for "
+                        "P=4: validated at P=1,2")
+    assert "\r" not in captured.err and lines[1].startswith("validate balance: 1 configs, ")
+    assert not any("warning" in line for line in lines[1:])  # said once
 
 
 def test_validate_bad_input_is_one_line(tmp_path, capsys):
@@ -370,3 +391,40 @@ def test_rows_without_a_footprint_flag_no_extrapolation():
     assert balance.score([dict(r, matrix="m", workers=8, work_exact=True, imbalance=1.0,
                                strategy="merge_path") for r in rows],
                          fitted)["m"]["extrapolated"] is False
+
+
+def test_worker_counts_follow_each_matrix_size():
+    """check_workers: every matrix at the requested worker counts all strategies can split it
+    among (checked against the partitioners one by one); fewer than two left (or the one asked
+    for, when one is) is an error naming the matrix; nothing is measured."""
+    from perfjax.errors import WorkloadError
+    from perfjax.schedulers import partition
+
+    matrices = {"big": sparse.banded(200, 2, seed=0), "forty": sparse.banded(40, 1, seed=1),
+                "sparse5": sparse.uniform_random(30, 30, 0.006, seed=2)}
+    settings = balance.Settings(workers=(64, 1, 2, 4, 8, 16, 32))
+    with pytest.warns(balance.FewerWorkersWarning) as caught:
+        counts = balance.check_workers(matrices, settings)
+    for name, matrix in matrices.items():
+        expected = []
+        for w in sorted(settings.workers):
+            try:
+                for strategy in settings.strategies:
+                    partition.partition(strategy, matrix, w, chunk=settings.chunk)
+                expected.append(w)
+            except WorkloadError:
+                pass
+        assert counts[name] == tuple(expected) == balance.matrix_workers(matrix, settings)
+    assert counts["big"] == (1, 2, 4, 8, 16, 32, 64) and counts["forty"] == (1, 2, 4, 8, 16, 32)
+    assert len(caught) == 2 and all("validated at P=1," in str(w.message) for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert balance.check_workers(matrices, settings, warn=False) == counts
+    nnz = matrices["sparse5"].nnz
+    with pytest.raises(WorkloadError, match=r"matrix one \(1 rows, 1 nonzeros\): row_blocks cannot "
+                       r"split it among 2 workers .*only P=1 to validate it at"):
+        balance.check_workers({"one": scipy.sparse.csr_matrix(np.ones((1, 1)))}, settings,
+                              warn=False)
+    with pytest.raises(WorkloadError, match=r"matrix forty .*among 64 workers.*no worker count"):
+        balance.check_workers(matrices, balance.Settings(workers=(64,)))
+    assert nnz < 32 and counts["sparse5"][-1] <= nnz

@@ -4,7 +4,8 @@ For every matrix x kernel x strategy x worker count: partition the matrix, run t
 C kernel in *sequential* instrumented mode (each worker's segments timed alone on one core, so P
 workers are validated on a machine with fewer cores; the makespan is the slowest worker), and
 compare with the model: work counters must be equal, predicted and measured makespans are
-compared by Spearman rank correlation and MAPE per matrix. Each configuration runs in
+compared by Spearman rank correlation and MAPE per matrix. P ranges over the worker counts every
+strategy can split the matrix among (``check_workers``: a small matrix is validated at fewer). Each configuration runs in
 ``Settings.processes`` processes (2), each worker's time the fastest. For P no larger than the
 machine's cores the kernel also runs truly in parallel and that wall time is reported beside.
 
@@ -31,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -40,7 +42,7 @@ import numpy as np
 import scipy.sparse
 import scipy.stats
 
-from perfjax.errors import PerfjaxError, WorkloadError, check_integer
+from perfjax.errors import PerfjaxError, PerfjaxWarning, WorkloadError, check_integer
 from perfjax.models import balance
 from perfjax.models.calibrate import fit_linear_cost, mape, scaled_nnls
 from perfjax.study import _mend_last_line, _write_line  # the study log's line writing
@@ -151,9 +153,11 @@ def _run_kernel(kernel: str, matrix, partition, settings: Settings, **mode):
 
 def measure_matrix(name: str, matrix, settings: Settings,
                    progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Instrumented sequential runs of every (kernel, strategy, P) on one matrix."""
+    """Instrumented sequential runs of every (kernel, strategy, P) on one matrix, P over the
+    worker counts every strategy can split it among (``matrix_workers``)."""
     from perfjax.schedulers import partition as partitioner
 
+    counts = matrix_workers(matrix, settings)
     stats = sparse.stats(matrix)
     length_bytes = sparse.length_information(matrix)
     rows = []
@@ -164,11 +168,8 @@ def measure_matrix(name: str, matrix, settings: Settings,
         # calibration: length_bytes) and the gathers that miss its L2 too
         row_misses = sparse.row_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
         for strategy in settings.strategies:
-            for workers in settings.workers:
-                try:
-                    part = partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
-                except WorkloadError:
-                    continue  # more workers than rows / nonzeros: nothing to validate
+            for workers in counts:
+                part = partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
                 seconds = []
                 for _ in range(settings.processes):  # the fastest of a few processes
                     result = _run_kernel(kernel, matrix, part, settings, sequential=True,
@@ -617,6 +618,9 @@ def score(rows: Sequence[dict], calibration: Calibration) -> dict:
             "imbalance": {r["strategy"]: r["imbalance"] for r in mine
                           if r["workers"] == top and r["kernel"] == mine[0]["kernel"]},
             "configs": len(mine),
+            # the worker counts it was validated at (fewer than asked for when it is too small:
+            # ``check_workers``); ``imbalance`` is at the largest
+            "workers": sorted({r["workers"] for r in mine}),
             # which calibration priced each kernel, and whether it was fitted on smaller runs
             "regime": {k: calibration.regime_name(k, b) for k, b in sizes.items()},
             "extrapolated": any(calibration.extrapolated(k, b) for k, b in sizes.items()),
@@ -681,23 +685,59 @@ def validate(matrices: dict, settings: Settings = Settings(),
     }
 
 
-def check_workers(matrices: dict, settings: Settings) -> None:
-    """Before anything is measured: every strategy must split every matrix among the largest
-    worker count (P larger than a matrix's rows or nonzeros is a WorkloadError naming both),
-    and repeats and processes must be positive integers."""
+class FewerWorkersWarning(PerfjaxWarning):
+    """A scored matrix is too small for some of the requested worker counts: it is validated at
+    the others (``check_workers``)."""
+
+
+def matrix_workers(matrix, settings: Settings) -> tuple[int, ...]:
+    """The worker counts of ``settings.workers`` at which every strategy of ``settings`` can
+    split ``matrix`` (none asks for more workers than the rows or nonzeros there are), so that
+    every strategy is compared at the same counts. A strategy that cannot split a matrix among
+    P workers cannot among more either, so the counts are tried from the largest down."""
+    counts = sorted(set(settings.workers))
+    while counts and _split_failure(matrix, counts[-1], settings) is not None:
+        counts.pop()
+    return tuple(counts)
+
+
+def _split_failure(matrix, workers: int, settings: Settings) -> str | None:
+    """Why some strategy cannot split ``matrix`` among ``workers`` (None when all can)."""
     from perfjax.schedulers import partition as partitioner
 
+    for strategy in settings.strategies:
+        try:
+            partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
+        except WorkloadError as exc:
+            return f"{strategy} cannot split it among {workers} workers ({exc})"
+    return None
+
+
+def check_workers(matrices: dict, settings: Settings, warn: bool = True) -> dict:
+    """Before anything is measured: the worker counts each matrix is validated at
+    (``matrix_workers``), by name. A matrix too small for some of ``settings.workers`` (a
+    directory of real matrices can hold a 48-row one beside a 64-worker validation) is validated
+    at the rest, with a ``FewerWorkersWarning`` naming it when ``warn``; one that leaves fewer
+    than two of them (one where there is one) is a WorkloadError naming it. Repeats and
+    processes must be positive integers."""
     check_integer(settings.repeats, "repeats", 1, error=WorkloadError)
     check_integer(settings.processes, "processes", 1, error=WorkloadError)
-    workers = max(settings.workers)
+    requested = tuple(sorted(set(settings.workers)))
+    out = {}
     for name, matrix in matrices.items():
-        for strategy in settings.strategies:
-            try:
-                partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
-            except WorkloadError as exc:
-                raise WorkloadError(f"matrix {name} ({matrix.shape[0]} rows, {matrix.nnz} "
-                                    f"nonzeros): {strategy} cannot split it among {workers} "
-                                    f"workers ({exc}); lower --workers") from None
+        mine = matrix_workers(matrix, settings)
+        missing = [w for w in requested if w not in mine]
+        what = f"matrix {name} ({matrix.shape[0]} rows, {matrix.nnz} nonzeros)"
+        if len(mine) < min(2, len(requested)):
+            reason = _split_failure(matrix, missing[0], settings)
+            raise WorkloadError(f"{what}: {reason}; that leaves "
+                                f"{'only P=' + str(mine[0]) if mine else 'no worker count'} to "
+                                f"validate it at: lower --workers or leave the matrix out")
+        if missing and warn:
+            warnings.warn(f"{what} is too small for P={','.join(map(str, missing))}: validated "
+                          f"at P={','.join(map(str, mine))}", FewerWorkersWarning, stacklevel=2)
+        out[name] = mine
+    return out
 
 
 def load_matrices(directory: str | Path) -> dict:
