@@ -428,3 +428,29 @@ def test_worker_counts_follow_each_matrix_size():
     with pytest.raises(WorkloadError, match=r"matrix forty .*among 64 workers.*no worker count"):
         balance.check_workers(matrices, balance.Settings(workers=(64,)))
     assert nnz < 32 and counts["sparse5"][-1] <= nnz
+
+
+def test_dense_array_files_beside_the_matrices_are_left_out(tmp_path, capsys):
+    """SuiteSparse ships right-hand sides and coordinates as dense (array-format) .mtx files
+    beside a matrix: a directory scan leaves them out with a warning naming them; a directory of
+    only such files is a one-line error."""
+    from perfjax.errors import PerfjaxWarning, WorkloadError
+
+    matrix = sparse.banded(300, 2, seed=0)
+    scipy.io.mmwrite(tmp_path / "m.mtx", matrix)
+    scipy.io.mmwrite(tmp_path / "m_b.mtx", np.arange(300.0).reshape(300, 1))
+    scipy.io.mmwrite(tmp_path / "m_coord.mtx", np.ones((300, 2)))
+    with pytest.warns(PerfjaxWarning, match=r"left out 2 dense \(array format\) file\(s\), not "
+                      r"sparse matrices: m_b.mtx, m_coord.mtx"):
+        loaded = balance.load_matrices(tmp_path)
+    assert list(loaded) == ["m"] and (loaded["m"] != matrix).nnz == 0
+    (tmp_path / "m.mtx").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PerfjaxWarning)
+        with pytest.raises(WorkloadError, match="holds no sparse .mtx file"):
+            balance.load_matrices(tmp_path)
+        assert main(["validate", "balance", "--matrices", str(tmp_path), "--json",
+                     str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no sparse .mtx file" in err and "\n" not in err
+    assert not (tmp_path / "o.json").exists()

@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
+import scipy.io
 import scipy.sparse
 import scipy.stats
 
@@ -741,11 +742,31 @@ def check_workers(matrices: dict, settings: Settings, warn: bool = True) -> dict
 
 
 def load_matrices(directory: str | Path) -> dict:
-    """Every ``*.mtx`` in a directory, by file stem (WorkloadError naming a bad file)."""
+    """Every sparse ``*.mtx`` in a directory, by file stem (WorkloadError naming a bad file).
+    Dense MatrixMarket files (``array`` format: the right-hand sides and coordinates that
+    SuiteSparse ships beside a matrix, ``NAME_b.mtx``) are left out with a warning naming them."""
     directory = Path(directory)
     if not directory.is_dir():
         raise WorkloadError(f"matrix directory {directory}: no such directory")
     files = sorted(directory.glob("*.mtx"))
     if not files:
         raise WorkloadError(f"matrix directory {directory}: holds no .mtx file")
+    dense = [path for path in files if _dense_file(path)]
+    if dense:
+        warnings.warn(f"matrix directory {directory}: left out {len(dense)} dense (array format) "
+                      f"file(s), not sparse matrices: {', '.join(p.name for p in dense)}",
+                      PerfjaxWarning, stacklevel=2)
+    files = [path for path in files if path not in dense]
+    if not files:
+        raise WorkloadError(f"matrix directory {directory}: holds no sparse .mtx file (only "
+                            "dense, array-format ones)")
     return {path.stem: sparse.read_matrix(path) for path in files}
+
+
+def _dense_file(path: Path) -> bool:
+    """Whether a MatrixMarket header says ``array`` (dense); a file whose header cannot be read
+    is left to ``sparse.read_matrix``, which names what is wrong with it."""
+    try:
+        return scipy.io.mminfo(path)[3] == "array"
+    except Exception:
+        return False
