@@ -5,9 +5,10 @@ C kernel in *sequential* instrumented mode (each worker's segments timed alone o
 workers are validated on a machine with fewer cores; the makespan is the slowest worker), and
 compare with the model: work counters must be equal, predicted and measured makespans are
 compared by Spearman rank correlation and MAPE per matrix. P ranges over the worker counts every
-strategy can split the matrix among (``check_workers``: a small matrix is validated at fewer). Each configuration runs in
-``Settings.processes`` processes (2), each worker's time the fastest. For P no larger than the
-machine's cores the kernel also runs truly in parallel and that wall time is reported beside.
+strategy can split the matrix among (``check_workers``: a small matrix is validated at fewer).
+Each configuration runs in ``Settings.processes`` processes (2), each worker's time the fastest.
+For P no larger than the machine's cores the kernel also runs truly in parallel and that wall
+time is reported beside.
 
 The model's cost terms are calibrated on generated matrices (``calibration_matrices``), never on
 the matrices being scored. Besides the work counters, three predicted miss counts per worker
