@@ -168,7 +168,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "when a matrix's data overflow the L2 cache by far, on larger generated "
                     "matrices too: about two minutes more).")
     vbalance.add_argument("--matrices", required=True, metavar="DIR",
-                          help="directory of MatrixMarket (.mtx) files to score")
+                          help="directory of MatrixMarket (.mtx) files to score (and "
+                               "NAME/NAME.mtx in its subdirectories, as SuiteSparse unpacks)")
     vbalance.add_argument("--kernels", type=_choices_list("kernel", ("spmv", "spmm")),
                           default=("spmv", "spmm"), help="comma-separated (default spmv,spmm)")
     vbalance.add_argument("--workers", type=_int_list, default=(1, 2, 4, 8, 16, 32, 64),

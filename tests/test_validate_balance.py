@@ -454,3 +454,26 @@ def test_dense_array_files_beside_the_matrices_are_left_out(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "holds no sparse .mtx file" in err and "\n" not in err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_suitesparse_archives_unpacked_side_by_side_are_found(tmp_path):
+    """NAME/NAME.mtx in subdirectories (SuiteSparse's archive layout) beside top-level files;
+    the other files of a subdirectory are not matrices to score; two matrices of one name are
+    an error naming both files."""
+    from perfjax.errors import WorkloadError
+
+    top = sparse.banded(200, 2, seed=1)
+    inner = sparse.powerlaw_rows(300, 300, 1500, alpha=1.1, seed=2)
+    scipy.io.mmwrite(tmp_path / "top.mtx", top)
+    (tmp_path / "inner").mkdir()
+    scipy.io.mmwrite(tmp_path / "inner" / "inner.mtx", inner)
+    scipy.io.mmwrite(tmp_path / "inner" / "inner_b.mtx", sparse.banded(300, 1, seed=3))
+    (tmp_path / "other").mkdir()  # no other/other.mtx: not a matrix folder
+    scipy.io.mmwrite(tmp_path / "other" / "x.mtx", top)
+    loaded = balance.load_matrices(tmp_path)
+    assert sorted(loaded) == ["inner", "top"]
+    assert (loaded["inner"] != inner).nnz == 0 and (loaded["top"] != top).nnz == 0
+    scipy.io.mmwrite(tmp_path / "inner.mtx", top)
+    with pytest.raises(WorkloadError, match=r"two matrices named 'inner' \(.*inner.mtx and "
+                       r".*inner/inner.mtx\)"):
+        balance.load_matrices(tmp_path)

@@ -743,15 +743,26 @@ def check_workers(matrices: dict, settings: Settings, warn: bool = True) -> dict
 
 
 def load_matrices(directory: str | Path) -> dict:
-    """Every sparse ``*.mtx`` in a directory, by file stem (WorkloadError naming a bad file).
-    Dense MatrixMarket files (``array`` format: the right-hand sides and coordinates that
-    SuiteSparse ships beside a matrix, ``NAME_b.mtx``) are left out with a warning naming them."""
+    """Every sparse ``*.mtx`` in a directory, by file stem (WorkloadError naming a bad file),
+    and ``NAME/NAME.mtx`` in its subdirectories: the layout of SuiteSparse's archives unpacked
+    side by side (the other files there, such as ``NAME/NAME_b.mtx``, are not the matrix). Dense
+    MatrixMarket files (``array`` format: the right-hand sides and coordinates that SuiteSparse
+    ships beside a matrix) are left out with a warning naming them."""
     directory = Path(directory)
     if not directory.is_dir():
         raise WorkloadError(f"matrix directory {directory}: no such directory")
-    files = sorted(directory.glob("*.mtx"))
+    files = sorted(directory.glob("*.mtx")) + sorted(
+        sub / f"{sub.name}.mtx" for sub in directory.iterdir()
+        if sub.is_dir() and (sub / f"{sub.name}.mtx").is_file())
     if not files:
-        raise WorkloadError(f"matrix directory {directory}: holds no .mtx file")
+        raise WorkloadError(f"matrix directory {directory}: holds no .mtx file (nor NAME/NAME.mtx "
+                            "in a subdirectory)")
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            raise WorkloadError(f"matrix directory {directory}: two matrices named {path.stem!r} "
+                                f"({stems[path.stem]} and {path})")
+        stems[path.stem] = path
     dense = [path for path in files if _dense_file(path)]
     if dense:
         warnings.warn(f"matrix directory {directory}: left out {len(dense)} dense (array format) "
