@@ -44,7 +44,8 @@ def best_time(fn, repeats: int = 20) -> float:
 
 def load(directory: Path | None) -> dict:
     if directory is not None and directory.is_dir():
-        return {p.stem: sparse.read_matrix(p) for p in sorted(directory.glob("*.mtx"))}
+        from perfjax.validate.balance import load_matrices
+        return load_matrices(directory)  # *.mtx and SuiteSparse's NAME/NAME.mtx
     print("no real matrices found: using generated ones")
     return {name: sparse.generated(name) for name in ("powerlaw-4k", "rmat-12", "banded-4k")}
 

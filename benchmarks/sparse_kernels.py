@@ -51,9 +51,10 @@ import numpy as np
 
 import perfjax  # noqa: F401  (JAX x64, errors)
 from perfjax.data import data_dir
+from perfjax.errors import PerfjaxError
 from perfjax.kernels import c as ckernels
 from perfjax.schedulers import partition
-from perfjax.workloads import sparse
+from perfjax.validate.balance import load_matrices
 
 
 BUDGET_S = 0.3
@@ -110,7 +111,10 @@ def main() -> None:
     directory = Path(args.matrices) if args.matrices else (data_dir() or Path("missing")) / "matrices"
     if not directory.is_dir():
         raise SystemExit(f"no matrix directory at {directory}; pass --matrices DIR")
-    files = sorted(directory.glob("*.mtx"))
+    try:  # *.mtx and SuiteSparse's NAME/NAME.mtx, dense right-hand sides left out
+        matrices = load_matrices(directory)
+    except PerfjaxError as exc:
+        raise SystemExit(str(exc)) from None
     rng = np.random.default_rng(0)
     fitted = None
     if not args.no_weighted:
@@ -127,8 +131,7 @@ def main() -> None:
           f"   (ratio = scipy time / perfjax time; {os.cpu_count()} cores)")
     single_spmv, single_spmm, binned, skewed_2t, skewed_weighted = [], [], [], [], []
     tuned = []
-    for path in files:
-        matrix = sparse.read_matrix(path)
+    for name, matrix in matrices.items():
         lengths = np.diff(matrix.indptr)
         skew = lengths.max() / max(lengths.mean(), 1e-12)
         x = rng.standard_normal(matrix.shape[1])
@@ -149,7 +152,7 @@ def main() -> None:
                                            repeats=args.repeats,
                                            **{"unroll": 4 if op == "spmm" else 1, **knobs})
                     if not measured.ok:
-                        raise SystemExit(f"{path.name} {op}{what}: {measured.reason}")
+                        raise SystemExit(f"{name} {op}{what}: {measured.reason}")
                     ours = min(ours, measured.best)
                     theirs = min(theirs, scipy_best(matrix, operand, at_least=args.repeats))
                 out.append(theirs / ours)
@@ -178,7 +181,7 @@ def main() -> None:
                                 budget_s=BUDGET_S / 3, **knobs) for _ in range(3)]
             failed = next((r for r in runs if not r.ok), None)
             if failed is not None:
-                raise SystemExit(f"{path.name} spmv {knobs}: {failed.reason}")
+                raise SystemExit(f"{name} spmv {knobs}: {failed.reason}")
             return min(r.best for r in runs)
 
         pick = min(candidates, key=trial)
@@ -198,7 +201,7 @@ def main() -> None:
                 cells += [f"{weighted[0]:12.2f}", f"{weighted[1]:12.2f}"]
         else:
             cells += [f"{'-':>11}", f"{'-':>11}"] + ([f"{'-':>12}"] * 2 if fitted else [])
-        print(f"{path.stem:<24}{matrix.nnz:>9}{skew:>7.0f}  " + "".join(cells))
+        print(f"{name:<24}{matrix.nnz:>9}{skew:>7.0f}  " + "".join(cells))
     print(f"single thread: SpMV ratio min {min(single_spmv):.2f} median {np.median(single_spmv):.2f}; "
           f"SpMM ratio min {min(single_spmm):.2f} median {np.median(single_spmm):.2f}")
     print(f"single thread, SpMV tuned (unroll x binning, picked by trial runs, timed afresh): "
