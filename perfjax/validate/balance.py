@@ -751,9 +751,10 @@ def load_matrices(directory: str | Path) -> dict:
     directory = Path(directory)
     if not directory.is_dir():
         raise WorkloadError(f"matrix directory {directory}: no such directory")
-    files = sorted(directory.glob("*.mtx")) + sorted(
-        sub / f"{sub.name}.mtx" for sub in directory.iterdir()
-        if sub.is_dir() and (sub / f"{sub.name}.mtx").is_file())
+    files = sorted([*directory.glob("*.mtx"),
+                    *(sub / f"{sub.name}.mtx" for sub in directory.iterdir()
+                      if sub.is_dir() and (sub / f"{sub.name}.mtx").is_file())],
+                   key=lambda path: (path.stem, len(path.parts)))
     if not files:
         raise WorkloadError(f"matrix directory {directory}: holds no .mtx file (nor NAME/NAME.mtx "
                             "in a subdirectory)")
