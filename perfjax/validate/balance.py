@@ -611,7 +611,8 @@ def score(rows: Sequence[dict], calibration: Calibration) -> dict:
         mine = [r for r in rows if r["matrix"] == name]
         predicted = np.array([calibration.predict(r).max() for r in mine])
         measured = np.array([r["worker_seconds"].max() for r in mine])
-        top = max(r["workers"] for r in mine)
+        workers = sorted({r["workers"] for r in mine})  # small matrices: fewer (check_workers)
+        top = workers[-1]
         sizes = {r["kernel"]: r.get("footprint", 0) for r in mine}
         report[name] = {
             "spearman": float(scipy.stats.spearmanr(predicted, measured).statistic),
@@ -620,9 +621,7 @@ def score(rows: Sequence[dict], calibration: Calibration) -> dict:
             "imbalance": {r["strategy"]: r["imbalance"] for r in mine
                           if r["workers"] == top and r["kernel"] == mine[0]["kernel"]},
             "configs": len(mine),
-            # the worker counts it was validated at (fewer than asked for when it is too small:
-            # ``check_workers``); ``imbalance`` is at the largest
-            "workers": sorted({r["workers"] for r in mine}),
+            "workers": workers,  # the counts it was validated at; ``imbalance`` is at the largest
             # which calibration priced each kernel, and whether it was fitted on smaller runs
             "regime": {k: calibration.regime_name(k, b) for k, b in sizes.items()},
             "extrapolated": any(calibration.extrapolated(k, b) for k, b in sizes.items()),
