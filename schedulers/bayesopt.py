@@ -60,6 +60,12 @@ class BayesOpt:
     quality at 60 evaluations 0.386 on seeds 0-9 and 10-19, with it 0.518 and 0.545).
     ``density_candidates``: candidates per suggestion drawn from the kernel density of the best
     ``good_fraction`` of observations.
+    ``tie_plateaus``: observations that returned exactly the same value mark a plateau of the
+    objective (a measured table's nearest row; in real measurements exact ties are rare and the
+    rule then does nothing); a candidate whose nearest observation belongs to such a group, and
+    lies within the group's diameter (L1 in feature space), is not suggested while any other is
+    left, since it would most likely return that value again. On the bacobench tables (seeds 0-9)
+    BO without it spent 0-35% of 60 evaluations on rows it had already seen.
     """
 
     def __init__(self, space, *, seed: int = 0, initial: int | None = None,
@@ -71,7 +77,8 @@ class BayesOpt:
                  local_search_steps: int = 12, gp_restarts: int = 4, gp_steps: int = 100,
                  local_candidates: int = 4096, local_every: int = 0,
                  density_candidates: int = 4096, good_fraction: float = 0.15,
-                 improvement_margin: float = 0.3, quadratic_mean: bool | None = None):
+                 improvement_margin: float = 0.3, quadratic_mean: bool | None = None,
+                 tie_plateaus: bool = False):
         if not improvement_margin >= 0:
             raise SpaceError(f"improvement_margin must be >= 0, got {improvement_margin}")
         for name, value, least in (("gp_restarts", gp_restarts, 1), ("gp_steps", gp_steps, 0),
@@ -95,6 +102,8 @@ class BayesOpt:
             if value is not None and not callable(value):
                 raise SpaceError(f"{name} must be a callable taking a batch of configurations, "
                                  f"got {type(value).__name__}")
+        if not isinstance(tie_plateaus, (bool, np.bool_)):
+            raise SpaceError(f"tie_plateaus must be True or False, got {tie_plateaus!r}")
         if quadratic_mean is not None and not isinstance(quadratic_mean, (bool, np.bool_)):
             raise SpaceError(f"quadratic_mean must be True, False or None, got {quadratic_mean!r}")
         if acquisition not in ACQUISITIONS:
@@ -122,6 +131,8 @@ class BayesOpt:
         self.density_candidates = density_candidates
         self.good_fraction = good_fraction
         self.improvement_margin = improvement_margin
+        self.tie_plateaus = bool(tie_plateaus)
+        self._plateaus: list[tuple[np.ndarray, float, np.ndarray]] = []
         self._model_suggestions = 0
         self._rng = np.random.default_rng(seed)
         self.quadratic_mean = bool(prior_mean is None if quadratic_mean is None else quadratic_mean)
@@ -253,6 +264,33 @@ class BayesOpt:
         self._incumbents = {k: v[valid][order[:4]] for k, v in told.items()}
         good = max(2, int(math.ceil(self.good_fraction * valid.sum())))
         self._good = {k: v[valid][order[:good]] for k, v in told.items()}
+        self._plateaus = self._find_plateaus(x_all, values, valid) if self.tie_plateaus else []
+
+    @staticmethod
+    def _find_plateaus(x: np.ndarray, values: np.ndarray, valid: np.ndarray) -> list:
+        """Groups of valid observations that returned exactly the same value: the objective is
+        flat between them (a table's nearest row, a setting that does not change the code). Each
+        group: (its members' feature rows, its diameter in L1 feature distance)."""
+        groups = []
+        idx = np.nonzero(valid)[0]
+        _, inverse, counts = np.unique(values[idx], return_inverse=True, return_counts=True)
+        for g in np.nonzero(counts >= 2)[0]:
+            members = x[idx[inverse == g]]
+            diameter = float(np.abs(members[:, None, :] - members[None, :, :]).sum(-1).max())
+            groups.append((members, diameter))
+        return groups
+
+    def _inside_plateau(self, x: np.ndarray) -> np.ndarray:
+        """Rows of ``x`` whose nearest observation belongs to a plateau and lies within the
+        plateau's diameter: such a point would most likely return the plateau's value again."""
+        inside = np.zeros(len(x), dtype=bool)
+        if not self._plateaus:
+            return inside
+        nearest = np.abs(x[:, None, :] - self._x_valid[None, :len(self._values), :]).sum(-1).min(1)
+        for members, diameter in self._plateaus:
+            d = np.abs(x[:, None, :] - members[None, :, :]).sum(-1).min(1)
+            inside |= (d <= nearest + 1e-12) & (d <= diameter + 1e-12)
+        return inside
 
     def _believe(self, row: Mapping[str, Any]) -> None:
         """Kriging believer: pretend the last suggestion returned the model's mean there."""
@@ -312,6 +350,8 @@ class BayesOpt:
             score = score + np.log(np.maximum(self._feasibility.predict(x), 1e-300))
         if self._has_param_prior or self.prior is not None:
             score = score + self.prior_weight / max(len(self._values), 1) * self._log_prior(batch)
+        if self._plateaus:
+            score = np.where(self._inside_plateau(x), score - 1e3, score)
         return score
 
     def _perturb(self, count: int) -> dict:

@@ -236,3 +236,52 @@ def test_quadratic_mean_keeps_suggestions_off_the_corners_of_an_interior_bowl():
         best[on] = np.mean([run.best_value for run in runs])
     assert extreme[True] < 0.5 * extreme[False]
     assert best[True] < best[False]
+
+
+def test_tie_plateaus_keep_suggestions_out_of_flat_regions_against_brute_force():
+    """Observations that return exactly the same value mark a plateau (a table's nearest row):
+    a point whose nearest observation is one of them, within the group's diameter, is not
+    suggested. The rule checked point by point over the whole 16 x 16 grid in plain Python."""
+    from perfjax.schedulers.base import batch_to_configs
+    from perfjax.schedulers.bayesopt import BayesOpt
+    grid = Space({"x": Ordinal(list(range(16))), "y": Ordinal(list(range(16)))})
+    anchors = [(2, 3, 5.0), (9, 12, 2.0), (13, 4, 1.0), (6, 8, 3.0)]  # rows of a "table"
+
+    def table(config):  # nearest anchor's value, L1 over ranks (the tabular protocol)
+        x, y = config["x"], config["y"]
+        return min(anchors, key=lambda a: abs(a[0] - x) + abs(a[1] - y))[2]
+
+    rows = grid.sample(14, seed=5)
+    told = batch_to_configs(grid, {k: np.asarray(v) for k, v in rows.items()})
+    results = [{"value": table(c), "valid": True} for c in told]
+    assert len({r["value"] for r in results}) < len(results)  # some observations tie
+    with pytest.raises(SpaceError, match="tie_plateaus"):
+        make_strategy("bo", grid, tie_plateaus="yes")
+    bo = BayesOpt(grid, seed=0, tie_plateaus=True, **SMALL)
+    bo.tell(told, results)
+    bo._fit_models()
+    every = [{"x": x, "y": y} for x in range(16) for y in range(16)]
+
+    def inside(point) -> bool:
+        dist = [(abs(point["x"] - c["x"]) + abs(point["y"] - c["y"])) / 15 for c in told]
+        for value in {r["value"] for r in results}:
+            members = [i for i, r in enumerate(results) if r["value"] == value]
+            if len(members) < 2:
+                continue
+            diameter = max((abs(told[i]["x"] - told[j]["x"]) + abs(told[i]["y"] - told[j]["y"]))
+                           / 15 for i in members for j in members)
+            near = min(dist[i] for i in members)
+            if near <= min(dist) + 1e-12 and near <= diameter + 1e-12:
+                return True
+        return False
+
+    expected = np.array([inside(p) for p in every])
+    batch = {k: np.array([p[k] for p in every]) for k in ("x", "y")}
+    assert 0 < expected.sum() < len(every)
+    np.testing.assert_array_equal(bo._inside_plateau(features(grid, batch)), expected)
+    for config in bo.ask(4):  # kriging believer batch: none of them inside a plateau
+        assert not inside(config)
+    plain = BayesOpt(grid, seed=0, tie_plateaus=False, **SMALL)
+    plain.tell(told, results)
+    plain._fit_models()
+    assert not plain._inside_plateau(features(grid, batch)).any()
