@@ -44,6 +44,15 @@ from perfjax.surrogates.gp import PERMUTATION_KERNELS, GaussianProcess, feature_
 ACQUISITIONS = ("ei", "ucb")
 
 
+def _l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """L1 distances [A, B] between feature rows, one feature at a time (no [A, B, F] array:
+    ~14,000 candidates x hundreds of observations)."""
+    out = np.zeros((len(a), len(b)))
+    for f in range(a.shape[1]):
+        out += np.abs(a[:, f, None] - b[None, :, f])
+    return out
+
+
 class BayesOpt:
     """Bayesian optimization strategy (``ask``/``tell``; minimizes).
 
@@ -132,7 +141,7 @@ class BayesOpt:
         self.good_fraction = good_fraction
         self.improvement_margin = improvement_margin
         self.tie_plateaus = bool(tie_plateaus)
-        self._plateaus: list[tuple[np.ndarray, float, np.ndarray]] = []
+        self._plateaus: list[tuple[np.ndarray, float]] = []
         self._model_suggestions = 0
         self._rng = np.random.default_rng(seed)
         self.quadratic_mean = bool(prior_mean is None if quadratic_mean is None else quadratic_mean)
@@ -276,7 +285,7 @@ class BayesOpt:
         _, inverse, counts = np.unique(values[idx], return_inverse=True, return_counts=True)
         for g in np.nonzero(counts >= 2)[0]:
             members = x[idx[inverse == g]]
-            diameter = float(np.abs(members[:, None, :] - members[None, :, :]).sum(-1).max())
+            diameter = float(_l1(members, members).max())
             groups.append((members, diameter))
         return groups
 
@@ -286,9 +295,9 @@ class BayesOpt:
         inside = np.zeros(len(x), dtype=bool)
         if not self._plateaus:
             return inside
-        nearest = np.abs(x[:, None, :] - self._x_valid[None, :len(self._values), :]).sum(-1).min(1)
+        nearest = _l1(x, self._x_valid[:len(self._values)]).min(1)
         for members, diameter in self._plateaus:
-            d = np.abs(x[:, None, :] - members[None, :, :]).sum(-1).min(1)
+            d = _l1(x, members).min(1)
             inside |= (d <= nearest + 1e-12) & (d <= diameter + 1e-12)
         return inside
 
@@ -351,7 +360,7 @@ class BayesOpt:
         if self._has_param_prior or self.prior is not None:
             score = score + self.prior_weight / max(len(self._values), 1) * self._log_prior(batch)
         if self._plateaus:
-            score = np.where(self._inside_plateau(x), score - 1e3, score)
+            score = np.where(self._inside_plateau(x), score - 1e12, score)  # last resorts
         return score
 
     def _perturb(self, count: int) -> dict:
