@@ -279,14 +279,13 @@ class BayesOpt:
     def _find_plateaus(x: np.ndarray, values: np.ndarray, valid: np.ndarray) -> list:
         """Groups of valid observations that returned exactly the same value: the objective is
         flat between them (a table's nearest row, a setting that does not change the code). Each
-        group: (its members' feature rows, its diameter in L1 feature distance)."""
+        group: (its members' observation indices, its diameter in L1 feature distance)."""
         groups = []
         idx = np.nonzero(valid)[0]
         _, inverse, counts = np.unique(values[idx], return_inverse=True, return_counts=True)
         for g in np.nonzero(counts >= 2)[0]:
-            members = x[idx[inverse == g]]
-            diameter = float(_l1(members, members).max())
-            groups.append((members, diameter))
+            members = idx[inverse == g]
+            groups.append((members, float(_l1(x[members], x[members]).max())))
         return groups
 
     def _inside_plateau(self, x: np.ndarray) -> np.ndarray:
@@ -295,9 +294,10 @@ class BayesOpt:
         inside = np.zeros(len(x), dtype=bool)
         if not self._plateaus:
             return inside
-        nearest = _l1(x, self._x_valid[:len(self._values)]).min(1)
+        distance = _l1(x, self._x_valid[:len(self._values)])  # to every observation, once
+        nearest = distance.min(1)
         for members, diameter in self._plateaus:
-            d = _l1(x, members).min(1)
+            d = distance[:, members].min(1)
             inside |= (d <= nearest + 1e-12) & (d <= diameter + 1e-12)
         return inside
 
