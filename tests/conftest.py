@@ -12,14 +12,40 @@ categorical as its index, a permutation as a tuple of items (item at each positi
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import math
+import os
+import shutil
+import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from hypothesis import strategies as st
 
-from perfjax import Categorical, Integer, Ordinal, Permutation, Real
+
+
+def _share_jax_compilation_cache() -> None:
+    """One JAX compilation cache for the whole run: both pytest-xdist workers and every
+    subprocess a test starts inherit its directory through the environment, so a function the
+    suite compiles again (a new Space or model object traces to the same program) is read from
+    disk instead of recompiled. The directory is new for each run, so nothing is carried over
+    from an earlier run, and the process that made it removes it at exit."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        path = tempfile.mkdtemp(prefix="perfjax-tests-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+        atexit.register(shutil.rmtree, path, True)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+_share_jax_compilation_cache()
+
+from perfjax import Categorical, Integer, Ordinal, Permutation, Real  # noqa: E402
 
 REF_FUNCS = {
     "abs": np.abs, "min": np.minimum, "max": np.maximum, "minimum": np.minimum,

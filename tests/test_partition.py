@@ -295,12 +295,14 @@ def test_length_information_tells_patterns_from_random_lengths():
 def test_miss_counters_follow_the_partition():
     cost = balance.BalanceCost(per_nnz=1.0, per_row=0.5, per_miss=4.0, per_branch_miss=3.0,
                                per_l2_miss=6.0)
-    for name in ("rmat", "skewed+empty"):
+    names = ("rmat", "skewed+empty")
+    rows = max(MATRICES[name].shape[0] for name in names) + 7  # one padded length: one compile
+    for name in names:
         matrix = MATRICES[name]
         both = sparse.row_misses(matrix, 1, cache_bytes=2048, predictor_bytes=10, l2_bytes=8192)
         misses = both.sum(axis=1)  # the reference sees one kind; the model every kind, summed
-        stats = sparse.stats(matrix, pad_to=matrix.shape[0] + 7)
-        padded = np.pad(both, ((0, 7), (0, 0)))
+        stats = sparse.stats(matrix, pad_to=rows)
+        padded = np.pad(both, ((0, rows - matrix.shape[0]), (0, 0)))
         prepared = balance.prepare(sparse.stack_stats([stats]), padded[None])
         grid = balance.evaluate_grid(prepared, list(balance.STRATEGY_CODES), [1, 3, 8], [1, 6],
                                      cost, 8)
@@ -337,14 +339,15 @@ def test_grid_matches_partitioners_and_single_evaluations():
     wide = balance.evaluate_grid(prepared._replace(max_work=-1), strategies, workers, chunks, cost, 8)
     assert np.array_equal(grid["times"], wide["times"])
     for m, matrix in enumerate(mats):
-        stats = sparse.stats(matrix)
         for s, strategy in enumerate(strategies):
             for w, count in enumerate(workers):
                 for c, chunk in enumerate(chunks):
                     items = partition.partition(strategy, matrix, count, chunk=chunk).items()
                     assert np.isclose(float(grid["imbalance"][m, s, w, c]), items.max() / items.mean())
-                    single = balance.predict(cost, balance.worker_work(
-                        stats.row_lengths, stats.n_rows, s, count, chunk, 8))
+                    # one configuration at a time, compiled once (the stacked rows share a length)
+                    single = balance.predict(cost, balance.worker_work_jit(
+                        stacked.row_lengths[m], stacked.n_rows[m], jnp.asarray(s), count, chunk,
+                        max_workers=8))
                     assert np.allclose(grid["times"][m, s, w, c], single["times"], rtol=1e-12)
 
 

@@ -160,7 +160,9 @@ def measure_matrix(name: str, matrix, settings: Settings,
     from perfjax.schedulers import partition as partitioner
 
     counts = matrix_workers(matrix, settings)
-    stats = sparse.stats(matrix)
+    padded = sparse.bucket(matrix.shape[0])  # one compiled model for matrices of similar size
+    stats = sparse.stats(matrix, pad_to=padded)
+    max_workers = sparse.bucket(max(settings.workers), 64)  # and of similar worker counts
     length_bytes = sparse.length_information(matrix)
     rows = []
     cores = os.cpu_count() or 1
@@ -169,6 +171,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
         # row-length change (scaled by the share the branch predictor does not learn, at
         # calibration: length_bytes) and the gathers that miss its L2 too
         row_misses = sparse.row_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
+        row_misses = np.pad(row_misses, ((0, padded - matrix.shape[0]), (0, 0)))
         for strategy in settings.strategies:
             for workers in counts:
                 part = partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
@@ -183,7 +186,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
                 work = balance.worker_work_jit(stats.row_lengths, stats.n_rows,
                                                jnp.asarray(balance.STRATEGY_CODES[strategy]),
                                                workers, settings.chunk,
-                                               max_workers=max(settings.workers),
+                                               max_workers=max_workers,
                                                row_misses=row_misses)
                 features = np.asarray(work.features())[:workers]
                 exact = bool((np.asarray(work.rows)[:workers] == result.worker_rows).all()
