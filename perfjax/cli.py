@@ -371,9 +371,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
         stream.write(f"perfjax: warning: {' '.join(str(message).split())}\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, compilation_cache: bool = False) -> int:
     """Run the command line; returns the exit status. One-line warnings and SIGTERM handling
-    are installed for the command's duration only (``main`` may run inside a notebook or test)."""
+    are installed for the command's duration only (``main`` may run inside a notebook or test).
+    ``compilation_cache``: turn on JAX's persistent compilation cache first (the executable
+    does; it changes JAX's configuration for the rest of the process)."""
     import signal
 
     shown, terminate = warnings.showwarning, None
@@ -381,14 +383,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(ValueError):  # not the main thread: keep the default
         terminate = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return _main(argv)
+        return _main(argv, compilation_cache)
     finally:
         warnings.showwarning = shown
         if terminate is not None:
             signal.signal(signal.SIGTERM, terminate)
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, compilation_cache: bool = False) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -400,6 +402,9 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"perfjax: error: {command}: missing subcommand (known: {known}; see "
                   f"perfjax {command} --help)", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if compilation_cache:  # after parsing: --help and usage errors need no JAX
+        from perfjax import compilation_cache as cache
+        cache.enable()
     from perfjax.errors import PerfjaxError
     try:
         if args.command == "space":
@@ -451,5 +456,12 @@ def _main(argv: Sequence[str] | None) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def console_main() -> int:
+    """The ``perfjax`` executable: ``main`` with JAX's persistent compilation cache on
+    (``perfjax.compilation_cache``: ~/.cache/perfjax/jax, ``PERFJAX_JAX_CACHE=off`` to disable),
+    so a command compiles its programs once, not on every run."""
+    return main(compilation_cache=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -25,25 +25,30 @@ from hypothesis import strategies as st
 
 
 
-def _share_jax_compilation_cache() -> None:
-    """One JAX compilation cache for the whole run: both pytest-xdist workers and every
-    subprocess a test starts inherit its directory through the environment, so a function the
-    suite compiles again (a new Space or model object traces to the same program) is read from
-    disk instead of recompiled. The directory is new for each run, so nothing is carried over
-    from an earlier run, and the process that made it removes it at exit."""
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        path = tempfile.mkdtemp(prefix="perfjax-tests-jax-cache-")
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+def _share_build_caches() -> None:
+    """One JAX compilation cache and one C kernel cache for the whole run, new for each run.
+
+    Both pytest-xdist workers and every subprocess a test starts inherit the directories through
+    the environment, so a function the suite compiles again (a new Space or model object traces
+    to the same program) is read from disk instead of recompiled, and a generated C program is
+    built once per run, not once per test module and worker. Nothing is carried over from an
+    earlier run and ~/.cache is never touched; the process that made the directory removes it
+    at exit. Tests of the kernel cache itself point PERFJAX_CACHE elsewhere (monkeypatch)."""
+    if "PERFJAX_TESTS_CACHE" not in os.environ:
+        path = tempfile.mkdtemp(prefix="perfjax-tests-cache-")
+        os.environ["PERFJAX_TESTS_CACHE"] = path
         atexit.register(shutil.rmtree, path, True)
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    root = os.environ["PERFJAX_TESTS_CACHE"]
+    os.environ["PERFJAX_CACHE"] = os.path.join(root, "kernels")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(root, "jax")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     import jax
 
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-_share_jax_compilation_cache()
+_share_build_caches()
 
 from perfjax import Categorical, Integer, Ordinal, Permutation, Real  # noqa: E402
 

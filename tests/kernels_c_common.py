@@ -1,7 +1,7 @@
 """Shared inputs and helpers of the C kernel tests (test_kernels_c.py, test_kernels_c_more.py).
 
-Each test module does ``pytestmark = needs_cc`` and imports ``kernel_cache`` (a module-scoped
-autouse fixture: importing it into a module is what makes it apply there).
+Each test module does ``pytestmark = needs_cc``. Built programs go to the run's own kernel
+cache (``PERFJAX_CACHE``, set by conftest.py), never ~/.cache.
 """
 
 from __future__ import annotations
@@ -28,18 +28,6 @@ WORKERS = (1, 2, 3, 8)
 # failed Measurement's reason holds.
 CRASH_HOOKS = [("segv", "signal SIGSEGV"), ("abort", "signal SIGABRT"),
                ("exit", "exited with status 3: debug hook")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(tmp_path_factory):
-    """A fresh kernel cache for this module, so the tests never touch ~/.cache."""
-    old = os.environ.get("PERFJAX_CACHE")
-    os.environ["PERFJAX_CACHE"] = str(tmp_path_factory.mktemp("kernel-cache"))
-    yield
-    if old is None:
-        del os.environ["PERFJAX_CACHE"]
-    else:
-        os.environ["PERFJAX_CACHE"] = old
 
 
 def _empty_rows() -> sp.csr_array:

@@ -132,6 +132,52 @@ def test_help_everywhere():
         assert proc.returncode == 0 and "usage: perfjax" in proc.stdout, args
 
 
+def test_the_executable_caches_compiled_programs(tmp_path):
+    """The perfjax executable keeps JAX's compilation cache (~/.cache/perfjax/jax by default):
+    a second run reads its programs from there and prints exactly what the first printed; a
+    cache directory that cannot be made is one warning line, and the command still works."""
+    import os
+
+    from perfjax import compilation_cache
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_COMPILATION_CACHE_DIR", compilation_cache.ENV)}
+    env["HOME"] = str(tmp_path)
+    command = [sys.executable, "-m", "perfjax.cli", "space", "sample", "builtin:taco-spmm",
+               "-n", "5", "--seed", "3"]
+
+    def run(**extra):
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                              env={**env, **extra})
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    first = run()
+    cache = tmp_path / ".cache" / "perfjax" / "jax"
+    files = sorted(p.name for p in cache.iterdir())
+    assert files and first.stderr == ""
+    again = run()
+    assert again.stdout == first.stdout and again.stderr == ""
+    assert sorted(p.name for p in cache.iterdir()) == files  # nothing compiled anew
+    (tmp_path / "file").write_text("")
+    blocked = run(PERFJAX_JAX_CACHE=str(tmp_path / "file" / "jax"))
+    assert blocked.stdout == first.stdout
+    assert blocked.stderr.count("\n") == 1 and "cannot create the directory" in blocked.stderr
+    assert "file/jax" in blocked.stderr and "Traceback" not in blocked.stderr
+
+
+@pytest.mark.parametrize("value, expected", [("off", None), ("OFF", None), ("0", None),
+                                             ("", "home"), ("~/jc", "tilde")])
+def test_compilation_cache_directory_follows_the_environment(monkeypatch, tmp_path, value,
+                                                             expected):
+    from perfjax import compilation_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(compilation_cache.ENV, value)
+    where = {"home": tmp_path / ".cache" / "perfjax" / "jax", "tilde": tmp_path / "jc"}
+    assert compilation_cache.default_dir() == where.get(expected)
+
+
 def test_demo_runs(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out

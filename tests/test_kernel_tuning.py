@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from kernels_c_common import EDGE_MATRICES, kernel_cache, needs_cc  # noqa: F401 (fixture)
+from kernels_c_common import EDGE_MATRICES, needs_cc
 from perfjax import scenarios
 from perfjax.bench import kernel_tuning
 from perfjax.bench.kernel_tuning import KernelObjective

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from kernels_c_common import (  # kernel_cache: autouse, a fresh kernel cache for this module
-    CRASH_HOOKS, EDGE_MATRICES, RTOL, assert_kernel_errors, corrupt, kernel_cache, needs_cc,  # noqa: F401
+from kernels_c_common import (
+    CRASH_HOOKS, EDGE_MATRICES, RTOL, assert_kernel_errors, corrupt, needs_cc,
     partition_grid)
 from perfjax.kernels import c as kc
 from perfjax.kernels.c import (
