@@ -24,7 +24,6 @@ import numpy as np
 from hypothesis import strategies as st
 
 
-
 def _share_build_caches() -> None:
     """One JAX compilation cache and one C kernel cache for the whole run, new for each run.
 

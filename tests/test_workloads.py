@@ -92,11 +92,6 @@ def test_stats_match_numpy():
     assert stacked.row_lengths.shape == (2, 300)
 
 
-REAL = data_dir()
-
-
-@pytest.mark.skipif(REAL is None or not (REAL / "matrices").is_dir(),
-                    reason="real matrices not available (set PERFJAX_DATA or provide ../shared/data)")
 def test_bucket_is_the_smallest_power_of_two_that_holds_n():
     for smallest in (1, 64, 1024):
         for n in range(1, 5000):
@@ -105,6 +100,11 @@ def test_bucket_is_the_smallest_power_of_two_that_holds_n():
     assert sparse.bucket(1) == 1024 and sparse.bucket(2 ** 20 + 1) == 2 ** 21
 
 
+REAL = data_dir()
+
+
+@pytest.mark.skipif(REAL is None or not (REAL / "matrices").is_dir(),
+                    reason="real matrices not available (set PERFJAX_DATA or provide ../shared/data)")
 def test_real_matrices_load():
     files = sorted((REAL / "matrices").glob("*.mtx"))
     assert files
