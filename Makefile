@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/perfjax demo
 
-# one pytest worker per core (pytest-xdist): on the 2-core reference machine 6m15s instead of 9m12s
+# one pytest worker per core (pytest-xdist); tests/conftest.py gives the run one JAX compilation
+# cache and one C kernel cache, shared by the workers and new for each run
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto
 
