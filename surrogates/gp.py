@@ -295,7 +295,9 @@ def _predict(layout, params, x, mask, chol, alpha, xq):
 
 
 def bucket(n: int, smallest: int = 64) -> int:
-    """The padded size for ``n`` rows: the next power of two, at least ``smallest``."""
+    """The padded size for ``n`` rows: the next power of two, at least ``smallest``. A jitted
+    function compiles once per padded shape, so inputs padded to their bucket share a few
+    compiled programs (the GP's observations and candidates, validation's matrices)."""
     return max(smallest, 1 << max(n - 1, 0).bit_length())
 
 

@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from perfjax import Categorical, Integer, Ordinal, Permutation, Real, Space
-from perfjax.surrogates.gp import (GaussianProcess, GPParams, feature_layout, features,
+from perfjax.surrogates.gp import (GaussianProcess, GPParams, bucket, feature_layout, features,
                                    kernel_matrix, log_marginal_likelihood)
 
 
@@ -181,3 +181,11 @@ def test_analytic_gradient_of_the_fit_objective_matches_jax_autodiff():
     _, grad = _Objective(layout, x, z)(theta)
     np.testing.assert_allclose(grad, np.asarray(jax.grad(loss)(jnp.asarray(theta))), rtol=1e-6,
                                atol=1e-8)
+
+
+def test_bucket_is_the_smallest_power_of_two_that_holds_n():
+    for smallest in (1, 64, 1024):
+        for n in range(1, 5000):
+            expected = next(2 ** k for k in range(40) if 2 ** k >= n and 2 ** k >= smallest)
+            assert bucket(n, smallest) == expected, (n, smallest)
+    assert bucket(1) == 64 and bucket(2 ** 20 + 1) == 2 ** 21

@@ -92,14 +92,6 @@ def test_stats_match_numpy():
     assert stacked.row_lengths.shape == (2, 300)
 
 
-def test_bucket_is_the_smallest_power_of_two_that_holds_n():
-    for smallest in (1, 64, 1024):
-        for n in range(1, 5000):
-            expected = next(2 ** k for k in range(40) if 2 ** k >= n and 2 ** k >= smallest)
-            assert sparse.bucket(n, smallest) == expected, (n, smallest)
-    assert sparse.bucket(1) == 1024 and sparse.bucket(2 ** 20 + 1) == 2 ** 21
-
-
 REAL = data_dir()
 
 

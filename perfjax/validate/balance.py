@@ -158,11 +158,14 @@ def measure_matrix(name: str, matrix, settings: Settings,
     """Instrumented sequential runs of every (kernel, strategy, P) on one matrix, P over the
     worker counts every strategy can split it among (``matrix_workers``)."""
     from perfjax.schedulers import partition as partitioner
+    from perfjax.surrogates.gp import bucket
 
     counts = matrix_workers(matrix, settings)
-    padded = sparse.bucket(matrix.shape[0])  # one compiled model for matrices of similar size
+    # rows and the worker axis padded to powers of two: the model compiles once per size bucket,
+    # not once per matrix (padded rows are empty and padded workers idle: they count for nothing)
+    padded = bucket(matrix.shape[0], 1024)
     stats = sparse.stats(matrix, pad_to=padded)
-    max_workers = sparse.bucket(max(settings.workers), 64)  # and of similar worker counts
+    max_workers = bucket(max(settings.workers), 64)
     length_bytes = sparse.length_information(matrix)
     rows = []
     cores = os.cpu_count() or 1

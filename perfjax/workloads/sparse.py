@@ -233,15 +233,6 @@ class SparseStats:
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 
-def bucket(n: int, smallest: int = 1024) -> int:
-    """A padded size shared by inputs of similar size: the next power of two >= ``n`` (at least
-    ``smallest``). A jitted model compiles once per padded shape, so padding every matrix's rows
-    (``stats(pad_to=bucket(rows))``) or a worker axis to its bucket compiles the model a few
-    times for a directory of matrices instead of once per matrix; padded rows are empty and
-    padded workers idle, so they count for nothing."""
-    return max(smallest, 1 << max(int(n) - 1, 0).bit_length())
-
-
 def stats(matrix: sp.csr_array | sp.csr_matrix, name: str = "", pad_to: int | None = None) -> SparseStats:
     """Statistics of a CSR matrix, row lengths padded to ``pad_to`` (default: no padding)."""
     what = f"stats of {name or 'matrix'}"
