@@ -362,8 +362,8 @@ def test_each_worker_time_is_the_fastest_of_the_processes(monkeypatch):
     real = balance._run_kernel
     calls = []
 
-    def slowed(kernel, matrix, part, settings, **mode):
-        result = real(kernel, matrix, part, settings, **mode)
+    def slowed(kernel, matrix, operand, part, settings, **mode):
+        result = real(kernel, matrix, operand, part, settings, **mode)
         if not mode.get("sequential"):
             return result
         calls.append(1)

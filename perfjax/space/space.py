@@ -127,7 +127,7 @@ class Space:
         self._filter_domains()
         self._order = self._sampling_order()
         self._steps = self._plan_steps()
-        self._draw_cache: dict[tuple[int, bool], Any] = {}
+        self._draw_cache: dict[int, Any] = {}
         self._feasible_jit = jax.jit(self._feasible_impl)
         self._enumerated: Batch | None = None
 
@@ -312,16 +312,28 @@ class Space:
 
     # ----------------------------------------------------------------------------- sampling
 
-    def _draw_fn(self, chunk: int, proposal: str):
-        """Compiled draw of ``chunk`` rows; ``proposal`` is "base" (uniform, log-uniform for log
-        parameters), "prior" or "uniform" (what the feasible-fraction estimate samples)."""
-        cached = self._draw_cache.get((chunk, proposal))
-        if cached is None:
-            cached = jax.jit(lambda key: self._draw(key, chunk, proposal))
-            self._draw_cache[(chunk, proposal)] = cached
-        return cached
+    _PROPOSALS = ("uniform", "base", "prior")  # proposal codes: their index
 
-    def _draw(self, key: jax.Array, n: int, proposal: str):
+    def _draw_fn(self, chunk: int, proposal: str):
+        """Draw of ``chunk`` rows; ``proposal`` is "base" (uniform, log-uniform for log
+        parameters), "prior" or "uniform" (what the feasible-fraction estimate samples). One
+        compiled program per chunk size serves every proposal: the proposal's masses and its code
+        are arguments, not constants (a second proposal cost a second compile of seconds)."""
+        program = self._draw_cache.get(chunk)
+        if program is None:
+            program = jax.jit(lambda key, masses, code: self._draw(key, chunk, masses, code))
+            self._draw_cache[chunk] = program
+        masses = {pname: np.full(len(domain), 1 / self.params[pname].size())
+                  if proposal == "uniform" else
+                  {"prior": self._prior_mass, "base": self._base_mass}[proposal][pname]
+                  for pname, domain in self._domain.items()}
+        code = np.int32(self._PROPOSALS.index(proposal))
+        return lambda key: program(key, masses, code)
+
+    def _draw(self, key: jax.Array, n: int, masses: Mapping[str, jax.Array], code: jax.Array):
+        """``n`` rows drawn parameter by parameter: enumerated parameters from ``masses`` (their
+        proposal's mass over the filtered domain), the others by the proposal with index
+        ``code`` in ``_PROPOSALS``."""
         columns: dict[str, Any] = {}  # drawn parameters, shaped [n, 1] (permutations [n, 1, items])
         inverse: dict[str, Any] = {}
         log_weight = jnp.zeros(n)
@@ -333,7 +345,8 @@ class Space:
                 columns[step.name] = perm[:, None, :]
                 inverse[step.name] = positions(perm)[:, None, :]
             else:
-                value, lw, good = self._draw_scalar(step, step_key, columns, inverse, n, proposal)
+                value, lw, good = self._draw_scalar(step, step_key, columns, inverse, n, masses,
+                                                    code)
                 columns[step.name] = value[:, None]
             log_weight = log_weight + lw
             ok = ok & good
@@ -369,7 +382,7 @@ class Space:
             mask = mask & expr.evaluate_interval(c, self._interval_lookup(c, trial, inverse)).possibly
         return jnp.broadcast_to(mask, (mask.shape[0], candidates.shape[1]))
 
-    def _draw_scalar(self, step: _Step, key, columns, inverse, n: int, proposal: str):
+    def _draw_scalar(self, step: _Step, key, columns, inverse, n: int, masses, code):
         """Draw one scalar parameter among the values the checks allow.
 
         The returned log weight turns the draw into an importance sample of the uniform measure,
@@ -380,19 +393,19 @@ class Space:
         checks = bool(step.complete or step.partial)
         if step.name in self._domain:
             domain = jnp.asarray(self._domain[step.name])
-            mass = jnp.asarray({"prior": self._prior_mass, "base": self._base_mass}[proposal][step.name]
-                               if proposal != "uniform" else np.full(len(domain), 1 / param.size()))
+            mass = jnp.asarray(masses[step.name])
             mask = (self._candidate_mask(step, columns, inverse, domain[None, :]) if checks
                     else jnp.ones((1, len(domain)), dtype=bool))
             idx, log_allowed, good = _choose(choose_key, mask, mass[None, :], n)
             log_ratio = -math.log(param.size()) - jnp.log(mass[idx])
             return domain[idx], log_allowed + log_ratio, good
         k = CANDIDATES if checks else 1
-        candidates = _random_values(param, cand_key, (n, k), proposal)
+        candidates, log_ratio = _random_values(param, cand_key, (n, k), code)
         mask = self._candidate_mask(step, columns, inverse, candidates)
         idx, log_allowed, good = _choose(choose_key, mask, jnp.full((1, k), 1.0 / k), n)
         value = jnp.take_along_axis(candidates, idx[:, None], axis=1)[:, 0]
-        return value, log_allowed + _log_uniform_over_proposal(param, value, proposal), good
+        log_ratio = jnp.take_along_axis(log_ratio, idx[:, None], axis=1)[:, 0]
+        return value, log_allowed + log_ratio, good
 
     def _draw_permutation(self, step: _Step, key, columns, inverse, n: int):
         items = self.params[step.name].n
@@ -724,38 +737,59 @@ def _choose(key: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
     return idx, jnp.where(good, jnp.log(jnp.where(good, total, 1.0)), -jnp.inf), good
 
 
-def _log_uniform_over_proposal(param: Parameter, x: jax.Array, proposal: str) -> jax.Array:
-    """log(uniform density / proposal density) at x, for parameters drawn by _random_values."""
+def _proposal_forms(param: Parameter) -> tuple[str, ...]:
+    """How a parameter drawn by ``_random_values`` is proposed under each proposal code
+    (``Space._PROPOSALS``: uniform, base, prior): "uniform", "log" (log-uniform) or "gaussian"
+    (its truncated Gaussian prior)."""
+    log = "log" if getattr(param, "log", False) else "uniform"
+    gaussian = param.prior == "gaussian" and bool(param.prior_parameters)
+    return ("uniform", log, "gaussian" if gaussian else log)
+
+
+def _random_values(param: Parameter, key: jax.Array, shape: tuple, code: Any):
+    """Random draws of a parameter whose domain is not enumerated (reals, huge integer ranges)
+    under the proposal with index ``code`` (traced) in ``Space._PROPOSALS``, and at each draw
+    log(uniform density / proposal density), its importance-weight factor. Every form the
+    parameter can take is drawn from the same key and the proposal's is selected, so a proposal
+    gives the same values whichever others the compiled program also serves."""
+    forms = _proposal_forms(param)
+    kinds = tuple(dict.fromkeys(forms))  # distinct, in order
+    drawn = [(_random_form(param, key, shape, kind), kind) for kind in kinds]
+    results = [(x, _log_uniform_over_form(param, x, kind)) for x, kind in drawn]
+    if len(results) == 1:
+        return results[0]
+    which = jnp.asarray([kinds.index(f) for f in forms])[code]
+    return (jnp.select([which == i for i in range(len(kinds))], [x for x, _ in results]),
+            jnp.select([which == i for i in range(len(kinds))], [w for _, w in results]))
+
+
+def _log_uniform_over_form(param: Parameter, x: jax.Array, form: str) -> jax.Array:
+    """log(uniform density / proposal density) at x, for parameters drawn by _random_form."""
     lo, hi = param.bounds()
-    if hi == lo:
+    if hi == lo or form == "uniform":
         return jnp.zeros_like(x, dtype=float)
     x = jnp.asarray(x, dtype=float)
     integer = isinstance(param, Integer)
     log_uniform = -math.log(hi - lo + 1) if integer else -math.log(hi - lo)
-    if proposal == "uniform":
-        return jnp.zeros_like(x)
-    if proposal == "prior" and param.prior == "gaussian" and param.prior_parameters:
+    if form == "gaussian":
         mean, std = (float(v) for v in param.prior_parameters)
         log_proposal = (jax.scipy.stats.norm.logpdf(x, mean, std)
                         - _log_normal_mass((lo - mean) / std, (hi - mean) / std))
-    elif getattr(param, "log", False):
-        if integer:
-            log_proposal = (jnp.log(jnp.log(x + 0.5) - jnp.log(x - 0.5))
-                            - math.log(math.log(hi + 0.5) - math.log(lo - 0.5)))
-        else:
-            log_proposal = -jnp.log(x) - math.log(math.log(hi) - math.log(lo))
+    elif integer:  # log
+        log_proposal = (jnp.log(jnp.log(x + 0.5) - jnp.log(x - 0.5))
+                        - math.log(math.log(hi + 0.5) - math.log(lo - 0.5)))
     else:
-        return jnp.zeros_like(x)
+        log_proposal = -jnp.log(x) - math.log(math.log(hi) - math.log(lo))
     return log_uniform - log_proposal
 
 
-def _random_values(param: Parameter, key: jax.Array, shape: tuple, proposal: str) -> jax.Array:
-    """Random draws of a parameter whose domain is not enumerated (reals, huge integer ranges)."""
+def _random_form(param: Parameter, key: jax.Array, shape: tuple, form: str) -> jax.Array:
+    """Draws of ``param`` uniformly, log-uniformly ("log") or from its truncated Gaussian prior."""
     lo, hi = param.bounds()
-    if proposal == "prior" and param.prior == "gaussian" and param.prior_parameters:
+    if form == "gaussian":
         mean, std = (float(v) for v in param.prior_parameters)
         x = mean + std * _truncated_normal(key, (lo - mean) / std, (hi - mean) / std, shape)
-    elif getattr(param, "log", False) and proposal != "uniform":
+    elif form == "log":
         if isinstance(param, Integer):
             lo, hi = lo - 0.5, hi + 0.5
         x = jnp.exp(jax.random.uniform(key, shape, minval=math.log(lo), maxval=math.log(hi)))

@@ -140,17 +140,21 @@ def regime_boundary(cache: dict, memory: dict, settings: "Settings") -> dict:
     return out
 
 
-def _run_kernel(kernel: str, matrix, partition, settings: Settings, **mode):
-    from perfjax.kernels import c as ckernels  # the top floor: validation may use kernels
-
+def _operand(kernel: str, matrix, settings: Settings) -> np.ndarray:
+    """The dense operand of every validation run of ``kernel`` on ``matrix`` (a fixed seed)."""
     rng = np.random.default_rng(0)
     if kernel == "spmv":
-        operand = rng.standard_normal(matrix.shape[1])
-        return ckernels.spmv(matrix, operand, partition, repeats=settings.repeats,
-                             timeout=settings.timeout, **mode)
-    operand = rng.standard_normal((matrix.shape[1], settings.spmm_width))
-    return ckernels.spmm(matrix, operand, partition, repeats=settings.repeats,
-                         timeout=settings.timeout, **mode)
+        return rng.standard_normal(matrix.shape[1])
+    return rng.standard_normal((matrix.shape[1], settings.spmm_width))
+
+
+def _run_kernel(kernel: str, matrix, operand: np.ndarray, partition, settings: Settings,
+                **mode):
+    from perfjax.kernels import c as ckernels  # the top floor: validation may use kernels
+
+    run = ckernels.spmv if kernel == "spmv" else ckernels.spmm
+    return run(matrix, operand, partition, repeats=settings.repeats, timeout=settings.timeout,
+               **mode)
 
 
 def measure_matrix(name: str, matrix, settings: Settings,
@@ -161,9 +165,10 @@ def measure_matrix(name: str, matrix, settings: Settings,
     from perfjax.surrogates.gp import bucket
 
     counts = matrix_workers(matrix, settings)
-    # rows and the worker axis padded to powers of two: the model compiles once per size bucket,
-    # not once per matrix (padded rows are empty and padded workers idle: they count for nothing)
-    padded = bucket(matrix.shape[0], 1024)
+    # rows and the worker axis padded to powers of two, rows to at least 32768: the model
+    # compiles once for every matrix of the calibration sets and once per larger size bucket, not
+    # once per matrix (padded rows are empty and padded workers idle: they count for nothing)
+    padded = bucket(matrix.shape[0], 32768)
     stats = sparse.stats(matrix, pad_to=padded)
     max_workers = bucket(max(settings.workers), 64)
     length_bytes = sparse.length_information(matrix)
@@ -175,12 +180,13 @@ def measure_matrix(name: str, matrix, settings: Settings,
         # calibration: length_bytes) and the gathers that miss its L2 too
         row_misses = sparse.row_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
         row_misses = np.pad(row_misses, ((0, padded - matrix.shape[0]), (0, 0)))
+        operand = _operand(kernel, matrix, settings)
         for strategy in settings.strategies:
             for workers in counts:
                 part = partitioner.partition(strategy, matrix, workers, chunk=settings.chunk)
                 seconds = []
                 for _ in range(settings.processes):  # the fastest of a few processes
-                    result = _run_kernel(kernel, matrix, part, settings, sequential=True,
+                    result = _run_kernel(kernel, matrix, operand, part, settings, sequential=True,
                                          instrument=True)
                     if not result.ok:
                         raise PerfjaxError(f"matrix {name}: {kernel} {strategy} P={workers} "
@@ -197,7 +203,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
                              and (part.work()[:, 0] == result.worker_rows).all())
                 parallel = None
                 if workers <= cores and workers > 1:
-                    wall = _run_kernel(kernel, matrix, part, settings)
+                    wall = _run_kernel(kernel, matrix, operand, part, settings)
                     parallel = wall.best if wall.ok else None
                 rows.append(dict(matrix=name, kernel=kernel, strategy=strategy, workers=workers,
                                  features=features, n_rows=int(matrix.shape[0]),

@@ -461,8 +461,13 @@ def powerlaw_rows(n_rows: int, n_cols: int, nnz: int, alpha: float = 1.5, seed: 
     lengths = rng.permutation(lengths)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     if columns == "local":
-        indices = np.concatenate([np.sort((i + np.arange(k)) % n_cols) for i, k in
-                                  enumerate(lengths)])
+        # row i holds columns (i + j) % n_cols for j < k, sorted: those that wrapped past the
+        # last column (0 .. w-1) first, then the rest (i % n_cols on)
+        row = np.repeat(np.arange(n_rows, dtype=np.int64), lengths)
+        start = row % n_cols
+        wrapped = np.maximum(start + lengths[row] - n_cols, 0)
+        t = np.arange(nnz, dtype=np.int64) - indptr[row]
+        indices = np.where(t < wrapped, t, start + t - wrapped)
     else:
         indices = np.concatenate([np.sort(rng.choice(n_cols, size=k, replace=False)) if k else
                                   np.zeros(0, np.int64) for k in lengths])
