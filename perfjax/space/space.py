@@ -261,11 +261,16 @@ class Space:
         return {p: positions(columns[p]) for p, param in self.params.items()
                 if param.kind == "permutation"}
 
-    def _feasible_impl(self, batch: Batch) -> jax.Array:
+    def _feasible_impl(self, batch: Batch, drawn: bool = False) -> jax.Array:
+        """``feasible`` traced; ``drawn``: the batch comes from ``_draw``, whose enumerated
+        parameters are taken from their (filtered) domains, so their membership goes unchecked
+        (40 membership tests made up a third of a 40-ordinal scenario's sampler compile)."""
         columns = {k: jnp.asarray(v) for k, v in batch.items()}
         n = columns[self.names[0]].shape[0]
         ok = jnp.ones(n, dtype=bool)
         for pname, param in self.params.items():
+            if drawn and pname in self._domain:
+                continue
             ok &= jnp.broadcast_to(param.contains(columns[pname]), (n,))
         inverse = self._inverse_permutations(columns)
         for c in self.constraints:
@@ -338,9 +343,14 @@ class Space:
         inverse: dict[str, Any] = {}
         log_weight = jnp.zeros(n)
         ok = jnp.ones(n, dtype=bool)
-        for step, step_key in zip(self._steps, jax.random.split(key, len(self._steps))):
+        step_keys = jax.random.split(key, len(self._steps))
+        free = self._draw_free(step_keys, n, masses)
+        for step, step_key in zip(self._steps, step_keys):
             param = self.params[step.name]
-            if param.kind == "permutation":
+            if step.name in free:
+                value, lw, good = free[step.name]
+                columns[step.name] = value[:, None]
+            elif param.kind == "permutation":
                 perm, lw, good = self._draw_permutation(step, step_key, columns, inverse, n)
                 columns[step.name] = perm[:, None, :]
                 inverse[step.name] = positions(perm)[:, None, :]
@@ -351,8 +361,50 @@ class Space:
             log_weight = log_weight + lw
             ok = ok & good
         batch = {p: columns[p][:, 0] for p in self.names}
-        ok = ok & self._feasible_impl(batch)
+        ok = ok & self._feasible_impl(batch, drawn=True)
         return batch, ok, log_weight
+
+    def _draw_free(self, step_keys: jax.Array, n: int, masses: Mapping[str, jax.Array]) -> dict:
+        """The draws of every enumerated parameter no constraint checks when it is drawn, all at
+        once: (value, log weight, whether drawable) per name, each exactly what ``_draw_scalar``
+        gives from the same step key. One vectorized draw per value type instead of one per
+        parameter, whose ~30 fused kernels and 3 loops each made a 40-parameter BaCO scenario
+        compile for 12 s."""
+        free = [(i, step.name) for i, step in enumerate(self._steps)
+                if step.name in self._domain and not (step.complete or step.partial)]
+        groups: dict[np.dtype, list[tuple[int, str]]] = {}
+        for i, name in free:
+            groups.setdefault(self._domain[name].dtype, []).append((i, name))
+        out = {}
+        for members in groups.values():
+            names = [name for _, name in members]
+            widths = np.array([len(self._domain[name]) for name in names])
+            width = int(widths.max())
+            domain = np.stack([np.pad(self._domain[name], (0, width - len(self._domain[name])),
+                                      mode="edge") for name in names])
+            # padded with zero mass: each row's partial sums, total and last allowed value are
+            # those of its own domain
+            mass = jnp.stack([jnp.pad(jnp.asarray(masses[name], dtype=float),
+                                      (0, width - len(self._domain[name]))) for name in names])
+            keys = step_keys[np.array([i for i, _ in members])]
+            choose_keys = jax.vmap(jax.random.split)(keys)[:, 0]  # _draw_scalar's choose_key
+            uniform = jax.vmap(lambda k: jax.random.uniform(k, (n,)))(choose_keys)  # [G, n]
+            cumulative = jnp.cumsum(mass, axis=1)
+            total = cumulative[:, -1]
+            threshold = uniform * total[:, None]
+            last_allowed = width - 1 - jnp.argmax(mass[:, ::-1] > 0, axis=1)
+            idx = jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right"))(cumulative,
+                                                                             threshold)
+            idx = jnp.where(idx < widths[:, None], idx, last_allowed[:, None])
+            good = total > 0
+            log_allowed = jnp.where(good, jnp.log(jnp.where(good, total, 1.0)), -jnp.inf)
+            sizes = np.array([math.log(self.params[name].size()) for name in names])
+            log_ratio = -sizes[:, None] - jnp.log(jnp.take_along_axis(mass, idx, axis=1))
+            values = jnp.take_along_axis(jnp.asarray(domain), idx, axis=1)
+            lw = log_allowed[:, None] + log_ratio
+            for g, name in enumerate(names):
+                out[name] = (values[g], lw[g], jnp.broadcast_to(good[g], (n,)))
+        return out
 
     def _interval_lookup(self, c: Constraint, columns, inverse, special=None):
         """Ranges for forward checking: drawn values are exact, undrawn ones span their domain."""
