@@ -344,8 +344,17 @@ class Space:
         log_weight = jnp.zeros(n)
         ok = jnp.ones(n, dtype=bool)
         step_keys = jax.random.split(key, len(self._steps))
-        free = self._draw_free(step_keys, n, masses)
-        for step, step_key in zip(self._steps, step_keys):
+        # each scalar step's (choose, candidate) key pair and its [n] choosing uniforms, for all
+        # steps at once (vmapped: the same numbers as one split and one draw per step, without a
+        # random-bits loop per step in the program)
+        scalar = np.array([i for i, step in enumerate(self._steps)
+                           if self.params[step.name].kind != "permutation"], dtype=np.int64)
+        pairs = jax.vmap(jax.random.split)(step_keys[scalar]) if len(scalar) else None
+        uniforms = (jax.vmap(lambda k: jax.random.uniform(k, (n,)))(pairs[:, 0])
+                    if len(scalar) else None)
+        row_of = {int(i): r for r, i in enumerate(scalar)}
+        free = self._draw_free(uniforms, row_of, n, masses)
+        for i, (step, step_key) in enumerate(zip(self._steps, step_keys)):
             param = self.params[step.name]
             if step.name in free:
                 value, lw, good = free[step.name]
@@ -355,8 +364,9 @@ class Space:
                 columns[step.name] = perm[:, None, :]
                 inverse[step.name] = positions(perm)[:, None, :]
             else:
-                value, lw, good = self._draw_scalar(step, step_key, columns, inverse, n, masses,
-                                                    code)
+                value, lw, good = self._draw_scalar(step, uniforms[row_of[i]],
+                                                    pairs[row_of[i], 1], columns, inverse, n,
+                                                    masses, code)
                 columns[step.name] = value[:, None]
             log_weight = log_weight + lw
             ok = ok & good
@@ -364,12 +374,13 @@ class Space:
         ok = ok & self._feasible_impl(batch, drawn=True)
         return batch, ok, log_weight
 
-    def _draw_free(self, step_keys: jax.Array, n: int, masses: Mapping[str, jax.Array]) -> dict:
+    def _draw_free(self, uniforms: jax.Array, row_of: Mapping[int, int], n: int,
+                   masses: Mapping[str, jax.Array]) -> dict:
         """The draws of every enumerated parameter no constraint checks when it is drawn, all at
         once: (value, log weight, whether drawable) per name, each exactly what ``_draw_scalar``
-        gives from the same step key. One vectorized draw per value type instead of one per
-        parameter, whose ~30 fused kernels and 3 loops each made a 40-parameter BaCO scenario
-        compile for 12 s."""
+        gives from the same uniforms (``uniforms[row_of[step]]``). One vectorized draw per value
+        type instead of one per parameter, whose ~30 fused kernels and 3 loops each made a
+        40-parameter BaCO scenario compile for 12 s."""
         free = [(i, step.name) for i, step in enumerate(self._steps)
                 if step.name in self._domain and not (step.complete or step.partial)]
         groups: dict[np.dtype, list[tuple[int, str]]] = {}
@@ -386,9 +397,7 @@ class Space:
             # those of its own domain
             mass = jnp.stack([jnp.pad(jnp.asarray(masses[name], dtype=float),
                                       (0, width - len(self._domain[name]))) for name in names])
-            keys = step_keys[np.array([i for i, _ in members])]
-            choose_keys = jax.vmap(jax.random.split)(keys)[:, 0]  # _draw_scalar's choose_key
-            uniform = jax.vmap(lambda k: jax.random.uniform(k, (n,)))(choose_keys)  # [G, n]
+            uniform = uniforms[np.array([row_of[i] for i, _ in members])]  # [G, n]
             cumulative = jnp.cumsum(mass, axis=1)
             total = cumulative[:, -1]
             threshold = uniform * total[:, None]
@@ -434,27 +443,28 @@ class Space:
             mask = mask & expr.evaluate_interval(c, self._interval_lookup(c, trial, inverse)).possibly
         return jnp.broadcast_to(mask, (mask.shape[0], candidates.shape[1]))
 
-    def _draw_scalar(self, step: _Step, key, columns, inverse, n: int, masses, code):
-        """Draw one scalar parameter among the values the checks allow.
+    def _draw_scalar(self, step: _Step, uniform, cand_key, columns, inverse, n: int, masses,
+                     code):
+        """Draw one scalar parameter among the values the checks allow (``uniform``: the [n]
+        draws that choose among them, ``cand_key``: the key of reals' and integers' candidates).
 
         The returned log weight turns the draw into an importance sample of the uniform measure,
         whatever proposal (log-uniform for ``log`` parameters, or the prior) picked the value.
         """
         param = self.params[step.name]
-        choose_key, cand_key = jax.random.split(key)
         checks = bool(step.complete or step.partial)
         if step.name in self._domain:
             domain = jnp.asarray(self._domain[step.name])
             mass = jnp.asarray(masses[step.name])
             mask = (self._candidate_mask(step, columns, inverse, domain[None, :]) if checks
                     else jnp.ones((1, len(domain)), dtype=bool))
-            idx, log_allowed, good = _choose(choose_key, mask, mass[None, :], n)
+            idx, log_allowed, good = _choose(uniform, mask, mass[None, :], n)
             log_ratio = -math.log(param.size()) - jnp.log(mass[idx])
             return domain[idx], log_allowed + log_ratio, good
         k = CANDIDATES if checks else 1
         candidates, log_ratio = _random_values(param, cand_key, (n, k), code)
         mask = self._candidate_mask(step, columns, inverse, candidates)
-        idx, log_allowed, good = _choose(choose_key, mask, jnp.full((1, k), 1.0 / k), n)
+        idx, log_allowed, good = _choose(uniform, mask, jnp.full((1, k), 1.0 / k), n)
         value = jnp.take_along_axis(candidates, idx[:, None], axis=1)[:, 0]
         log_ratio = jnp.take_along_axis(log_ratio, idx[:, None], axis=1)[:, 0]
         return value, log_allowed + log_ratio, good
@@ -493,7 +503,8 @@ class Space:
                 truth = expr.evaluate_interval(c, self._interval_lookup(c, columns, inverse, special))
                 mask &= jnp.broadcast_to(truth.possibly, (n, items))
             # Uniform over the items still free: each has mass 1 / (items - k).
-            idx, lw, good = _choose(keys[k], mask, jnp.full((1, items), 1.0) / (items - k), n)
+            idx, lw, good = _choose(jax.random.uniform(keys[k], (n,)), mask,
+                                   jnp.full((1, items), 1.0) / (items - k), n)
             perm = jax.lax.dynamic_update_slice(perm, idx[:, None].astype(perm.dtype), (0, k))
             placed = placed | (candidate == idx[:, None])
             position = position.at[jnp.arange(n), idx].set(k)
@@ -767,8 +778,9 @@ def _describe_domain(param: Parameter) -> str:
     return type(param).__name__
 
 
-def _choose(key: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
-    """Per row, draw one allowed column with probability proportional to ``mass``.
+def _choose(uniform: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
+    """Per row, draw one allowed column with probability proportional to ``mass``, by
+    ``uniform`` ([n] draws in [0, 1), e.g. ``jax.random.uniform(key, (n,))``).
 
     ``mask`` is [n, K] or [1, K] (the same for every row). Returns the column, the log of the
     allowed mass (the row's importance-weight factor) and whether any column was allowed.
@@ -776,7 +788,7 @@ def _choose(key: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
     masses = jnp.where(mask, mass, 0.0)
     cumulative = jnp.cumsum(masses, axis=1)
     total = jnp.broadcast_to(cumulative[:, -1], (n,))
-    threshold = jax.random.uniform(key, (n,)) * total
+    threshold = uniform * total
     width = masses.shape[1]
     last_allowed = jnp.broadcast_to(width - 1 - jnp.argmax(masses[:, ::-1] > 0, axis=1), (n,))
     if masses.shape[0] == 1:  # one distribution for all rows: binary search, no [n, K] array
