@@ -85,11 +85,14 @@ def run(args: argparse.Namespace) -> int:
     if args.model_prior is None:  # default: the model prior wherever the model prices the kernel
         args.model_prior = args.strategy == "bo" and args.kernel in MODEL_KERNELS
     if args.model_prior:
-        from perfjax.bench.kernel_tuning import ModelPrior, calibrate_model, check_model_kernel
+        from perfjax.bench.kernel_tuning import (ModelPrior, calibrate_model,
+                                                 calibration_cache_dir, check_model_kernel)
         if args.strategy != "bo":
             raise PerfjaxError("--model-prior needs --strategy bo")
         check_model_kernel(args.kernel)
-        print("calibrating the load-balance model on generated matrices ...", file=sys.stderr)
+        cached = calibration_cache_dir()
+        print("calibrating the load-balance model on generated matrices"
+              + (f" (measurements kept in {cached})" if cached else "") + " ...", file=sys.stderr)
         options["prior_mean"] = ModelPrior(objective, calibrate_model(args.kernel, args.width))
     out = Path(args.out)
     try:

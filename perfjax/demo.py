@@ -114,13 +114,17 @@ def section_balance(seed: int) -> None:
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         print("no C compiler found: skipping the measured part of this section")
         return
+    from perfjax.bench import kernel_tuning
     from perfjax.validate import balance as validation
 
-    settings = validation.Settings(kernels=("spmv",), workers=(1, 4, 16), repeats=5)
-    calibration = validation.calibration_matrices(seed + 1)  # other seeds than this matrix
-    fitted = validation.calibrate_on(calibration, settings, binning=True)
-    print(f"generated C SpMV, each of 8 workers timed alone on one core; model costs calibrated on "
-          f"{', '.join(calibration)} (not this matrix):")
+    # the calibration `perfjax tune` uses for its model prior (its measurements cached in
+    # kernel_tuning.calibration_cache_dir(): a second demo or tune run fits them again)
+    cached = kernel_tuning.calibration_cache_dir()
+    fitted = kernel_tuning.calibrate_model("spmv")
+    print("generated C SpMV, each of 8 workers timed alone on one core; model costs calibrated on "
+          "the generated matrices of perfjax.validate.balance.calibration_matrices (skewed, "
+          "graph-like, banded, random; not this matrix"
+          + (f"; measurements kept in {cached}" if cached else "") + "):")
     for strategy in ("row_blocks", "merge_path"):
         rows = validation.measure_matrix("demo", matrix, validation.Settings(
             kernels=("spmv",), workers=(8,), strategies=(strategy,), repeats=5))

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 
 def _share_build_caches() -> None:
-    """One JAX compilation cache and one C kernel cache for the whole run, new for each run.
+    """One JAX compilation cache, one C kernel cache and one calibration-measurement cache for
+    the whole run, new for each run.
 
     Both pytest-xdist workers and every subprocess a test starts inherit the directories through
     the environment, so a function the suite compiles again (a new Space or model object traces
@@ -39,6 +40,7 @@ def _share_build_caches() -> None:
         atexit.register(shutil.rmtree, path, True)
     root = os.environ["PERFJAX_TESTS_CACHE"]
     os.environ["PERFJAX_CACHE"] = os.path.join(root, "kernels")
+    os.environ["PERFJAX_CALIBRATION_CACHE"] = os.path.join(root, "calibrations")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(root, "jax")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     import jax

@@ -430,3 +430,46 @@ def test_model_prior_prices_row_length_binning(small):
         saving = 7e-9 * ends[short].sum() - 2e-9 * short.sum()
         assert np.isclose(predicted[0] - value, saving, rtol=1e-9, atol=1e-15), b
     assert len(set(np.round(predicted / predicted[0], 12))) == 4  # each binning priced apart
+
+
+def test_calibrate_model_keeps_its_measurements_for_the_next_call(tmp_path, monkeypatch):
+    """calibrate_model's measurements land in the calibration cache: a second call fits the same
+    measurements (identical costs) without running a kernel; cache=False and
+    PERFJAX_CALIBRATION_CACHE=off measure; a directory that cannot be made is one warning."""
+    from perfjax.errors import PerfjaxWarning
+    from perfjax.validate import balance as validation
+    from perfjax.workloads import sparse as workloads
+
+    small = {"gen-powerlaw": workloads.powerlaw_rows(600, 600, 4_000, alpha=1.1, seed=0),
+             "gen-banded": workloads.banded(500, 2, seed=0),
+             "gen-uniform": workloads.uniform_random(800, 800, 4e-3, seed=0)}
+    monkeypatch.setattr(validation, "calibration_matrices", lambda seed=0: small)
+    measured = []
+    real = validation.measure_matrix
+
+    def counted(name, *args, **kwargs):
+        measured.append(name)
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(validation, "measure_matrix", counted)
+    monkeypatch.setenv(kernel_tuning.CALIBRATION_CACHE_ENV, str(tmp_path / "cal"))
+    first = kernel_tuning.calibrate_model("spmm", 8)
+    assert sorted(measured) == sorted(small)
+    logs = list((tmp_path / "cal").glob("measurements-*.jsonl"))
+    assert [p.name for p in logs] == [f"measurements-{kernel_tuning.calibration_fingerprint()}"
+                                      ".jsonl"]
+    again = kernel_tuning.calibrate_model("spmm", 8)
+    assert len(measured) == len(small)  # nothing run again
+    np.testing.assert_array_equal(np.asarray(again["spmm"].vector()),
+                                  np.asarray(first["spmm"].vector()))
+    assert again.predictor_bytes == first.predictor_bytes
+    kernel_tuning.calibrate_model("spmm", 16)  # other settings: measured, appended
+    assert len(measured) == 2 * len(small)
+    kernel_tuning.calibrate_model("spmm", 8, cache=False)
+    assert len(measured) == 3 * len(small)
+    monkeypatch.setenv(kernel_tuning.CALIBRATION_CACHE_ENV, "off")
+    assert kernel_tuning.calibration_cache_dir() is None
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(kernel_tuning.CALIBRATION_CACHE_ENV, str(tmp_path / "file" / "cal"))
+    with pytest.warns(PerfjaxWarning, match="cannot create the directory"):
+        kernel_tuning.calibrate_model("spmm", 8)
+    assert len(measured) == 4 * len(small)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,7 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from perfjax import scenarios
-from perfjax.errors import PerfjaxError, SpaceError
+from perfjax.errors import PerfjaxError, PerfjaxWarning, SpaceError
 from perfjax.kernels.c.emit import MAX_BIN_ROWS
 from perfjax.space import Space
 
@@ -342,17 +344,80 @@ class ModelPrior:
         return self._table[bins, strategy, threads, chunks]
 
 
-def calibrate_model(kernel: str, width: int = DEFAULT_WIDTH):
+CALIBRATION_CACHE_ENV = "PERFJAX_CALIBRATION_CACHE"
+
+
+def calibration_cache_dir() -> Path | None:
+    """Where ``calibrate_model`` keeps its measurements: $PERFJAX_CALIBRATION_CACHE, else
+    ~/.cache/perfjax/calibrations (None when the variable says off)."""
+    from perfjax.compilation_cache import OFF
+
+    env = os.environ.get(CALIBRATION_CACHE_ENV, "").strip()
+    if env and env.lower() in OFF:
+        return None
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "perfjax" / "calibrations"
+
+
+@functools.cache
+def calibration_fingerprint() -> str:
+    """What the calibration measurements depend on besides their settings and matrices (which
+    ``MeasurementLog`` keys already hold): this CPU, the C compiler, and the code that generates,
+    runs and counts the kernels (so an upgraded perfjax measures again)."""
+    import hashlib
+    import importlib
+    import platform
+
+    build, emit, run, model, validation, workloads = (importlib.import_module(name) for name in (
+        "perfjax.kernels.c.build", "perfjax.kernels.c.emit", "perfjax.kernels.c.run",
+        "perfjax.models.balance", "perfjax.validate.balance", "perfjax.workloads.sparse"))
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    digest = hashlib.sha256(repr((validation.RECORD_FORMAT, platform.machine(), cpu,
+                                  os.cpu_count(), build._version(build.compiler()))).encode())
+    for module in (build, emit, run, model, validation, workloads):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def calibrate_model(kernel: str, width: int = DEFAULT_WIDTH, cache: bool = True):
     """A load-balance model ``Calibration`` for ``kernel`` (spmv / spmm) at ``width``, fitted on
-    ``perfjax.validate.balance``'s generated matrices (about 20 s of kernel runs)."""
+    ``perfjax.validate.balance``'s generated matrices (about 20 s of kernel runs).
+
+    ``cache``: keep the measurements in ``calibration_cache_dir()`` (one measurement log per
+    ``calibration_fingerprint()``: this CPU, compiler and perfjax's kernel code), so a later call
+    on this machine fits the same measurements again instead of running the kernels (SpMV's
+    binning runs, a few seconds, are measured every time). False measures afresh."""
     from perfjax.validate import balance as validation
 
     check_model_kernel(kernel)
-    return validation.calibrate_on(settings=validation.Settings(
+    settings = validation.Settings(
         kernels=(kernel,), workers=(1, 2, 8, 32), spmm_width=width,
         strategies=("row_blocks", "static_chunks", "nnz_split", "merge_path"),
-        processes=1),  # a prior mean needs relative costs: one process each keeps it ~20 s
-        binning=kernel == "spmv")
+        processes=1)  # a prior mean needs relative costs: one process each keeps it ~20 s
+    directory = calibration_cache_dir() if cache else None
+    if directory is not None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            warnings.warn(f"calibration cache {directory}: cannot create the directory "
+                          f"({exc.strerror or exc}); measuring without it (set "
+                          f"{CALIBRATION_CACHE_ENV}=off to silence this)", PerfjaxWarning,
+                          stacklevel=2)
+            directory = None
+    if directory is None:
+        return validation.calibrate_on(settings=settings, binning=kernel == "spmv")
+    from filelock import FileLock
+
+    path = directory / f"measurements-{calibration_fingerprint()}.jsonl"
+    with FileLock(str(path) + ".lock"):  # concurrent calibrations measure once, append whole
+        return validation.calibrate_on(settings=settings, binning=kernel == "spmv",
+                                       log=validation.MeasurementLog(path))
 
 
 def check_model_kernel(kernel: str) -> None:
