@@ -119,8 +119,9 @@ def section_balance(seed: int) -> None:
 
     # the calibration `perfjax tune` uses for its model prior (its measurements cached in
     # kernel_tuning.calibration_cache_dir(): a second demo or tune run fits them again)
-    cached = kernel_tuning.calibration_cache_dir()
     fitted = kernel_tuning.calibrate_model("spmv")
+    cached = kernel_tuning.calibration_cache_dir()
+    cached = cached if cached is not None and cached.is_dir() else None  # not made: a warning
     print("generated C SpMV, each of 8 workers timed alone on one core; model costs calibrated on "
           "the generated matrices of perfjax.validate.balance.calibration_matrices (skewed, "
           "graph-like, banded, random; not this matrix"
