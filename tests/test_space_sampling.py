@@ -291,3 +291,30 @@ def test_use_prior_follows_the_prior_among_allowed_values():
     _chi2_ok(Counter(batch["c"].tolist()), [0, 1], [0.9, 0.1], n)
     truncated = stats.truncnorm((0.0 - 2.0) / 1.0, (10.0 - 2.0) / 1.0, loc=2.0, scale=1.0)
     assert stats.kstest(batch["x"], truncated.cdf).pvalue > 1e-4
+
+
+def test_free_parameters_drawn_together_equal_drawing_them_one_at_a_time():
+    """The sampler draws every enumerated parameter that no constraint checks in one vectorized
+    step (``_draw_free``); each must be exactly what the one-parameter path (``_draw_scalar``)
+    gives from the same uniforms: value, log weight and drawability, under every proposal."""
+    space = Space({"a": Ordinal([1, 2, 4, 8]), "b": Ordinal([0.5, 1.5, 2.5]),
+                   "c": Categorical(["x", "y", "z"], prior=[0.2, 0.5, 0.3]),
+                   "d": Integer(1, 100), "e": Ordinal([3, 5, 7, 9, 11, 13, 15]),
+                   "f": Ordinal([2, 4], prior=[0.9, 0.1])}, ["d >= a"])
+    n = 257
+    uniforms = jax.random.uniform(jax.random.key(3), (len(space._steps), n))
+    row_of = {i: i for i in range(len(space._steps))}
+    for proposal in ("base", "prior", "uniform"):
+        masses = {name: (np.full(len(domain), 1 / space.params[name].size())
+                         if proposal == "uniform" else
+                         {"prior": space._prior_mass, "base": space._base_mass}[proposal][name])
+                  for name, domain in space._domain.items()}
+        together = space._draw_free(uniforms, row_of, n, masses)
+        assert set(together) == {"b", "c", "e", "f"}  # a and d are checked against each other
+        for i, step in enumerate(space._steps):
+            if step.name not in together:
+                continue
+            alone = space._draw_scalar(step, uniforms[i], None, {}, {}, n, masses,
+                                       space._PROPOSALS.index(proposal))
+            for got, want in zip(together[step.name], alone):
+                np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
