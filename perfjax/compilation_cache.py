@@ -23,13 +23,32 @@ OFF = ("off", "0", "no", "false", "none")
 MAX_BYTES = 1 << 30  # least recently used programs are evicted beyond 1 GiB
 
 
+def user_cache_dir(variable: str, name: str) -> Path | None:
+    """A perfjax cache directory: $``variable``, else ~/.cache/perfjax/``name`` (None when
+    $``variable`` says off)."""
+    env = os.environ.get(variable, "").strip()
+    if env and env.lower() in OFF:
+        return None
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "perfjax" / name
+
+
+def make_cache_dir(directory: Path, what: str, without: str, variable: str) -> Path | None:
+    """``directory`` created (with its parents) and returned; one PerfjaxWarning and None when
+    it cannot be, so the caller goes on ``without`` it (e.g. "compiling") instead of failing."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        warnings.warn(f"{what} {directory}: cannot create the directory "
+                      f"({exc.strerror or exc}); {without} without it (set {variable}=off to "
+                      "silence this)", PerfjaxWarning, stacklevel=3)
+        return None
+    return directory
+
+
 def default_dir() -> Path | None:
     """Where ``enable()`` keeps the cache: $PERFJAX_JAX_CACHE, else ~/.cache/perfjax/jax (None
     when $PERFJAX_JAX_CACHE says off)."""
-    env = os.environ.get(ENV, "").strip()
-    if env and env.lower() in OFF:
-        return None
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "perfjax" / "jax"
+    return user_cache_dir(ENV, "jax")
 
 
 def enable(path: str | os.PathLike | None = None) -> Path | None:
@@ -48,14 +67,8 @@ def enable(path: str | os.PathLike | None = None) -> Path | None:
     if configured:
         return Path(configured)
     directory = default_dir() if path is None else Path(path).expanduser()
-    if directory is None:
-        return None
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        warnings.warn(f"JAX compilation cache {directory}: cannot create the directory "
-                      f"({exc.strerror or exc}); compiling without it (set {ENV}=off to "
-                      "silence this)", PerfjaxWarning, stacklevel=2)
+    if directory is None or make_cache_dir(directory, "JAX compilation cache", "compiling",
+                                           ENV) is None:
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from perfjax import scenarios
-from perfjax.errors import PerfjaxError, PerfjaxWarning, SpaceError
+from perfjax.errors import PerfjaxError, SpaceError
 from perfjax.kernels.c.emit import MAX_BIN_ROWS
 from perfjax.space import Space
 
@@ -350,12 +349,9 @@ CALIBRATION_CACHE_ENV = "PERFJAX_CALIBRATION_CACHE"
 def calibration_cache_dir() -> Path | None:
     """Where ``calibrate_model`` keeps its measurements: $PERFJAX_CALIBRATION_CACHE, else
     ~/.cache/perfjax/calibrations (None when the variable says off)."""
-    from perfjax.compilation_cache import OFF
+    from perfjax.compilation_cache import user_cache_dir
 
-    env = os.environ.get(CALIBRATION_CACHE_ENV, "").strip()
-    if env and env.lower() in OFF:
-        return None
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "perfjax" / "calibrations"
+    return user_cache_dir(CALIBRATION_CACHE_ENV, "calibrations")
 
 
 @functools.cache
@@ -400,16 +396,12 @@ def calibrate_model(kernel: str, width: int = DEFAULT_WIDTH, cache: bool = True)
         kernels=(kernel,), workers=(1, 2, 8, 32), spmm_width=width,
         strategies=("row_blocks", "static_chunks", "nnz_split", "merge_path"),
         processes=1)  # a prior mean needs relative costs: one process each keeps it ~20 s
+    from perfjax.compilation_cache import make_cache_dir
+
     directory = calibration_cache_dir() if cache else None
     if directory is not None:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            warnings.warn(f"calibration cache {directory}: cannot create the directory "
-                          f"({exc.strerror or exc}); measuring without it (set "
-                          f"{CALIBRATION_CACHE_ENV}=off to silence this)", PerfjaxWarning,
-                          stacklevel=2)
-            directory = None
+        directory = make_cache_dir(directory, "calibration cache", "measuring",
+                                   CALIBRATION_CACHE_ENV)
     if directory is None:
         return validation.calibrate_on(settings=settings, binning=kernel == "spmv")
     from filelock import FileLock
