@@ -33,6 +33,7 @@ import numpy as np
 from scipy.linalg import cho_solve
 from scipy.optimize import minimize
 
+from perfjax.arrays import bucket
 from perfjax.errors import SpaceError
 
 PERMUTATION_KERNELS = ("spearman", "kendall", "hamming")
@@ -292,13 +293,6 @@ def _predict(layout, params, x, mask, chol, alpha, xq):
     v = jax.scipy.linalg.solve_triangular(chol, kq.T, lower=True)
     var = jnp.exp(params.log_amplitude) - jnp.sum(v * v, axis=0)
     return mean, jnp.maximum(var, 1e-12)
-
-
-def bucket(n: int, smallest: int = 64) -> int:
-    """The padded size for ``n`` rows: the next power of two, at least ``smallest``. A jitted
-    function compiles once per padded shape, so inputs padded to their bucket share a few
-    compiled programs (the GP's observations and candidates, validation's matrices)."""
-    return max(smallest, 1 << max(n - 1, 0).bit_length())
 
 
 class GaussianProcess:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perfjax.arrays import bucket, head, pad_rows, to_jax
 from perfjax.errors import SpaceError, check_integer
 from perfjax.space import expr
 from perfjax.space.expr import Constraint, Interval
@@ -128,6 +129,7 @@ class Space:
         self._order = self._sampling_order()
         self._steps = self._plan_steps()
         self._draw_cache: dict[int, Any] = {}
+        self._programs: dict[Any, Any] = {}  # jitted encodings (perfjax.space.encodings)
         self._feasible_jit = jax.jit(self._feasible_impl)
         self._enumerated: Batch | None = None
 
@@ -284,8 +286,8 @@ class Space:
         if n >= 1 << 16:  # large batches: compile for the exact size rather than copy to pad
             return self._feasible_jit(batch)
         # Pad small batches to a power of two so many sizes share a few compiled checks.
-        size = max(64, 1 << max(n - 1, 0).bit_length())
-        return self._feasible_jit(_pad_batch({k: np.asarray(v) for k, v in batch.items()}, size))[:n]
+        padded = {k: pad_rows(np.asarray(v), bucket(n)) for k, v in batch.items()}
+        return head(self._feasible_jit(padded), n)
 
     def constraint_report(self, config: Mapping[str, Any]) -> list[str]:
         """The texts of the constraints one plain-dict configuration violates."""
@@ -570,7 +572,7 @@ class Space:
         if not parts:
             return {p: jnp.zeros((0, self.params[p].n) if self.params[p].kind == "permutation"
                                  else (0,), dtype=self.params[p].dtype) for p in self.names}
-        return {p: jnp.asarray(np.concatenate([part[p] for part in parts])[:n]) for p in self.names}
+        return {p: head(np.concatenate([part[p] for part in parts]), n) for p in self.names}
 
     def estimate_feasible_fraction(self, draws: int = 65536, seed: Any = 0) -> tuple[float, float]:
         """Unbiased estimate of the feasible share of the space, and its standard error.
@@ -663,7 +665,7 @@ class Space:
                                  "feasible configuration; sample without use_prior")
             p = p / p.sum()
         rows = rng.choice(count, size=n, p=p)
-        return {k: jnp.asarray(v[rows]) for k, v in table.items()}
+        return {k: to_jax(v[rows]) for k, v in table.items()}
 
     # --------------------------------------------------------------------------- conversions
 
@@ -707,7 +709,7 @@ class Space:
         for p in self.names:
             param = self.params[p]
             shape = (len(configs), param.n) if param.kind == "permutation" else (len(configs),)
-            out[p] = jnp.asarray(np.asarray(columns[p], dtype=param.dtype).reshape(shape))
+            out[p] = to_jax(np.asarray(columns[p], dtype=param.dtype).reshape(shape))
         return out
 
     def default_batch(self) -> Batch:
@@ -917,15 +919,6 @@ def _unrank_permutations(rank: np.ndarray, n: int) -> np.ndarray:
         keep[np.arange(len(rank)), digit] = False
         remaining = remaining[keep].reshape(len(rank), n - 1 - k)
     return out
-
-
-def _pad_batch(batch: Batch, size: int) -> Batch:
-    """Pad every column to ``size`` rows so one compiled check serves many batch sizes."""
-    n = len(next(iter(batch.values())))
-    if n == size:
-        return batch
-    return {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), dtype=v.dtype)])
-            for k, v in batch.items()}
 
 
 __all__ = ["Space", "Batch"]

@@ -1,0 +1,55 @@
+"""Moving arrays between numpy and JAX without compiling anything.
+
+Outside ``jit``, JAX runs each operation as its own compiled program, built once per input
+shape. Two of them come up everywhere a batch of a new size crosses the numpy / JAX boundary
+(measured with JAX 0.10 on this project's CPU): ``jnp.asarray(ndarray)`` without a dtype stages
+an identity program per shape (``jit(stage)``, about 20 ms each time a shape is new), and
+slicing a JAX array compiles a ``dynamic_slice`` per result shape (about 50 ms). A search that
+filters its candidates ends up with a new size at nearly every step. The helpers here do both on
+the host instead, and ``bucket`` / ``pad_rows`` let a jitted function serve every batch size
+from a few compiled programs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def to_jax(x: Any) -> jax.Array:
+    """``x`` as a JAX array by a plain copy to the device (the dtype given, so ``jnp.asarray``
+    takes its ``device_put`` path instead of staging a program)."""
+    x = np.asarray(x)
+    return jnp.asarray(x, dtype=x.dtype)
+
+
+def head(x: Any, n: int) -> jax.Array:
+    """The first ``n`` rows of ``x`` (a JAX or numpy array), sliced on the host."""
+    return to_jax(np.asarray(x)[:n])
+
+
+def bucket(n: int, smallest: int = 64) -> int:
+    """The padded size for ``n`` rows: the next power of two, at least ``smallest``. A jitted
+    function compiles once per padded shape, so inputs padded to their bucket share a few
+    compiled programs (the GP's observations and candidates, validation's matrices, a space's
+    encodings)."""
+    return max(smallest, 1 << max(n - 1, 0).bit_length())
+
+
+def pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` with zero rows appended up to ``size`` rows (``x`` itself when it has them)."""
+    n = x.shape[0]
+    if n == size:
+        return x
+    return np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
+
+
+def is_traced(tree: Any) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (inside ``jit``, ``grad`` or ``vmap``)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+__all__ = ["to_jax", "head", "bucket", "pad_rows", "is_traced"]
