@@ -413,3 +413,42 @@ def test_real_at_its_bound_has_one_neighbour(param, value):
     nb, parent = space.neighbors({"x": np.array([value])}, feasible_only=False)
     moved = np.asarray(nb["x"]).tolist()
     assert len(moved) == 1, moved  # only the step back into the range
+
+
+def test_encodings_compile_once_per_row_bucket_and_trace_inline_under_jit(monkeypatch):
+    """embed / relax / round of batches of 1..70 rows: one trace per power-of-two bucket (64 and
+    128 rows), not one per size, each result equal to the encoding run op by op on the unpadded
+    rows; inside jax.jit the encodings trace inline (no padding of tracers)."""
+    from perfjax.space import encodings
+
+    space = Space(ENC_PARAMS)  # its own compiled programs
+    traces = Counter()
+    for name in ("_embed", "_relax", "_round"):
+        real = getattr(encodings, name)
+
+        def counted(*args, _real=real, _name=name):
+            traces[_name] += 1
+            return _real(*args)
+        monkeypatch.setattr(encodings, name, counted)
+    batch = {k: np.asarray(v) for k, v in ENC.sample(70, seed=4).items()}  # ENC's sampler
+    for n in (1, 2, 17, 64, 65, 70):
+        rows = {k: v[:n] for k, v in batch.items()}
+        features = space.embed(rows, permutation="kendall")
+        relaxed = space.relax(rows)
+        back = space.round(relaxed)
+        assert features.shape[0] == n and all(np.shape(v)[0] == n for v in back.values())
+        if n == 65:  # the reference: the same encoding op by op on the unpadded rows
+            # (compiled, XLA may fuse the log-scale arithmetic: equal up to rounding)
+            assert np.allclose(features, encodings._embed(space, rows, "kendall"),
+                               rtol=1e-12, atol=1e-14)
+            plain = encodings._relax(space, rows)
+            assert all(np.allclose(relaxed[k], plain[k], rtol=1e-12, atol=1e-12)
+                       for k in space.names)
+        for k in space.names:
+            assert np.array_equal(np.asarray(back[k]), rows[k]) if space.params[k].kind != "real" \
+                else np.allclose(back[k], rows[k], rtol=1e-12)
+    traced = {name: count for name, count in traces.items()}
+    # two buckets per encoding; the op-by-op reference above adds a call to embed and relax
+    assert traced == {"_embed": 2 + 1, "_relax": 2 + 1, "_round": 2}, traced
+    inside = jax.jit(lambda b: space.embed(b))(batch)  # traced inline: same features
+    assert np.array_equal(inside, space.embed(batch))
