@@ -47,9 +47,21 @@ def pad_rows(x: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
 
 
+def on_buckets(program: Any, tree: Any) -> Any:
+    """``program`` (a jitted function of a tree of arrays with one row per configuration) on
+    ``tree`` padded with zero rows to its ``bucket``, the result cut back to the real rows on the
+    host: one compile per bucket, not per batch size. From 65,536 rows on, the batch runs as it is
+    (a program of its own size rather than a padding copy)."""
+    n = int(np.shape(jax.tree_util.tree_leaves(tree)[0])[0])
+    if n >= 1 << 16:
+        return program(tree)
+    out = program(jax.tree_util.tree_map(lambda v: pad_rows(np.asarray(v), bucket(n)), tree))
+    return jax.tree_util.tree_map(lambda v: head(v, n), out)
+
+
 def is_traced(tree: Any) -> bool:
     """Whether any leaf of ``tree`` is a tracer (inside ``jit``, ``grad`` or ``vmap``)."""
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-__all__ = ["to_jax", "head", "bucket", "pad_rows", "is_traced"]
+__all__ = ["to_jax", "head", "bucket", "pad_rows", "on_buckets", "is_traced"]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perfjax.arrays import bucket
 from perfjax.errors import SpaceError
 
 LENGTHSCALES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.0)
@@ -82,7 +83,6 @@ class FeasibilityClassifier:
         if len(x) == 0 or len(x) != len(valid):
             raise SpaceError(f"feasibility fit needs matching non-empty data, got {len(x)} rows "
                              f"and {len(valid)} labels")
-        from perfjax.surrogates.gp import bucket
         size = bucket(len(x))
         # Beta prior around the overall valid rate (with one pseudo-observation each way).
         rate = (valid.sum() + 1.0) / (len(valid) + 2.0)
@@ -105,7 +105,6 @@ class FeasibilityClassifier:
     def predict(self, xq: np.ndarray) -> np.ndarray:
         """P(valid) at feature rows ``xq`` [m, F]."""
         xq = np.asarray(xq, dtype=float)
-        from perfjax.surrogates.gp import bucket
         padded = _pad(xq, bucket(len(xq), 1024))
         p = np.clip(np.asarray(_predict(self._x, self._valid, self._mask, self.lengthscale,
                                         self._a, self._b, padded))[:len(xq)], 1e-6, 1 - 1e-6)

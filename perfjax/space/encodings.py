@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perfjax.arrays import bucket, head, is_traced, pad_rows, to_jax
+from perfjax.arrays import is_traced, on_buckets, to_jax
 from perfjax.errors import SpaceError
 from perfjax.space.params import Categorical, Integer, Ordinal, Parameter, Permutation, Real, positions
 
@@ -118,13 +118,10 @@ def _on_rows(space, name: str, body, tree: Any) -> Any:
     trace (``jit``, ``grad``) ``body`` runs inline."""
     if is_traced(tree):
         return body(tree)
-    n = int(np.shape(jax.tree_util.tree_leaves(tree)[0])[0])
-    size = n if n >= 1 << 16 else bucket(n)  # large batches: their own program, no padding copy
     program = space._programs.get(name)
     if program is None:
         program = space._programs[name] = jax.jit(body)
-    out = program(jax.tree_util.tree_map(lambda v: pad_rows(np.asarray(v), size), tree))
-    return jax.tree_util.tree_map(lambda v: head(v, n), out)
+    return on_buckets(program, tree)
 
 
 def embed(space, batch: Mapping[str, Any], permutation: str | None = None) -> jax.Array:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perfjax.arrays import bucket, head, pad_rows, to_jax
+from perfjax.arrays import head, on_buckets, to_jax
 from perfjax.errors import SpaceError, check_integer
 from perfjax.space import expr
 from perfjax.space.expr import Constraint, Interval
@@ -281,13 +281,8 @@ class Space:
 
     def feasible(self, batch: Batch) -> jax.Array:
         """Bool [N]: each configuration lies in every parameter's domain and meets every constraint."""
-        batch = self.check_batch(batch)
-        n = int(np.shape(batch[self.names[0]])[0])
-        if n >= 1 << 16:  # large batches: compile for the exact size rather than copy to pad
-            return self._feasible_jit(batch)
-        # Pad small batches to a power of two so many sizes share a few compiled checks.
-        padded = {k: pad_rows(np.asarray(v), bucket(n)) for k, v in batch.items()}
-        return head(self._feasible_jit(padded), n)
+        # padded to a power of two: many batch sizes share a few compiled checks
+        return on_buckets(self._feasible_jit, self.check_batch(batch))
 
     def constraint_report(self, config: Mapping[str, Any]) -> list[str]:
         """The texts of the constraints one plain-dict configuration violates."""

@@ -162,7 +162,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
     """Instrumented sequential runs of every (kernel, strategy, P) on one matrix, P over the
     worker counts every strategy can split it among (``matrix_workers``)."""
     from perfjax.schedulers import partition as partitioner
-    from perfjax.surrogates.gp import bucket
+    from perfjax.arrays import bucket, pad_rows
 
     counts = matrix_workers(matrix, settings)
     # rows and the worker axis padded to powers of two, rows to at least 32768: the model
@@ -179,7 +179,7 @@ def measure_matrix(name: str, matrix, settings: Settings,
         # row-length change (scaled by the share the branch predictor does not learn, at
         # calibration: length_bytes) and the gathers that miss its L2 too
         row_misses = sparse.row_misses(matrix, 1 if kernel == "spmv" else settings.spmm_width)
-        row_misses = np.pad(row_misses, ((0, padded - matrix.shape[0]), (0, 0)))
+        row_misses = pad_rows(row_misses, padded)
         operand = _operand(kernel, matrix, settings)
         for strategy in settings.strategies:
             for workers in counts:
