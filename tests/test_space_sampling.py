@@ -74,6 +74,33 @@ def test_sample_accepts_a_prng_key_deterministically():
         np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]))
 
 
+def test_one_sampler_program_serves_every_request_size_and_proposal():
+    """Small and large samples, prior draws and the feasible-fraction estimate all run the one
+    compiled draw of a space (each compile takes seconds), and stay feasible."""
+    space = Space(MIXED_PARAMS, [t for t, _ in MIXED_CONSTRAINTS])
+    for n in (1, 70, 5000):
+        _check_batch(space, MIXED_PARAMS, MIXED_REF, space.sample(n, seed=n), n)
+    space.sample(30, seed=1, use_prior=True)
+    space.estimate_feasible_fraction(draws=20_000)
+    assert len(space._draw_cache) == 1
+
+
+@pytest.mark.parametrize("width", [1, 5, 256, 257, 600])  # both sides of COMPARE_ALL
+def test_value_search_equals_numpy_searchsorted(width):
+    """The sampler's value lookup (compare-all for small domains, binary search for large ones)
+    is numpy's searchsorted(side="right"), ties and zero masses included."""
+    from perfjax.space.space import COMPARE_ALL, _search
+
+    assert COMPARE_ALL == 256
+    rng = np.random.default_rng(width)
+    masses = rng.integers(0, 4, width) / 2  # zeros: ties in the cumulative masses
+    cumulative = np.cumsum(masses)
+    thresholds = np.concatenate([rng.uniform(0, cumulative[-1] + 1, 64), cumulative,
+                                 [0.0, -1.0]])
+    got = np.asarray(_search(jax.numpy.asarray(cumulative), jax.numpy.asarray(thresholds)))
+    np.testing.assert_array_equal(got, np.searchsorted(cumulative, thresholds, side="right"))
+
+
 @pytest.mark.parametrize("n", [-1, 2.5, True, "3"])
 def test_sample_rejects_bad_counts(n):
     with pytest.raises(SpaceError):
