@@ -401,7 +401,7 @@ class Space:
             total = cumulative[:, -1]
             threshold = uniform * total[:, None]
             last_allowed = width - 1 - jnp.argmax(mass[:, ::-1] > 0, axis=1)
-            idx = jax.vmap(lambda c, t: _search(c, t))(cumulative, threshold)
+            idx = jax.vmap(_search)(cumulative, threshold)
             idx = jnp.where(idx < widths[:, None], idx, last_allowed[:, None])
             good = total > 0
             log_allowed = jnp.where(good, jnp.log(jnp.where(good, total, 1.0)), -jnp.inf)
@@ -524,7 +524,7 @@ class Space:
                      [p.n for p in self.params.values() if p.kind == "permutation"])
         return int(np.clip((1 << 21) // widest, 256, 4096))
 
-    def _draw_rows(self, n: int, key: jax.Array, proposal: str) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
+    def _draw_rows(self, key: jax.Array, proposal: str) -> Iterator[tuple[Batch, np.ndarray, np.ndarray]]:
         """Yield (batch, ok, log_weight) chunks of ``_chunk()`` rows, each from a new key."""
         chunk = self._chunk()
         while True:
@@ -547,7 +547,7 @@ class Space:
         if self._enumerated is not None:
             return self._sample_enumerated(n, seed, use_prior)
         parts, got, tried = [], 0, 0
-        for batch, ok, _ in self._draw_rows(n, key, "prior" if use_prior else "base"):
+        for batch, ok, _ in self._draw_rows(key, "prior" if use_prior else "base"):
             rows = np.nonzero(ok)[0]
             if len(rows):
                 parts.append({k: np.asarray(v)[rows] for k, v in batch.items()})
@@ -583,7 +583,7 @@ class Space:
         """
         draws = check_integer(draws, "draws", 1, self.sample_limit())
         weights, tried = [], 0
-        for _, ok, log_weight in self._draw_rows(draws, _as_key(seed), "uniform"):
+        for _, ok, log_weight in self._draw_rows(_as_key(seed), "uniform"):
             weights.append(np.where(ok, np.exp(log_weight), 0.0))
             tried += len(ok)
             if tried >= draws:
@@ -801,7 +801,7 @@ def _choose(uniform: jax.Array, mask: jax.Array, mass: jax.Array, n: int):
     threshold = uniform * total
     width = masses.shape[1]
     last_allowed = jnp.broadcast_to(width - 1 - jnp.argmax(masses[:, ::-1] > 0, axis=1), (n,))
-    if masses.shape[0] == 1:  # one distribution for all rows: binary search, no [n, K] array
+    if masses.shape[0] == 1:  # one distribution for all rows: one search of its cumulative row
         idx = _search(cumulative[0], threshold)
         idx = jnp.where(idx < width, idx, last_allowed)
     else:
