@@ -95,7 +95,7 @@ def test_hidden_constraint_failures_are_avoided(space):
 def test_local_every_k_th_suggestion_draws_no_global_candidates(space):
     from perfjax.schedulers.bayesopt import BayesOpt
 
-    assert BayesOpt(space).local_every == 0  # the default: every suggestion searches globally too
+    assert BayesOpt(space).local_every == 2  # the default: every second suggestion searches locally
     for every, expected in ((2, [True, False, True, False]), (0, [True] * 4),
                             (1, [False] * 4), (3, [True, True, False, True])):
         options = dict(SMALL, candidates=777)  # the global draw's size, told apart below
