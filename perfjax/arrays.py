@@ -12,6 +12,7 @@ from a few compiled programs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -65,3 +66,21 @@ def is_traced(tree: Any) -> bool:
 
 
 __all__ = ["to_jax", "head", "bucket", "pad_rows", "on_buckets", "is_traced"]
+
+
+YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.lru_cache(maxsize=1)
+def elementwise_compiler_options() -> dict:
+    """``compiler_options`` for ``jax.jit`` that keep XLA:CPU from handing chains of elementwise
+    operations and their reductions to YNNPACK fusions, for programs where those measured slower
+    than XLA's own loop fusions (the MoE fast path's per-device times: one YNNPACK fusion over
+    [8, 2048, 8] took 5.8 ms of a 17 ms call on this CPU; see ``perfjax.models.pim``). Empty when
+    this jaxlib does not know the option (probed once by compiling a one-operation program), so
+    an upgrade that drops it costs the speed, not the program. Other backends ignore it."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=YNN_OFF)(np.float32(1.0)).block_until_ready()
+    except Exception:  # noqa: BLE001 - JaxRuntimeError "No such compile option" and the like
+        return {}
+    return dict(YNN_OFF)

@@ -141,9 +141,10 @@ def test_bad_hardware_names_the_field():
         hardware.system("h100", attach="glued")
 
 
-def test_linear_form_fast_path_equals_the_layer_model():
+@pytest.mark.parametrize("case", [0, 2], ids=["routed-only", "shared-expert"])
+def test_linear_form_fast_path_equals_the_layer_model(case):
     hw = hardware.system("h100", attach="shared")
-    cfg, devices = CASES[2]  # heterogeneous: a shared expert per device
+    cfg, devices = CASES[case]  # 2 is heterogeneous: a shared expert per device
     counts = np.stack([moe.device_counts(cfg, moe.powerlaw_routing(cfg.experts, cfg.top_k, 48,
                                                                    1.0, seed=s), devices)
                        for s in range(3)])
@@ -180,3 +181,14 @@ def test_pipelined_model_matches_simulator():
     errors = np.array(errors)
     assert errors.mean() < 0.03, errors.mean()
     assert errors.max() < 0.10, errors.max()
+
+
+def test_compiler_options_fall_back_to_none_when_jaxlib_lacks_the_option(monkeypatch):
+    from perfjax import arrays
+
+    arrays.elementwise_compiler_options.cache_clear()
+    monkeypatch.setattr(arrays, "YNN_OFF", {"xla_cpu_no_such_option_in_any_jaxlib": ""})
+    try:
+        assert arrays.elementwise_compiler_options() == {}
+    finally:
+        arrays.elementwise_compiler_options.cache_clear()  # the real probe next time

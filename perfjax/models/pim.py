@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perfjax.arrays import elementwise_compiler_options
 from perfjax.errors import WorkloadError
 from perfjax.hardware import GPUSpec, PIMSpec, System
 from perfjax.workloads.moe import MoEConfig, slot_ffn
@@ -204,6 +205,8 @@ def device_time(hw: System, totals: SideTotals, mode: str = "overlapped",
 
 
 TOTALS_FIELDS = 8  # SideTotals as a vector: its fields in declaration order
+# the totals evaluate_assignments gets from its matmul: gpu_work, gpu_experts, pim_work, pim_bytes
+_MATMUL_FIELDS = (0, 2, 3, 4)
 
 
 def totals_from_vector(v: Any) -> SideTotals:
@@ -227,26 +230,55 @@ def placement_linear_form(hw: System, cfg: MoEConfig, counts: Any) -> tuple[jax.
     return jnp.sum(on_gpu, axis=-2), on_pim - on_gpu
 
 
-@partial(jax.jit, static_argnames=("cfg", "mode"))
 def evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Array,
                          mode: str = "overlapped") -> jax.Array:
     """Critical path [L, N] of N placements [L, N, D, M] for each of L layers' counts [L, D, M].
 
     The placement-independent per-expert costs are computed once per layer; each assignment then
-    costs one contraction over its experts (the fast path for searches over placements).
+    costs one contraction over its experts (the fast path for searches over placements). Jitted
+    (``cfg`` and ``mode`` static), with XLA:CPU's YNNPACK fusions off: the per-device times over
+    every assignment ran 1.5-1.6x faster in XLA's own loops (512-expert layers, measured in
+    ``benchmarks/moe_bench.py`` [2]).
     """
+    return _evaluate_assignments_program()(hw, cfg, counts, placements, mode)
+
+
+@functools.lru_cache(maxsize=1)
+def _evaluate_assignments_program():
+    return jax.jit(_evaluate_assignments, static_argnames=("cfg", "mode"),
+                   compiler_options=elementwise_compiler_options())
+
+
+def _evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Array,
+                          mode: str = "overlapped") -> jax.Array:
     base, delta = placement_linear_form(hw, cfg, counts)
     placements = jnp.asarray(placements)
     if jnp.issubdtype(placements.dtype, jnp.floating):  # float32 placements: float32 arithmetic
         base, delta = base.astype(placements.dtype), delta.astype(placements.dtype)
     layers, assignments, devices, slots = placements.shape
-    # one matmul per layer against a block-diagonal [D*M, D*8] (no transposed copy of the batch)
-    blocks = jnp.einsum("ldmk,de->ldmek", delta, jnp.eye(devices, dtype=delta.dtype))
-    blocks = blocks.reshape(layers, devices * slots, devices * TOTALS_FIELDS)
+    # One matmul per layer against a block-diagonal [D*M, D*4] (no transposed copy of the batch),
+    # for the four totals that need one: moving a slot to PIM adds as many PIM experts as it
+    # takes GPU ones, only the shared slots change the local totals (summed directly), and the
+    # GPU's HBM seconds are not read by device_time (NaN here, so a model that starts reading
+    # them fails the fast path's test against layer_times instead of going wrong). Half the
+    # matmul of all eight totals (measured: see benchmarks/moe_bench.py [2]).
+    linear = delta[..., list(_MATMUL_FIELDS)]
+    blocks = jnp.einsum("ldmk,de->ldmek", linear, jnp.eye(devices, dtype=delta.dtype))
+    blocks = blocks.reshape(layers, devices * slots, devices * len(_MATMUL_FIELDS))
     moved = placements.reshape(layers, assignments, devices * slots) @ blocks
-    totals = base[:, None] + moved.reshape(layers, assignments, devices, TOTALS_FIELDS)
-    arrival = dispatch_arrival(hw, cfg, counts)[:, None, :].astype(totals.dtype)
-    device = device_time(hw, totals_from_vector(totals), mode, arrival)
+    moved = moved.reshape(layers, assignments, devices, len(_MATMUL_FIELDS))
+    base = base[:, None]
+    shared = cfg.shared_experts
+    local = jnp.einsum("ladm,ldmk->ladk", placements[..., slots - shared:],
+                       delta[:, :, slots - shared:, 6:8])  # [L, A, D, 2]; shared is small
+    totals = SideTotals(gpu_work=base[..., 0] + moved[..., 0],
+                        gpu_memory=jnp.full_like(moved[..., 0], jnp.nan),
+                        gpu_experts=base[..., 2] + moved[..., 1],
+                        pim_work=moved[..., 2], pim_bytes=moved[..., 3],
+                        pim_experts=-moved[..., 1],
+                        pim_local_work=local[..., 0], pim_local_experts=local[..., 1])
+    arrival = dispatch_arrival(hw, cfg, counts)[:, None, :].astype(moved.dtype)
+    device = device_time(hw, totals, mode, arrival)
     return jnp.max(arrival + device, axis=-1) + jnp.max(arrival, axis=-1)
 
 
