@@ -65,9 +65,6 @@ def is_traced(tree: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-__all__ = ["to_jax", "head", "bucket", "pad_rows", "on_buckets", "is_traced"]
-
-
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -76,7 +73,7 @@ def elementwise_compiler_options() -> dict:
     """``compiler_options`` for ``jax.jit`` that keep XLA:CPU from handing chains of elementwise
     operations and their reductions to YNNPACK fusions, for programs where those measured slower
     than XLA's own loop fusions (the MoE fast path's per-device times: one YNNPACK fusion over
-    [8, 2048, 8] took 5.8 ms of a 17 ms call on this CPU; see ``perfjax.models.pim``). Empty when
+    [8, 2048, 8] took 5.8 ms of a 17 ms call in a profile on this CPU; see ``perfjax.models.pim``). Empty when
     this jaxlib does not know the option (probed once by compiling a one-operation program), so
     an upgrade that drops it costs the speed, not the program. Other backends ignore it."""
     try:
@@ -84,3 +81,7 @@ def elementwise_compiler_options() -> dict:
     except Exception:  # noqa: BLE001 - JaxRuntimeError "No such compile option" and the like
         return {}
     return dict(YNN_OFF)
+
+
+__all__ = ["to_jax", "head", "bucket", "pad_rows", "on_buckets", "is_traced",
+           "elementwise_compiler_options"]

@@ -210,7 +210,7 @@ def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
     Jitted (``cfg``, ``mode`` and ``exact_up_to`` static), so the counts are not checked: they
     must be finite and non-negative (``place`` checks them; negative or NaN counts give a
     meaningless placement). Compiled with XLA:CPU's YNNPACK fusions off: a 512-expert decision
-    took 0.63-0.65 ms instead of 0.67-0.73 ms (``benchmarks/moe_bench.py`` [1])."""
+    took 0.62-0.65 ms instead of 0.67-0.73 ms (timed side by side) (``benchmarks/moe_bench.py`` [1])."""
     return _dynamic_program()(hw, cfg, counts, mode, exact_up_to)
 
 

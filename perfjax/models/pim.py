@@ -237,7 +237,7 @@ def evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placemen
     The placement-independent per-expert costs are computed once per layer; each assignment then
     costs one contraction over its experts (the fast path for searches over placements). Jitted
     (``cfg`` and ``mode`` static), with XLA:CPU's YNNPACK fusions off: the per-device times over
-    every assignment ran 1.5-1.6x faster in XLA's own loops (512-expert layers, measured in
+    every assignment ran 1.6-1.8x faster in XLA's own loops (512-expert layers, measured in
     ``benchmarks/moe_bench.py`` [2]).
     """
     return _evaluate_assignments_program()(hw, cfg, counts, placements, mode)
