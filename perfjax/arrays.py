@@ -73,9 +73,10 @@ def elementwise_compiler_options() -> dict:
     """``compiler_options`` for ``jax.jit`` that keep XLA:CPU from handing chains of elementwise
     operations and their reductions to YNNPACK fusions, for programs where those measured slower
     than XLA's own loop fusions (the MoE fast path's per-device times: one YNNPACK fusion over
-    [8, 2048, 8] took 5.8 ms of a 17 ms call in a profile on this CPU; see ``perfjax.models.pim``). Empty when
-    this jaxlib does not know the option (probed once by compiling a one-operation program), so
-    an upgrade that drops it costs the speed, not the program. Other backends ignore it."""
+    [8, 2048, 8] took 5.8 ms of a 17 ms call in a profile on this CPU; see
+    ``perfjax.models.pim``). Empty when this jaxlib does not know the option (probed once by
+    compiling a one-operation program), so an upgrade that drops it costs the speed, not the
+    program. Other backends ignore it."""
     try:
         jax.jit(lambda x: x + 1, compiler_options=YNN_OFF)(np.float32(1.0)).block_until_ready()
     except Exception:  # noqa: BLE001 - JaxRuntimeError "No such compile option" and the like
@@ -83,5 +84,24 @@ def elementwise_compiler_options() -> dict:
     return dict(YNN_OFF)
 
 
+def jit_elementwise(fun: Any = None, *, static_argnames: tuple = ()) -> Any:
+    """``jax.jit(fun, static_argnames=...)`` compiled with ``elementwise_compiler_options``, the
+    jitted function built at the first call (so importing a module that uses it probes and
+    compiles nothing). Usable as ``@partial(jit_elementwise, static_argnames=(...))``."""
+    if fun is None:
+        return functools.partial(jit_elementwise, static_argnames=static_argnames)
+    program = None
+
+    @functools.wraps(fun)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal program
+        if program is None:
+            program = jax.jit(fun, static_argnames=static_argnames,
+                              compiler_options=elementwise_compiler_options())
+        return program(*args, **kwargs)
+
+    return call
+
+
 __all__ = ["to_jax", "head", "bucket", "pad_rows", "on_buckets", "is_traced",
-           "elementwise_compiler_options"]
+           "elementwise_compiler_options", "jit_elementwise"]

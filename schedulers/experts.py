@@ -27,7 +27,6 @@ slot layout of ``perfjax.workloads.moe.device_counts``. Policies:
 
 from __future__ import annotations
 
-import functools
 from functools import partial
 from typing import Any, Callable
 
@@ -36,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from perfjax.arrays import elementwise_compiler_options
+from perfjax.arrays import jit_elementwise
 from perfjax.errors import HardwareError, WorkloadError
 from perfjax.hardware import System
 from perfjax.models.pim import (MODES, device_objective, device_time, dispatch_arrival,
@@ -203,6 +202,7 @@ def _decode_move(index: jax.Array, slots: int, window: jax.Array, triples: bool)
     return moved
 
 
+@partial(jit_elementwise, static_argnames=("cfg", "mode", "exact_up_to"))
 def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapped",
             exact_up_to: int = EXACT_UP_TO) -> jax.Array:
     """Sieve-style placement [D, M] for this step's token counts [D, M] (see module docstring):
@@ -210,18 +210,8 @@ def dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapp
     Jitted (``cfg``, ``mode`` and ``exact_up_to`` static), so the counts are not checked: they
     must be finite and non-negative (``place`` checks them; negative or NaN counts give a
     meaningless placement). Compiled with XLA:CPU's YNNPACK fusions off: a 512-expert decision
-    took 0.62-0.65 ms instead of 0.67-0.73 ms (timed side by side) (``benchmarks/moe_bench.py`` [1])."""
-    return _dynamic_program()(hw, cfg, counts, mode, exact_up_to)
-
-
-@functools.lru_cache(maxsize=1)
-def _dynamic_program():
-    return jax.jit(_dynamic, static_argnames=("cfg", "mode", "exact_up_to"),
-                   compiler_options=elementwise_compiler_options())
-
-
-def _dynamic(hw: System, cfg: MoEConfig, counts: jax.Array, mode: str = "overlapped",
-             exact_up_to: int = EXACT_UP_TO) -> jax.Array:
+    took 0.62-0.65 ms instead of 0.67-0.73 ms, timed side by side (``benchmarks/moe_bench.py``
+    [1] times it)."""
     counts = jnp.asarray(counts, dtype=float)
     base, delta = placement_linear_form(hw, cfg, counts)
     arrival = dispatch_arrival(hw, cfg, counts)

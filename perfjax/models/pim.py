@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perfjax.arrays import elementwise_compiler_options
+from perfjax.arrays import jit_elementwise
 from perfjax.errors import WorkloadError
 from perfjax.hardware import GPUSpec, PIMSpec, System
 from perfjax.workloads.moe import MoEConfig, slot_ffn
@@ -230,6 +230,7 @@ def placement_linear_form(hw: System, cfg: MoEConfig, counts: Any) -> tuple[jax.
     return jnp.sum(on_gpu, axis=-2), on_pim - on_gpu
 
 
+@partial(jit_elementwise, static_argnames=("cfg", "mode"))
 def evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Array,
                          mode: str = "overlapped") -> jax.Array:
     """Critical path [L, N] of N placements [L, N, D, M] for each of L layers' counts [L, D, M].
@@ -240,17 +241,6 @@ def evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placemen
     every assignment ran 1.6-1.8x faster in XLA's own loops (512-expert layers, measured in
     ``benchmarks/moe_bench.py`` [2]).
     """
-    return _evaluate_assignments_program()(hw, cfg, counts, placements, mode)
-
-
-@functools.lru_cache(maxsize=1)
-def _evaluate_assignments_program():
-    return jax.jit(_evaluate_assignments, static_argnames=("cfg", "mode"),
-                   compiler_options=elementwise_compiler_options())
-
-
-def _evaluate_assignments(hw: System, cfg: MoEConfig, counts: jax.Array, placements: jax.Array,
-                          mode: str = "overlapped") -> jax.Array:
     base, delta = placement_linear_form(hw, cfg, counts)
     placements = jnp.asarray(placements)
     if jnp.issubdtype(placements.dtype, jnp.floating):  # float32 placements: float32 arithmetic
